@@ -1,0 +1,50 @@
+# Run `make` or `make help` for the list of targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?=
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo extract train test test-fast lint bench bench-demo clean
+
+help: ## Show this help
+	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## Create .venv and install the project with its test extras
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP) ## Synthetic DAIC-WOZ-layout corpus → eGeMAPS features → baseline → MLflow
+	$(BIN)/fusion demo $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+extract: $(STAMP) ## Extract features (CONFIG=configs/extract/<corpus>.yaml)
+	$(BIN)/fusion extract $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+train: $(STAMP) ## Train and evaluate a model (CONFIG=configs/train/<experiment>.yaml)
+	$(BIN)/fusion train $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+test: $(STAMP) ## Run the whole test suite (slow end-to-end tests included)
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP) ## Run the tests without the slow end-to-end ones
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check .
+
+bench: bench-demo ## Run every benchmark (results go in BENCHMARKS.md by hand)
+
+bench-demo: $(STAMP) ## Wall time and peak memory of `fusion demo`, cold and warm
+	$(BIN)/python benchmarks/bench_demo.py $(ARGS)
+
+clean: ## Remove demo outputs (data/demo, features_store, mlruns, outputs)
+	rm -rf data/demo features_store mlruns outputs
