@@ -1,0 +1,192 @@
+"""The extractor interface and the small value types every modality shares.
+
+An extractor is a small object with `name`, `params`, `feature_names` and
+`process_sample` / `process_file` / `process_files`, each returning a DataFrame indexed by
+`(sample_id, start, end)` in seconds. A whole-sample row has start 0 and end = duration.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+INDEX = ["sample_id", "start", "end"]
+
+
+class ExtractionError(Exception):
+    """A sample could not be processed; the message names the file and what was expected."""
+
+
+class MissingMediaError(ExtractionError):
+    """A sample lacks the media an extractor needs (for example no audio file)."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A time span of a sample, in seconds, optionally with the speaker and the words said."""
+
+    start: float
+    end: float
+    speaker: str | None = None
+    text: str | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One recording (a session, a clip, an image) as a dataset adapter yields it.
+
+    Args:
+        sample_id: unique id within its dataset.
+        subject_id: the person; splits never put one subject on two sides.
+        media: role → file, e.g. {"audio": ..., "transcript": ..., "face_au": ...}.
+        labels: label name → value.
+        split: the official split this sample belongs to, if the corpus has one.
+    """
+
+    sample_id: str
+    subject_id: str
+    media: Mapping[str, Path] = field(default_factory=dict)
+    labels: Mapping[str, Any] = field(default_factory=dict)
+    split: str | None = None
+
+
+class Params(BaseModel):
+    """Base of every extractor's parameter model: unknown parameters are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def validate_params(owner: str, model: type[BaseModel], params: Mapping[str, Any]) -> BaseModel:
+    """Validate `params` against `model`, raising scikit-learn-style messages.
+
+    Raises:
+        ValueError: "The 'x' parameter of Owner must be …, got … instead."
+    """
+    try:
+        return model(**params)
+    except ValidationError as err:
+        valid = ", ".join(model.model_fields)
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"])
+            if e["type"] == "extra_forbidden":
+                lines.append(f"{owner} has no parameter {key!r}. Valid parameters: {valid}.")
+            else:
+                lines.append(
+                    f"The {key!r} parameter of {owner} must be valid: {e['msg']}, "
+                    f"got {e.get('input')!r} instead."
+                )
+        raise ValueError("\n".join(lines)) from None
+
+
+def feature_frame(
+    sample_id: str,
+    spans: Sequence[tuple[float, float]],
+    values: np.ndarray,
+    feature_names: Sequence[str],
+) -> pd.DataFrame:
+    """Build the canonical feature DataFrame indexed by `(sample_id, start, end)`."""
+    values = np.asarray(values)
+    if values.ndim != 2 or values.shape != (len(spans), len(feature_names)):
+        raise ValueError(
+            f"feature values for {sample_id!r} have shape {values.shape}, expected "
+            f"({len(spans)}, {len(feature_names)})"
+        )
+    index = pd.MultiIndex.from_arrays(
+        [
+            np.full(len(spans), sample_id, dtype=object),
+            np.array([s for s, _ in spans], dtype=np.float64),
+            np.array([e for _, e in spans], dtype=np.float64),
+        ],
+        names=INDEX,
+    )
+    return pd.DataFrame(values, index=index, columns=list(feature_names))
+
+
+class Extractor(ABC):
+    """Base class of all feature extractors.
+
+    Subclasses declare `name`, `version` (bump it when the numbers an extractor produces
+    change), `modality`, the media roles they read (`media`) and a `Params` model.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    modality: ClassVar[str]
+    media: ClassVar[tuple[str, ...]]
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, **params: Any) -> None:
+        self.params = validate_params(type(self).__name__, self.Params, params)
+
+    def get_params(self) -> dict[str, Any]:
+        """Parameters as plain JSON-able values (the ones that enter the store's hash)."""
+        return self.params.model_dump(mode="json")
+
+    @property
+    @abstractmethod
+    def feature_names(self) -> list[str]:
+        """Names of the columns `process_*` returns, in order."""
+
+    def library_versions(self) -> dict[str, str]:
+        """Versions of the libraries whose numbers this extractor depends on."""
+        return {}
+
+    def source_files(self, sample: Sample) -> dict[str, Path]:
+        """The files of `sample` this extractor reads, by role.
+
+        Raises:
+            MissingMediaError: when the sample has none of the roles this extractor reads.
+        """
+        found = {role: Path(sample.media[role]) for role in self.media if role in sample.media}
+        if not found:
+            raise MissingMediaError(
+                f"sample {sample.sample_id!r} has no {' or '.join(self.media)} file "
+                f"(it has: {', '.join(sample.media) or 'no media'}); {self.name} needs one"
+            )
+        return found
+
+    @abstractmethod
+    def process_sample(self, sample: Sample, segments: Sequence[Segment] | None) -> pd.DataFrame:
+        """Features of one sample: one row per segment, or one whole-sample row if None."""
+
+    def process_file(
+        self,
+        path: str | Path,
+        segments: Sequence[Segment] | None = None,
+        sample_id: str | None = None,
+    ) -> pd.DataFrame:
+        """Features of one file; the sample id defaults to the path."""
+        path = Path(path)
+        sample = Sample(sample_id or str(path), subject_id="", media={self.media[0]: path})
+        return self.process_sample(sample, segments)
+
+    def process_files(
+        self,
+        paths: Iterable[str | Path],
+        segments: Mapping[str, Sequence[Segment]] | None = None,
+    ) -> pd.DataFrame:
+        """Features of several files, concatenated; `segments` maps path → its segments."""
+        frames = [
+            self.process_file(p, None if segments is None else segments.get(str(p)))
+            for p in paths
+        ]
+        return pd.concat(frames) if frames else self.empty_frame()
+
+    def empty_frame(self) -> pd.DataFrame:
+        return feature_frame("", [], np.empty((0, len(self.feature_names))), self.feature_names)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
