@@ -1,0 +1,175 @@
+"""The `fusion` command: demo, extract, train, features.
+
+Every command takes `--config FILE`, repeatable `--set key.path=value` overrides, and
+`--json PATH` to write its summary (figures and output paths) for scripting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from features.registry import UnknownNameError
+
+DEFAULT_CONFIGS = {
+    "demo": "configs/demo.yaml",
+    "extract": "configs/extract/demo.yaml",
+    "train": "configs/train/demo_baseline.yaml",
+}
+
+
+def _write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        from features.store import atomic_write_text
+
+        atomic_write_text(json.dumps(payload, indent=2, default=str) + "\n", Path(path))
+
+
+def _common(p: argparse.ArgumentParser, config: str | None) -> None:
+    if config is not None:
+        p.add_argument("--config", default=config, help=f"YAML config (default: {config})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set model.params.C=0.5 (repeatable)")
+    p.add_argument("--json", dest="json_path", metavar="PATH",
+                   help="also write the command's summary as JSON to PATH")
+
+
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from fusion.config import DemoConfig, load_config
+    from fusion.demo import run_demo
+    from fusion.extract import format_extract
+    from fusion.train import format_metrics
+
+    cfg = load_config(DemoConfig, args.config, args.overrides)
+    result = run_demo(cfg)
+    c = result["corpus"]
+    how = "reused" if c["reused"] else f"generated in {c['seconds']:.1f} s"
+    print(f"corpus: {c['n_sessions']} sessions (seed {c['seed']}) in {c['root']} ({how})")
+    print(format_extract(result["extract"]))
+    tr = result["train"]
+    print(f"\n{tr['model']} on {', '.join(tr['feature_sets'])} → {tr['target']}")
+    print(format_metrics(tr))
+    print(f"\noutputs: {tr['outputs']['dir']}")
+    if tr.get("run_id"):
+        print(f"MLflow run {tr['run_id']}: mlflow ui --backend-store-uri {tr['tracking_uri']}")
+    print(f"demo finished in {result['seconds']:.1f} s")
+    return result
+
+
+def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
+    from fusion.config import ExtractConfig, load_config
+    from fusion.extract import extract, format_extract
+
+    cfg = load_config(ExtractConfig, args.config, args.overrides)
+    result = extract(cfg, only=args.only or None)
+    print(format_extract(result))
+    return result
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from fusion.config import TrainConfig, load_config
+    from fusion.train import format_metrics, train
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    result = train(cfg)
+    print(f"{result['model']} on {', '.join(result['feature_sets'])} → {result['target']}")
+    print(format_metrics(result))
+    print(f"outputs: {result['outputs']['dir']}")
+    return result
+
+
+def cmd_features_ls(args: argparse.Namespace) -> dict[str, Any]:
+    from features.store import FeatureStore
+
+    store = FeatureStore(args.store)
+    rows = [store.describe(p) for p in store.entries()]
+    if not rows:
+        print(f"the feature store {store.root} is empty")
+    else:
+        print(f"{'name':<44} {'extractor':<10} {'samples':>7} {'rows':>7} {'feats':>6} "
+              f"{'errors':>6}  created")
+        for r in rows:
+            print(f"{r['name']:<44} {r['extractor']:<10} {r['n_samples']:>7} {r['n_rows']:>7} "
+                  f"{r['n_features']:>6} {r['n_errors']:>6}  {r['created']}")
+    return {"store": str(store.root), "feature_sets": rows}
+
+
+def cmd_features_show(args: argparse.Namespace) -> dict[str, Any]:
+    import pandas as pd
+
+    from features.store import FeatureStore
+
+    store = FeatureStore(args.store)
+    path = store.resolve(args.name)
+    info = store.describe(path)
+    frame = store.read(path)
+    print(f"{info['name']}  ({path})")
+    print(f"shape: {info['n_rows']} rows × {info['n_features']} features, "
+          f"{info['n_samples']} samples, {info['n_errors']} errors/warnings")
+    print(f"extractor: {info['extractor']} v{info['extractor_version']}  "
+          f"params: {json.dumps(info['params'])}")
+    print(f"segmentation: {json.dumps(info['segmentation'])}")
+    print(f"libraries: {json.dumps(info['library_versions'])}  param hash: {info['param_hash'][:16]}")
+    with pd.option_context("display.max_columns", 8, "display.width", 140):
+        print(frame.head(args.rows))
+    info["preview"] = frame.head(args.rows).reset_index().to_dict("records")
+    return info
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fusion", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="generate the demo corpus, extract features, train the baseline")
+    _common(p, DEFAULT_CONFIGS["demo"])
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("extract", help="extract the configured feature sets into the store")
+    _common(p, DEFAULT_CONFIGS["extract"])
+    p.add_argument("--only", action="append", metavar="NAME",
+                   help="extract only this feature set (repeatable)")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("train", help="cross-validate a model on cached features")
+    _common(p, DEFAULT_CONFIGS["train"])
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("features", help="inspect the feature store")
+    fsub = p.add_subparsers(dest="features_command", required=True)
+    q = fsub.add_parser("ls", help="list cached feature sets")
+    q.add_argument("--store", default="features_store")
+    _common(q, None)
+    q.set_defaults(func=cmd_features_ls)
+    q = fsub.add_parser("show", help="shape, parameters and a preview of one feature set")
+    q.add_argument("name", help="dataset/stem as `ls` prints it, a unique prefix, or a path")
+    q.add_argument("--store", default="features_store")
+    q.add_argument("--rows", type=int, default=5)
+    _common(q, None)
+    q.set_defaults(func=cmd_features_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
+    from fusion.config import ConfigError
+    from fusion.datasets.base import DatasetError
+    from fusion.evaluate import SplitError
+
+    try:
+        result = func(args)
+    except (ConfigError, DatasetError, UnknownNameError, FileNotFoundError, SplitError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    _write_json(getattr(args, "json_path", None), {"command": args.command, **result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
