@@ -182,7 +182,8 @@ def run_extraction(
     results = (_run_dask(extractor, segmenter, todo, n_jobs, scheduler) if executor == "dask"
                else _run_local(extractor, segmenter, todo, n_jobs))
     bar = tqdm(total=len(todo), desc=f"{extractor.name} [{dataset}/{key.stem}]", unit="sample",
-               disable=not progress or not todo, file=sys.stderr, leave=True)
+               disable=not progress or not todo, file=sys.stderr, leave=True,
+               mininterval=0.2 if sys.stderr.isatty() else 15.0)
     with bar:
         for res in results:
             digest, files = hashes[res.sample_id]

@@ -1,0 +1,62 @@
+"""Shared fixtures: a small demo corpus, real-data locations, and safe defaults."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Nothing may be fetched from a model hub during tests; plots render off-screen.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def write_wav(path: Path, signal: np.ndarray, sr: int = 16_000, subtype: str = "PCM_16") -> Path:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, signal, sr, subtype=subtype)
+    return path
+
+
+def tone(seconds: float, f0: float = 150.0, sr: int = 16_000, seed: int = 0) -> np.ndarray:
+    """A harmonic-rich voiced-like tone with a little noise (openSMILE finds its pitch)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 12))
+    return (0.2 * x / np.max(np.abs(x)) + 0.001 * rng.normal(size=t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def demo_corpus_master(tmp_path_factory) -> Path:
+    """A 6-session demo corpus (generated once per test session; copy it before changing it)."""
+    from fusion.datasets.synthetic import generate_demo_corpus
+
+    root = tmp_path_factory.mktemp("demo_master") / "demo"
+    generate_demo_corpus(root, n_sessions=6, seed=7, questions=3)
+    return root
+
+
+@pytest.fixture
+def demo_corpus(demo_corpus_master, tmp_path) -> Path:
+    """A private copy of the small demo corpus that a test may damage."""
+    dest = tmp_path / "demo"
+    shutil.copytree(demo_corpus_master, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real public data folder ($AFFECT_SHARED_DATA); skips when it is not configured."""
+    value = os.environ.get("AFFECT_SHARED_DATA")
+    if not value:
+        pytest.skip("AFFECT_SHARED_DATA is not set: the real-data tests need ../shared/data")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.fail(f"AFFECT_SHARED_DATA={value} is not a folder")
+    return path

@@ -1,0 +1,104 @@
+"""The `fusion` command end to end on a small demo corpus."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fusion.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def demo_args(tmp_path: Path, n_sessions: int = 16) -> list[str]:
+    return [
+        "--config", str(ROOT / "configs/demo.yaml"),
+        "--set", f"corpus.n_sessions={n_sessions}", "--set", "corpus.questions=4",
+        "--set", f"extract.dataset.root={tmp_path / 'data'}",
+        "--set", f"extract.store={tmp_path / 'store'}",
+        "--set", "extract.progress=false",
+        "--set", f"train.tracking.uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+        "--set", f"train.tracking.artifacts={tmp_path / 'mlruns' / 'artifacts'}",
+        "--set", f"train.output_dir={tmp_path / 'outputs'}",
+        "--set", "train.cv.n_repeats=2", "--set", "train.cv.n_bootstrap=200",
+    ]
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_is_deterministic_and_tracked(tmp_path, capsys):
+    args = demo_args(tmp_path)
+    assert main(["demo", *args, "--json", str(tmp_path / "first.json")]) == 0
+    out = capsys.readouterr().out
+    assert "auc" in out and "mlflow ui --backend-store-uri" in out
+    first = json.loads((tmp_path / "first.json").read_text())
+    assert first["corpus"]["reused"] is False
+    fs = first["extract"]["feature_sets"]
+    assert fs["egemaps_turn"]["computed"] == 16 and fs["egemaps_session"]["failed"] == 0
+
+    assert main(["demo", *args, "--json", str(tmp_path / "second.json")]) == 0
+    second = json.loads((tmp_path / "second.json").read_text())
+    assert second["corpus"]["reused"] is True
+    assert all(s["computed"] == 0 and s["skipped"] == 16 for s in second["extract"]["feature_sets"].values())
+    assert second["train"]["metrics"] == first["train"]["metrics"]
+    assert second["train"]["per_repeat"] == first["train"]["per_repeat"]
+    assert second["train"]["run_id"] != first["train"]["run_id"]
+
+    import mlflow
+    client = mlflow.tracking.MlflowClient(tracking_uri=first["train"]["tracking_uri"])
+    run = client.get_run(first["train"]["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.params.C"] == "0.05"
+    assert run.data.tags["git_commit"]
+    for name, prov in first["train"]["feature_sets"].items():
+        assert run.data.tags[f"features.{name}.param_hash"] == prov["param_hash"]
+    assert run.data.metrics["auc_mean"] == pytest.approx(first["train"]["metrics"]["auc"]["mean"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "predictions.csv", "folds.csv", "metrics.json"} <= artifacts
+
+    # the store can be inspected
+    store = str(tmp_path / "store")
+    assert main(["features", "ls", "--store", store, "--json", str(tmp_path / "ls.json")]) == 0
+    listing = json.loads((tmp_path / "ls.json").read_text())
+    assert {r["n_samples"] for r in listing["feature_sets"]} == {16}
+    name = Path(fs["egemaps_turn"]["path"]).stem
+    assert main(["features", "show", name, "--store", str(tmp_path / "store"),
+                 "--json", str(tmp_path / "show.json")]) == 0
+    show = json.loads((tmp_path / "show.json").read_text())
+    assert show["n_features"] == 88 and show["segmentation"]["level"] == "turn"
+    assert show["preview"][0]["sample_id"] == "300"
+    assert "88 features" in capsys.readouterr().out
+
+
+def test_config_typo_is_a_clear_error_with_exit_code_2(tmp_path, capsys):
+    code = main(["train", "--config", str(ROOT / "configs/train/demo_baseline.yaml"),
+                 "--set", "model.parms.C=1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'model.parms'" in err and "valid keys at model: name, params" in err
+
+
+def test_train_before_extract_says_what_to_do(demo_corpus, tmp_path, capsys):
+    code = main(["train", "--config", str(ROOT / "configs/train/demo_baseline.yaml"),
+                 "--set", f"extract.dataset.root={demo_corpus}",
+                 "--set", f"extract.store={tmp_path / 'empty_store'}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "feature set 'egemaps_turn'" in err and "has not been extracted yet" in err
+
+
+def test_missing_dataset_root(tmp_path, capsys):
+    code = main(["extract", "--config", str(ROOT / "configs/extract/demo.yaml"),
+                 "--set", f"dataset.root={tmp_path / 'nowhere'}"])
+    assert code == 2
+    assert "nowhere does not exist" in capsys.readouterr().err
+
+
+def test_console_entry_point_help():
+    out = subprocess.run([sys.executable, "-m", "fusion.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for cmd in ("demo", "extract", "train", "features"):
+        assert cmd in out

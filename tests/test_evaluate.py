@@ -1,0 +1,81 @@
+"""Subject-grouped splits, metrics and intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusion.evaluate import (
+    LeakageError,
+    SplitError,
+    binary_metrics,
+    bootstrap_ci,
+    check_disjoint,
+    grouped_kfold,
+    repeated_grouped_kfold,
+    roc_auc,
+)
+
+
+def data(n_subjects=30, per_subject=4, seed=0):
+    rng = np.random.default_rng(seed)
+    groups = np.repeat([f"s{i}" for i in range(n_subjects)], per_subject)
+    y = np.repeat(rng.integers(0, 2, n_subjects), per_subject)
+    return y, groups
+
+
+def test_no_subject_on_both_sides_and_every_sample_tested_once():
+    y, groups = data()
+    folds = grouped_kfold(y, groups, 5, seed=1)
+    tested = np.concatenate([te for _, te in folds])
+    assert sorted(tested) == list(range(len(y)))
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])
+        assert 0.2 < y[te].mean() < 0.8  # stratified
+
+
+def test_splits_are_deterministic_by_seed():
+    y, groups = data()
+    a = repeated_grouped_kfold(y, groups, 5, 2, seed=3)
+    b = repeated_grouped_kfold(y, groups, 5, 2, seed=3)
+    c = repeated_grouped_kfold(y, groups, 5, 2, seed=4)
+    assert all((f.test == g.test).all() for f, g in zip(a, b, strict=True))
+    assert any(len(f.test) != len(g.test) or (f.test != g.test).any() for f, g in zip(a, c, strict=True))
+    assert {f.seed for f in a} == {3, 4}
+
+
+def test_leak_check_raises():
+    groups = np.array(["a", "a", "b", "c"])
+    with pytest.raises(LeakageError, match="'a'"):
+        check_disjoint(groups, np.array([0, 2]), np.array([1, 3]))
+    check_disjoint(groups, np.array([0, 1]), np.array([2, 3]))
+
+
+def test_too_few_subjects():
+    with pytest.raises(SplitError, match="3 subjects"):
+        grouped_kfold(np.array([0, 1, 0]), np.array(["a", "b", "c"]), 5, 0)
+
+
+def test_metrics_on_known_values():
+    y = np.array([0, 0, 1, 1])
+    assert roc_auc(y, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert roc_auc(y, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert roc_auc(y, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
+    assert np.isnan(roc_auc(np.array([1, 1]), np.array([0.2, 0.3])))
+    m = binary_metrics(y, np.array([0.1, 0.6, 0.7, 0.4]))
+    assert m["accuracy"] == 0.5 and m["balanced_accuracy"] == 0.5 and m["f1"] == 0.5
+    assert m["brier"] == pytest.approx((0.01 + 0.36 + 0.09 + 0.36) / 4)
+
+
+def test_bootstrap_interval_covers_estimate_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    def ci(n):
+        y = rng.integers(0, 2, n)
+        s = y + rng.normal(0, 1.0, n)
+        groups = np.arange(n).astype(str)
+        lo, hi = bootstrap_ci(roc_auc, y, s[None, :], groups, n_boot=300, seed=1)
+        return roc_auc(y, s), lo, hi
+    est, lo, hi = ci(100)
+    assert lo < est < hi
+    est2, lo2, hi2 = ci(1000)
+    assert hi2 - lo2 < hi - lo

@@ -1,0 +1,233 @@
+"""Feature store: content addressing, invalidation, resume, errors, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import tone, write_wav
+from extractors import RmsExtractor
+
+from features.align import SegmentationConfig, Segmenter
+from features.audio import OpenSmileExtractor
+from features.base import INDEX
+from features.runner import feature_set_key, run_extraction
+from features.store import FeatureStore
+from fusion.datasets.daic import DaicWoz
+
+TESTS = Path(__file__).resolve().parent
+TURNS = Segmenter(SegmentationConfig(level="turn"))
+
+
+def run(corpus: Path, store: FeatureStore, extractor=None, segmenter=None, **kw):
+    samples = DaicWoz(corpus).samples()
+    return run_extraction(samples, extractor or RmsExtractor(), store, "demo",
+                          segmenter=segmenter, progress=False, **kw)
+
+
+def test_roundtrip_layout_and_metadata(demo_corpus, tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    summary = run(demo_corpus, store)
+    assert (summary.computed, summary.skipped, summary.failed) == (6, 0, 0)
+    key = feature_set_key("demo", RmsExtractor(), Segmenter())
+    path = store.path(key)
+    assert path == tmp_path / "store" / "demo" / f"rms-{key.param_hash[:16]}.parquet"
+    meta = store.read_metadata(path)
+    assert meta["extractor"] == "rms" and meta["extractor_version"] == "1"
+    assert meta["params"] == {"scale": 1.0, "delay": 0.0}
+    assert meta["library_versions"] == {"numpy": np.__version__}
+    assert set(meta["sources"]) == {"300", "301", "302", "303", "304", "305"}
+    assert all(len(s["hash"]) == 32 and "audio" in s["files"] for s in meta["sources"].values())
+    frame = store.read(key)
+    assert list(frame.index.names) == INDEX and list(frame.columns) == ["rms", "peak"]
+    # a whole-sample row runs from 0 to the recording's duration
+    import soundfile as sf
+    for sid, start, end in frame.index:
+        assert start == 0.0
+        assert end == pytest.approx(sf.info(demo_corpus / f"{sid}_P" / f"{sid}_AUDIO.wav").duration)
+    assert not store.parts_dir(key).exists()
+    assert len(store.read_errors(key)) == 0
+
+
+def test_rerun_skips_everything_and_touch_does_not_invalidate(demo_corpus, tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    run(demo_corpus, store)
+    wav = demo_corpus / "302_P" / "302_AUDIO.wav"
+    os.utime(wav, (time.time() + 5, time.time() + 5))  # same bytes, new mtime
+    again = run(demo_corpus, store)
+    assert (again.computed, again.skipped) == (0, 6)
+
+
+def test_parameter_change_writes_a_new_file(demo_corpus, tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    first = run(demo_corpus, store, RmsExtractor(scale=1.0))
+    before = Path(first.path).read_bytes()
+    second = run(demo_corpus, store, RmsExtractor(scale=2.0))
+    assert second.path != first.path and second.computed == 6
+    assert Path(first.path).read_bytes() == before
+    a, b = store.read(Path(first.path)), store.read(Path(second.path))
+    np.testing.assert_allclose(b.to_numpy(), 2 * a.to_numpy(), rtol=1e-6)
+    # the segmentation is part of the parameters too
+    turns = run(demo_corpus, store, segmenter=TURNS)
+    assert turns.path not in (first.path, second.path) and turns.computed == 6
+
+
+def test_changed_source_file_recomputes_only_that_sample(demo_corpus, tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    run(demo_corpus, store)
+    write_wav(demo_corpus / "303_P" / "303_AUDIO.wav", tone(5.0, seed=3))
+    again = run(demo_corpus, store)
+    assert again.computed_ids == ["303"] and again.skipped == 5
+    frame = store.read(Path(again.path))
+    assert frame.loc["303"].index.get_level_values("end")[0] == pytest.approx(5.0)
+    assert frame.index.get_level_values("sample_id").nunique() == 6
+
+
+def test_changed_transcript_invalidates_turn_features_only(demo_corpus, tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    run(demo_corpus, store)
+    run(demo_corpus, store, segmenter=TURNS)
+    t = demo_corpus / "304_P" / "304_TRANSCRIPT.csv"
+    t.write_text(t.read_text(encoding="utf-8").replace("Participant\t", "Participant\tum ", 1),
+                 encoding="utf-8")
+    assert run(demo_corpus, store).computed == 0
+    assert run(demo_corpus, store, segmenter=TURNS).computed_ids == ["304"]
+
+
+def test_library_version_change_recomputes(demo_corpus, tmp_path, monkeypatch):
+    store = FeatureStore(tmp_path / "store")
+    run(demo_corpus, store)
+    monkeypatch.setattr(RmsExtractor, "library_versions", lambda self: {"numpy": "0.0"})
+    again = run(demo_corpus, store)
+    assert again.computed == 6
+    assert any("library versions changed" in n for n in again.notes)
+
+
+def test_corrupt_wav_and_empty_transcript_are_recorded_others_kept(demo_corpus, tmp_path):
+    (demo_corpus / "301_P" / "301_AUDIO.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 10)
+    (demo_corpus / "302_P" / "302_TRANSCRIPT.csv").write_text("", encoding="utf-8")
+    store = FeatureStore(tmp_path / "store")
+    summary = run(demo_corpus, store, OpenSmileExtractor(), segmenter=TURNS)
+    assert summary.failed_ids == ["301", "302"]
+    assert summary.computed == 4
+    frame = store.read(Path(summary.path))
+    assert sorted(frame.index.get_level_values("sample_id").unique()) == ["300", "303", "304", "305"]
+    assert frame.shape[1] == 88 and np.isfinite(frame.to_numpy()).all()
+    errors = pd.read_parquet(summary.errors_path).set_index("sample_id")
+    assert set(errors.index) == {"301", "302"}
+    assert "301_AUDIO.wav" in errors.loc["301", "error"]
+    assert "cannot decode audio" in errors.loc["301", "error"]
+    assert "302_TRANSCRIPT.csv" in errors.loc["302", "error"] and "empty" in errors.loc["302", "error"]
+    assert (errors["level"] == "error").all()
+
+    # once fixed, only the two are computed and the errors table empties
+    import shutil
+    src = demo_corpus.parent / "fixed"
+    from fusion.datasets.synthetic import generate_demo_corpus
+    generate_demo_corpus(src, n_sessions=6, seed=7, questions=3)
+    shutil.copy(src / "301_P" / "301_AUDIO.wav", demo_corpus / "301_P" / "301_AUDIO.wav")
+    shutil.copy(src / "302_P" / "302_TRANSCRIPT.csv", demo_corpus / "302_P" / "302_TRANSCRIPT.csv")
+    again = run(demo_corpus, store, OpenSmileExtractor(), segmenter=TURNS)
+    assert again.computed_ids == ["301", "302"] and again.skipped == 4 and again.failed == 0
+    assert len(pd.read_parquet(again.errors_path)) == 0
+
+
+def test_missing_media_file_is_an_error_for_that_sample(demo_corpus, tmp_path):
+    (demo_corpus / "305_P" / "305_AUDIO.wav").unlink()
+    store = FeatureStore(tmp_path / "store")
+    summary = run(demo_corpus, store)
+    assert summary.failed_ids == ["305"] and summary.computed == 5
+    err = pd.read_parquet(summary.errors_path)
+    assert "no audio" in err["error"].iloc[0]
+
+
+def test_failed_write_leaves_previous_file_intact(demo_corpus, tmp_path, monkeypatch):
+    store = FeatureStore(tmp_path / "store")
+    first = run(demo_corpus, store)
+    before = Path(first.path).read_bytes()
+    write_wav(demo_corpus / "300_P" / "300_AUDIO.wav", tone(3.0, seed=9))
+
+    real_write = pq.write_table
+
+    def torn_write(table, where, **kw):
+        if str(where).endswith(".tmp") and "rms-" in str(where) and ".parts" not in str(where):
+            with open(where, "wb") as f:
+                f.write(b"PAR1 half a file")
+            raise OSError("disk full")
+        return real_write(table, where, **kw)
+
+    monkeypatch.setattr(pq, "write_table", torn_write)
+    with pytest.raises(OSError, match="disk full"):
+        run(demo_corpus, store)
+    assert Path(first.path).read_bytes() == before
+    assert not list(Path(first.path).parent.glob(".*.tmp"))
+    # the finished sample survived as a part, so the next run has nothing left to compute
+    monkeypatch.setattr(pq, "write_table", real_write)
+    again = run(demo_corpus, store)
+    assert again.computed == 0 and again.skipped == 6
+    assert store.read(Path(again.path)).loc["300"].index.get_level_values("end")[0] == pytest.approx(3.0)
+
+
+def test_resume_after_kill_recomputes_nothing_finished(demo_corpus, tmp_path):
+    store_root = tmp_path / "store"
+    script = f"""
+import sys
+sys.path.insert(0, {str(TESTS)!r})
+from extractors import RmsExtractor
+from features.runner import run_extraction
+from features.store import FeatureStore
+from fusion.datasets.daic import DaicWoz
+samples = DaicWoz({str(demo_corpus)!r}).samples()
+run_extraction(samples, RmsExtractor(delay=0.6), FeatureStore({str(store_root)!r}), "demo", progress=False)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    key = feature_set_key("demo", RmsExtractor(delay=0.6), Segmenter())
+    parts = FeatureStore(store_root).parts_dir(key)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(parts.glob("*.parquet"))) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {json.loads(pq.read_schema(p).metadata[b"fusion.part"])["sample_id"]
+                for p in parts.glob("*.parquet")}
+    assert 2 <= len(finished) < 6
+    assert not FeatureStore(store_root).path(key).exists()
+
+    store = FeatureStore(store_root)
+    summary = run(demo_corpus, store, RmsExtractor(delay=0.6))
+    assert set(summary.computed_ids).isdisjoint(finished)
+    assert set(summary.computed_ids) | finished == {"300", "301", "302", "303", "304", "305"}
+    assert summary.skipped == len(finished)
+    assert any("resuming" in n for n in summary.notes)
+    assert store.read(key).index.get_level_values("sample_id").nunique() == 6
+    assert not parts.exists()
+
+
+def test_parallel_matches_serial(demo_corpus, tmp_path):
+    serial = run(demo_corpus, FeatureStore(tmp_path / "a"), OpenSmileExtractor(), n_jobs=1)
+    parallel = run(demo_corpus, FeatureStore(tmp_path / "b"), OpenSmileExtractor(), n_jobs=2)
+    a = pd.read_parquet(serial.path)
+    b = pd.read_parquet(parallel.path)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_resolve_names_and_ambiguity(demo_corpus, tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    s1 = run(demo_corpus, store, RmsExtractor(scale=1.0))
+    run(demo_corpus, store, RmsExtractor(scale=3.0))
+    stem = Path(s1.path).stem
+    assert store.resolve(stem) == Path(s1.path)
+    assert store.resolve(f"demo/{stem}") == Path(s1.path)
+    with pytest.raises(ValueError, match="ambiguous"):
+        store.resolve("rms")
+    with pytest.raises(FileNotFoundError, match="it holds"):
+        store.resolve("opensmile")
