@@ -48,7 +48,8 @@ def main() -> None:
             bacc = res["train"]["metrics"]["balanced_accuracy"]
             rows.append((phase, m.seconds, m.peak_rss_mib, res["corpus"]["n_sessions"], auc, bacc))
     print(f"\nmachine: {machine()}")
-    print("| run | sessions | wall time (s) | peak RSS, process tree (MiB) | AUC mean ± sd [95% CI] | balanced acc. |")
+    print("| run | sessions | wall time (s) | peak RSS, process tree (MiB) "
+          "| AUC mean ± sd [95% CI] | balanced acc. |")
     print("|---|---|---|---|---|---|")
     for phase, sec, mib, n, auc, bacc in rows:
         print(f"| {phase} | {n} | {sec:.1f} | {mib:.0f} | {auc['mean']:.3f} ± {auc['sd']:.3f} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -39,10 +40,8 @@ def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05
             except psutil.NoSuchProcess:
                 break
             for p in procs:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     total += p.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
             peak = max(peak, total)
             stop.wait(interval)
 

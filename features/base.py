@@ -126,6 +126,7 @@ class Extractor(ABC):
     modality: ClassVar[str]
     media: ClassVar[tuple[str, ...]]
     Params: ClassVar[type[Params]] = Params
+    chunk_size: ClassVar[int | None] = None  # samples per task; None lets the runner choose
 
     def __init__(self, **params: Any) -> None:
         self.params = validate_params(type(self).__name__, self.Params, params)
@@ -157,9 +158,28 @@ class Extractor(ABC):
             )
         return found
 
+    def source_payload(self, sample: Sample) -> str | None:
+        """In-memory source content that enters the sample's hash (e.g. an utterance's text)."""
+        return None
+
     @abstractmethod
     def process_sample(self, sample: Sample, segments: Sequence[Segment] | None) -> pd.DataFrame:
         """Features of one sample: one row per segment, or one whole-sample row if None."""
+
+    def process_samples(
+        self, items: Sequence[tuple[Sample, Sequence[Segment] | None]]
+    ) -> list[pd.DataFrame | Exception]:
+        """Features of several samples; a failure is returned in its sample's place.
+
+        Extractors that gain from batching across samples (text encoders) override this.
+        """
+        out: list[pd.DataFrame | Exception] = []
+        for sample, segments in items:
+            try:
+                out.append(self.process_sample(sample, segments))
+            except Exception as err:  # noqa: BLE001 - returned to the caller, who records it
+                out.append(err)
+        return out
 
     def process_file(
         self,

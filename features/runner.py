@@ -1,8 +1,9 @@
 """Run one extractor over a dataset's samples into the feature store: parallel and resumable.
 
 Each sample is hashed (its source files by content), skipped when the store already has it
-with the same hash and parameters, and otherwise computed in a worker. Results come back to
-this process, which alone writes the store, one finished sample at a time.
+with the same hash and parameters, and otherwise computed. Work goes to the workers in
+chunks of samples; each finished chunk comes back to this process, which alone writes the
+store, appending the chunk at once so that an interrupted run keeps it.
 """
 
 from __future__ import annotations
@@ -60,47 +61,75 @@ def feature_set_key(dataset: str, extractor: Extractor, segmenter: Segmenter) ->
     return FeatureSetKey(dataset, extractor.name, digest)
 
 
-def process_one(extractor: Extractor, segmenter: Segmenter, sample: Sample) -> _Result:
-    """Segment and extract one sample; any failure becomes a recorded error, never a raise."""
-    try:
-        seg = segmenter.segment(sample)
-        if seg.segments is not None and not seg.segments:
-            raise ExtractionError(f"sample {sample.sample_id!r}: segmentation produced no segments")
-        frame = extractor.process_sample(sample, seg.segments)
-        if frame.empty:
-            raise ExtractionError(f"sample {sample.sample_id!r}: {extractor.name} produced no rows")
-        warnings = list(seg.warnings) + list(frame.attrs.pop("warnings", []))
-        values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = ~np.isfinite(values)
-        if bad.any():
-            cols = frame.columns[bad.any(axis=0)]
-            warnings.append(
-                f"{int(bad.sum())} NaN/inf value(s) in {len(cols)} feature(s) "
-                f"(e.g. {', '.join(map(str, cols[:3]))}); kept as NaN, not filled"
-            )
-        return _Result(sample.sample_id, frame, warnings, None)
-    except ExtractionError as err:
-        return _Result(sample.sample_id, None, [], str(err))
-    except Exception as err:  # noqa: BLE001 - batch work: record the bad item, keep the rest
-        where = traceback.extract_tb(err.__traceback__)[-1]
-        return _Result(sample.sample_id, None, [],
-                       f"{type(err).__name__}: {err} (at {Path(where.filename).name}:{where.lineno})")
+def _describe(err: BaseException) -> str:
+    if isinstance(err, ExtractionError):
+        return str(err)
+    where = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    at = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
+    return f"{type(err).__name__}: {err}{at}"
 
 
-def _run_local(extractor: Extractor, segmenter: Segmenter, todo: Sequence[Sample],
-               n_jobs: int) -> Iterator[_Result]:
-    if n_jobs == 1 or len(todo) <= 1:
-        for sample in todo:
-            yield process_one(extractor, segmenter, sample)
+def _check(sample_id: str, frame: pd.DataFrame, extractor: Extractor) -> list[str]:
+    """Reject frames without rows; warn about (never fill) NaN or inf values."""
+    if frame.empty:
+        raise ExtractionError(f"sample {sample_id!r}: {extractor.name} produced no rows")
+    warnings = list(frame.attrs.pop("warnings", []))
+    values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        cols = frame.columns[bad.any(axis=0)]
+        warnings.append(
+            f"{int(bad.sum())} NaN/inf value(s) in {len(cols)} feature(s) "
+            f"(e.g. {', '.join(map(str, cols[:3]))}); kept as NaN, not filled"
+        )
+    return warnings
+
+
+def process_chunk(extractor: Extractor, segmenter: Segmenter,
+                  samples: Sequence[Sample]) -> list[_Result]:
+    """Segment and extract a chunk of samples; every failure becomes a recorded error."""
+    results: dict[str, _Result] = {}
+    items, seg_warnings = [], {}
+    for sample in samples:
+        try:
+            seg = segmenter.segment(sample)
+            if seg.segments is not None and not seg.segments:
+                raise ExtractionError(f"sample {sample.sample_id!r}: segmentation produced no segments")
+            items.append((sample, seg.segments))
+            seg_warnings[sample.sample_id] = seg.warnings
+        except Exception as err:  # noqa: BLE001 - batch work: record the bad item, keep the rest
+            results[sample.sample_id] = _Result(sample.sample_id, None, [], _describe(err))
+    outputs = extractor.process_samples(items) if items else []
+    for (sample, _), out in zip(items, outputs, strict=True):
+        sid = sample.sample_id
+        try:
+            if isinstance(out, BaseException):
+                raise out
+            warnings = seg_warnings[sid] + _check(sid, out, extractor)
+            results[sid] = _Result(sid, out, warnings, None)
+        except Exception as err:  # noqa: BLE001
+            results[sid] = _Result(sid, None, [], _describe(err))
+    return [results[s.sample_id] for s in samples]
+
+
+def _chunks(samples: Sequence[Sample], size: int) -> list[list[Sample]]:
+    return [list(samples[i:i + size]) for i in range(0, len(samples), size)]
+
+
+def _run_local(extractor: Extractor, segmenter: Segmenter, chunks: list[list[Sample]],
+               n_jobs: int) -> Iterator[list[_Result]]:
+    if n_jobs == 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield process_chunk(extractor, segmenter, chunk)
         return
     from joblib import Parallel, delayed
 
     parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered", backend="loky")
-    yield from parallel(delayed(process_one)(extractor, segmenter, s) for s in todo)
+    yield from parallel(delayed(process_chunk)(extractor, segmenter, c) for c in chunks)
 
 
-def _run_dask(extractor: Extractor, segmenter: Segmenter, todo: Sequence[Sample],
-              n_jobs: int, scheduler: str | None) -> Iterator[_Result]:
+def _run_dask(extractor: Extractor, segmenter: Segmenter, chunks: list[list[Sample]],
+              n_jobs: int, scheduler: str | None) -> Iterator[list[_Result]]:
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -111,14 +140,22 @@ def _run_dask(extractor: Extractor, segmenter: Segmenter, todo: Sequence[Sample]
     else:
         client = Client(scheduler)
     try:
-        ext, segr = client.scatter(extractor, broadcast=True), client.scatter(segmenter, broadcast=True)
-        futures = [client.submit(process_one, ext, segr, s, pure=False) for s in todo]
+        ext, segr = client.scatter([extractor, segmenter], broadcast=True)
+        futures = [client.submit(process_chunk, ext, segr, c, pure=False) for c in chunks]
         for fut in as_completed(futures):
             yield fut.result()
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def auto_chunk_size(extractor: Extractor, n_todo: int, n_jobs: int) -> int:
+    """Samples per task: the extractor's preference, else enough tasks to balance the workers
+    while amortising per-task overhead on corpora of many short clips."""
+    if extractor.chunk_size:
+        return extractor.chunk_size
+    return int(np.clip(n_todo // (n_jobs * 16), 1, 32))
 
 
 def run_extraction(
@@ -130,6 +167,7 @@ def run_extraction(
     n_jobs: int = 1,
     executor: Literal["local", "dask"] = "local",
     scheduler: str | None = None,
+    chunk_size: int | None = None,
     progress: bool = True,
 ) -> ExtractionSummary:
     """Extract `extractor` features for `samples` into `store`, reusing what is cached.
@@ -138,7 +176,8 @@ def run_extraction(
         dataset: dataset name; the store keeps one folder per dataset.
         n_jobs: worker processes (local) or workers of a local Dask cluster.
         executor: "local" (joblib processes) or "dask" (a Dask cluster; `scheduler` is its
-            address, or None for a local cluster).
+            address, or None for a local cluster of `n_jobs` workers).
+        chunk_size: samples per task (None: see `auto_chunk_size`).
 
     Returns:
         A summary with counts of computed, skipped (cached) and failed samples.
@@ -155,49 +194,62 @@ def run_extraction(
         raise ValueError(f"dataset {dataset!r} has duplicated sample ids: {dup[:5]}")
 
     todo: list[Sample] = []
-    hashes: dict[str, tuple[str, dict[str, Path]]] = {}
+    sources: dict[str, dict[str, Any]] = {}
     failed: list[str] = []
     skipped = 0
-    for sample in samples:
-        try:
-            files = {**extractor.source_files(sample), **segmenter.source_files(sample)}
-            missing = [str(p) for p in files.values() if not Path(p).is_file()]
-            if missing:
-                raise ExtractionError(f"sample {sample.sample_id!r}: file not found: {', '.join(missing)}")
-            digest = store.hasher.combined(files)
-        except (ExtractionError, OSError) as err:
-            store.write_error_part(key, sample.sample_id, _first_path(sample), str(err))
-            failed.append(sample.sample_id)
-            continue
-        hashes[sample.sample_id] = (digest, files)
-        if cached.get(sample.sample_id) == digest:
-            skipped += 1
-        else:
-            todo.append(sample)
-    store.hasher.save()
-
     computed: list[str] = []
     n_warn = 0
-    by_id = {s.sample_id: s for s in todo}
-    results = (_run_dask(extractor, segmenter, todo, n_jobs, scheduler) if executor == "dask"
-               else _run_local(extractor, segmenter, todo, n_jobs))
-    bar = tqdm(total=len(todo), desc=f"{extractor.name} [{dataset}/{key.stem}]", unit="sample",
-               disable=not progress or not todo, file=sys.stderr, leave=True,
-               mininterval=0.2 if sys.stderr.isatty() else 15.0)
-    with bar:
-        for res in results:
-            digest, files = hashes[res.sample_id]
-            src = _first_path(by_id[res.sample_id])
-            if res.error is not None:
-                store.write_error_part(key, res.sample_id, src, res.error)
-                failed.append(res.sample_id)
+    with store.part_writer(key, libs) as writer:
+        precheck_failed: dict[str, dict] = {}
+        log: list[dict] = []
+        for sample in samples:
+            try:
+                files = {**extractor.source_files(sample), **segmenter.source_files(sample)}
+                missing = [str(p) for p in files.values() if not Path(p).is_file()]
+                if missing:
+                    raise ExtractionError(
+                        f"sample {sample.sample_id!r}: file not found: {', '.join(missing)}")
+                digest = store.hasher.combined(files, extractor.source_payload(sample))
+            except (ExtractionError, OSError) as err:
+                precheck_failed[sample.sample_id] = {}
+                log.append(_record(sample, str(err), "error"))
+                failed.append(sample.sample_id)
+                continue
+            sources[sample.sample_id] = {"hash": digest,
+                                         "files": {r: str(p) for r, p in files.items()}}
+            if cached.get(sample.sample_id) == digest:
+                skipped += 1
             else:
-                store.write_part(key, res.sample_id, res.frame, digest, files, libs)
-                computed.append(res.sample_id)
-                for w in res.warnings:
-                    store.write_error_part(key, res.sample_id, src, w, level="warning")
-                    n_warn += 1
-            bar.update(1)
+                todo.append(sample)
+        store.hasher.save()
+        if precheck_failed:
+            writer.write([], {}, precheck_failed, log)
+
+        by_id = {s.sample_id: s for s in todo}
+        size = chunk_size or auto_chunk_size(extractor, len(todo), n_jobs)
+        chunks = _chunks(todo, size)
+        results = (_run_dask(extractor, segmenter, chunks, n_jobs, scheduler) if executor == "dask"
+                   else _run_local(extractor, segmenter, chunks, n_jobs))
+        bar = tqdm(total=len(todo), desc=f"{extractor.name} [{dataset}/{key.stem}]", unit="sample",
+                   disable=not progress or not todo, file=sys.stderr, leave=True,
+                   mininterval=0.2 if sys.stderr.isatty() else 15.0)
+        with bar:
+            for chunk_results in results:
+                frames, done, chunk_failed, log = [], {}, {}, []
+                for res in chunk_results:
+                    sample = by_id[res.sample_id]
+                    if res.error is not None:
+                        chunk_failed[res.sample_id] = {}
+                        log.append(_record(sample, res.error, "error"))
+                        failed.append(res.sample_id)
+                    else:
+                        frames.append(res.frame)
+                        done[res.sample_id] = sources[res.sample_id]
+                        computed.append(res.sample_id)
+                        log.extend(_record(sample, w, "warning") for w in res.warnings)
+                        n_warn += len(res.warnings)
+                writer.write(frames, done, chunk_failed, log)
+                bar.update(len(chunk_results))
 
     meta = {
         "extractor": extractor.name,
@@ -225,5 +277,7 @@ def run_extraction(
     )
 
 
-def _first_path(sample: Sample) -> str:
-    return str(next(iter(sample.media.values()), ""))
+def _record(sample: Sample, message: str, level: str) -> dict[str, str]:
+    return {"sample_id": sample.sample_id,
+            "source_path": str(next(iter(sample.media.values()), "")),
+            "level": level, "error": message, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -4,9 +4,10 @@ One Parquet file per (dataset, extractor, parameter hash) at
 `{root}/{dataset}/{extractor}-{hash}.parquet`, rows indexed by `(sample_id, start, end)`.
 The schema metadata records the extractor's name, version and parameters, the library
 versions, and a hash of each sample's source files, so a re-run recomputes exactly the
-samples whose sources or parameters changed. While a run is under way each finished sample
-is written to `{stem}.parts/` at once, so an interrupted run loses nothing it finished;
-the parts are folded into the one file at the end. Failed samples go to
+samples whose sources or parameters changed. While a run is under way each finished chunk
+of samples is appended at once to `{stem}.parts/` (an Arrow IPC stream of rows and a JSON
+journal that vouches for them), so an interrupted run loses nothing it finished; the parts
+are folded into the one file at the end. Failed samples go to
 `{stem}.errors.parquet`. Every write is a temporary file renamed into place.
 """
 
@@ -23,14 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.base import INDEX
 
 META_KEY = b"fusion.features"
-PART_KEY = b"fusion.part"
 FORMAT_VERSION = 1
 ERROR_COLUMNS = ["sample_id", "source_path", "level", "error", "time"]
 
@@ -102,9 +104,11 @@ class SourceHasher:
         self._dirty = True
         return digest
 
-    def combined(self, files: Mapping[str, Path]) -> str:
-        """One hash over a sample's source files, by role."""
-        parts = {role: self.digest(p) for role, p in sorted(files.items())}
+    def combined(self, files: Mapping[str, Path], payload: str | None = None) -> str:
+        """One hash over a sample's source files by role, plus any in-memory source text."""
+        parts: dict[str, str] = {role: self.digest(p) for role, p in sorted(files.items())}
+        if payload is not None:
+            parts["<payload>"] = hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
         return hashlib.blake2b(canonical_json(parts).encode(), digest_size=16).hexdigest()
 
     def save(self) -> None:
@@ -124,15 +128,6 @@ class FeatureSetKey:
     @property
     def stem(self) -> str:
         return f"{self.extractor}-{self.param_hash[:16]}"
-
-
-def frame_to_table(frame: pd.DataFrame) -> pa.Table:
-    """Feature DataFrame indexed by (sample_id, start, end) → Arrow table, index as columns."""
-    if list(frame.index.names) != INDEX:
-        raise ValueError(f"feature frames must be indexed by {INDEX}, got {frame.index.names}")
-    flat = frame.reset_index()
-    flat["sample_id"] = flat["sample_id"].astype(str)
-    return pa.Table.from_pandas(flat, preserve_index=False)
 
 
 def table_to_frame(table: pa.Table) -> pd.DataFrame:
@@ -155,10 +150,6 @@ class FeatureStore:
 
     def parts_dir(self, key: FeatureSetKey) -> Path:
         return self.root / key.dataset / f"{key.stem}.parts"
-
-    def _part_path(self, key: FeatureSetKey, sample_id: str, suffix: str) -> Path:
-        name = hashlib.blake2b(sample_id.encode(), digest_size=10).hexdigest()
-        return self.parts_dir(key) / f"{name}{suffix}"
 
     # --- reading -------------------------------------------------------------------------
     @staticmethod
@@ -250,8 +241,8 @@ class FeatureStore:
                        ) -> tuple[dict[str, str], list[str]]:
         """Source hashes of samples already computed for `key`, and notes on what was dropped.
 
-        Samples in the consolidated file and in parts of an interrupted run both count; any
-        computed with other library versions do not.
+        Samples in the consolidated file and those finished by an interrupted run both count;
+        any computed with other library versions do not.
         """
         notes: list[str] = []
         cached: dict[str, str] = {}
@@ -265,46 +256,18 @@ class FeatureStore:
                 )
             else:
                 cached.update({sid: s["hash"] for sid, s in meta["sources"].items()})
-        parts = self.parts_dir(key)
-        if parts.exists():
-            n = 0
-            for part in parts.glob("*.parquet"):
-                try:
-                    info = json.loads(pq.read_schema(part).metadata[PART_KEY])
-                except (OSError, KeyError, pa.ArrowInvalid, json.JSONDecodeError):
-                    part.unlink(missing_ok=True)  # torn write from a killed run
-                    continue
-                if info["library_versions"] == dict(library_versions):
-                    cached[info["sample_id"]] = info["hash"]
-                    n += 1
-            if n:
-                notes.append(f"resuming: {n} sample(s) finished by an interrupted run")
+        journal = read_journal(self.parts_dir(key))
+        resumed = {sid: st["hash"] for sid, st in journal.latest.items()
+                   if st["status"] == "done" and st["library_versions"] == dict(library_versions)}
+        for sid in journal.latest:
+            cached.pop(sid, None)
+        cached.update(resumed)
+        if resumed:
+            notes.append(f"resuming: {len(resumed)} sample(s) finished by an interrupted run")
         return cached, notes
 
-    def write_part(self, key: FeatureSetKey, sample_id: str, frame: pd.DataFrame,
-                   source_hash: str, files: Mapping[str, Path],
-                   library_versions: Mapping[str, str]) -> None:
-        table = frame_to_table(frame)
-        info = {"sample_id": sample_id, "hash": source_hash,
-                "files": {r: str(p) for r, p in files.items()},
-                "library_versions": dict(library_versions)}
-        table = table.replace_schema_metadata({PART_KEY: canonical_json(info)})
-        atomic_write_table(table, self._part_path(key, sample_id, ".parquet"))
-        self._part_path(key, sample_id, ".error.json").unlink(missing_ok=True)
-
-    def write_error_part(self, key: FeatureSetKey, sample_id: str, source_path: str,
-                         message: str, level: str = "error") -> None:
-        """Record a failure (level "error") or a warning about a kept sample."""
-        suffix = ".error.json" if level == "error" else ".warning.json"
-        path = self._part_path(key, sample_id, suffix)
-        records = []
-        if level == "warning" and path.exists():
-            records = json.loads(path.read_text(encoding="utf-8"))
-        records.append({"sample_id": sample_id, "source_path": source_path, "level": level,
-                        "error": message, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        atomic_write_text(json.dumps(records), path)
-        if level == "error":
-            self._part_path(key, sample_id, ".parquet").unlink(missing_ok=True)
+    def part_writer(self, key: FeatureSetKey, library_versions: Mapping[str, str]) -> PartWriter:
+        return PartWriter(self.parts_dir(key), library_versions)
 
     def consolidate(self, key: FeatureSetKey, meta: Mapping[str, Any],
                     attempted: Iterable[str]) -> Path:
@@ -316,28 +279,27 @@ class FeatureStore:
         """
         attempted = set(attempted)
         path, parts_dir = self.path(key), self.parts_dir(key)
+        journal = read_journal(parts_dir)
+        libs = dict(meta["library_versions"])
+        fresh = {sid: st for sid, st in journal.latest.items()
+                 if st["status"] == "done" and st["library_versions"] == libs}
         tables: list[pa.Table] = []
         sources: dict[str, Any] = {}
-        part_files = sorted(parts_dir.glob("*.parquet")) if parts_dir.exists() else []
-        fresh: dict[str, tuple[pa.Table, dict]] = {}
-        for part in part_files:
-            t = pq.read_table(part)
-            info = json.loads(t.schema.metadata[PART_KEY])
-            fresh[info["sample_id"]] = (t.replace_schema_metadata(None), info)
-        failed = {json.loads(p.read_text(encoding="utf-8"))[0]["sample_id"]
-                  for p in parts_dir.glob("*.error.json")} if parts_dir.exists() else set()
         if path.exists():
             old_meta = self.read_metadata(path)
-            if old_meta.get("library_versions") == meta["library_versions"]:
-                drop = set(fresh) | attempted | failed
+            if old_meta.get("library_versions") == libs:
+                drop = set(journal.latest) | attempted
                 keep = [sid for sid in old_meta["sources"] if sid not in drop]
                 if keep:
                     old = pq.read_table(path, filters=[("sample_id", "in", keep)])
                     tables.append(old.replace_schema_metadata(None))
                     sources.update({sid: old_meta["sources"][sid] for sid in keep})
-        for sid, (t, info) in fresh.items():
-            tables.append(t)
-            sources[sid] = {"hash": info["hash"], "files": info["files"]}
+        for run, table in journal.tables.items():
+            mine = [sid for sid, st in fresh.items() if st["run"] == run]
+            if mine:
+                tables.append(table.filter(pc.is_in(table["sample_id"], pa.array(mine, pa.string()))))
+        for sid, st in fresh.items():
+            sources[sid] = {"hash": st["hash"], "files": st["files"]}
         if tables:
             table = pa.concat_tables(tables, promote_options="default")
             table = table.sort_by([(c, "ascending") for c in INDEX])
@@ -355,21 +317,142 @@ class FeatureStore:
         }
         table = table.replace_schema_metadata({META_KEY: canonical_json(full_meta)})
         atomic_write_table(table, path)
-        self._consolidate_errors(key, parts_dir, attempted)
+        self._consolidate_errors(key, journal, attempted)
         if parts_dir.exists():
             shutil.rmtree(parts_dir)
         self.hasher.save()
         return path
 
-    def _consolidate_errors(self, key: FeatureSetKey, parts_dir: Path, attempted: set[str]) -> None:
+    def _consolidate_errors(self, key: FeatureSetKey, journal: Journal, attempted: set[str]) -> None:
         records: list[dict] = []
         old = self.read_errors(key)
         if len(old):
-            records.extend(old[~old["sample_id"].isin(attempted)].to_dict("records"))
-        if parts_dir.exists():
-            for p in sorted(parts_dir.glob("*.json")):
-                records.extend(json.loads(p.read_text(encoding="utf-8")))
+            replaced = attempted | set(journal.latest)
+            records.extend(old[~old["sample_id"].isin(replaced)].to_dict("records"))
+        records.extend(journal.log)
         df = pd.DataFrame.from_records(records, columns=ERROR_COLUMNS).astype(str)
         schema = pa.schema([(c, pa.string()) for c in ERROR_COLUMNS])
         atomic_write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False),
                            self.errors_path(key))
+
+
+def frames_to_batch(frames: list[pd.DataFrame]) -> pa.RecordBatch:
+    """Feature frames with identical columns → one Arrow record batch (features as float32).
+
+    Built from numpy column by column: far cheaper than pyarrow's pandas conversion for the
+    wide frames (hundreds of columns) that embeddings and ComParE produce.
+    """
+    columns = list(frames[0].columns)
+    for f in frames[1:]:
+        if list(f.columns) != columns:
+            raise ValueError("feature frames of one extractor must share their columns")
+    ids = np.concatenate([f.index.get_level_values(0).to_numpy(dtype=object) for f in frames])
+    starts = np.concatenate([f.index.get_level_values(1).to_numpy(dtype=np.float64) for f in frames])
+    ends = np.concatenate([f.index.get_level_values(2).to_numpy(dtype=np.float64) for f in frames])
+    values = np.ascontiguousarray(
+        np.concatenate([f.to_numpy(dtype=np.float32) for f in frames]).T)
+    arrays = [pa.array(ids.astype(str), pa.string()), pa.array(starts), pa.array(ends)]
+    arrays.extend(pa.array(values[j]) for j in range(len(columns)))
+    return pa.RecordBatch.from_arrays(arrays, names=INDEX + [str(c) for c in columns])
+
+
+@dataclass
+class Journal:
+    """What interrupted runs left in a parts folder.
+
+    Attributes:
+        latest: sample id → its latest status ({"status": "done"|"failed", "run", "hash",
+            "files", "library_versions"}), later runs overriding earlier ones.
+        tables: run id → the rows that run wrote.
+        log: error and warning records of each sample's latest run.
+    """
+
+    latest: dict[str, dict[str, Any]]
+    tables: dict[str, pa.Table]
+    log: list[dict[str, Any]]
+
+
+def read_journal(parts_dir: Path) -> Journal:
+    """Read every run's journal (`*.jsonl`) and row stream (`*.arrows`) in a parts folder.
+
+    A journal line is written only after its rows were flushed, so a line that parses proves
+    its rows are complete; a torn last line or a torn last batch (a killed run) is ignored.
+    """
+    latest: dict[str, dict[str, Any]] = {}
+    logs: dict[str, list[dict]] = {}
+    tables: dict[str, pa.Table] = {}
+    if not parts_dir.exists():
+        return Journal(latest, tables, [])
+    for jpath in sorted(parts_dir.glob("*.jsonl")):
+        run = jpath.stem
+        for line in jpath.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                break  # torn tail of a killed run
+            libs = entry.get("library_versions", {})
+            for sid, info in entry.get("done", {}).items():
+                latest[sid] = {"status": "done", "run": run, "library_versions": libs, **info}
+                logs[sid] = []
+            for sid in entry.get("failed", {}):
+                latest[sid] = {"status": "failed", "run": run, "library_versions": libs}
+                logs[sid] = []
+            for rec in entry.get("log", []):
+                logs.setdefault(rec["sample_id"], []).append(rec)
+        spath = jpath.with_suffix(".arrows")
+        if spath.exists():
+            batches = []
+            try:
+                with pa.ipc.open_stream(pa.memory_map(str(spath))) as reader:
+                    for batch in reader:
+                        batches.append(batch)
+            except (pa.ArrowInvalid, OSError):
+                pass  # torn last batch: its samples have no journal line either
+            if batches:
+                tables[run] = pa.Table.from_batches(batches)
+    log = [rec for recs in logs.values() for rec in recs]
+    return Journal(latest, tables, log)
+
+
+class PartWriter:
+    """Appends one run's finished chunks to `{run}.arrows` and records them in `{run}.jsonl`."""
+
+    def __init__(self, parts_dir: Path, library_versions: Mapping[str, str]) -> None:
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        self.run = f"{time.time_ns()}-{os.getpid()}"
+        self.stream_path = parts_dir / f"{self.run}.arrows"
+        self.journal_path = parts_dir / f"{self.run}.jsonl"
+        self.libs = dict(library_versions)
+        self._sink = None
+        self._writer = None
+        self._journal = open(self.journal_path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, frames: list[pd.DataFrame], done: Mapping[str, Mapping[str, Any]],
+              failed: Mapping[str, Mapping[str, Any]], log: list[dict[str, Any]]) -> None:
+        """Persist a chunk: rows first (flushed), then the journal line that vouches for them."""
+        if frames:
+            batch = frames_to_batch(frames)
+            if self._writer is None:
+                self._schema = batch.schema
+                self._sink = pa.OSFile(str(self.stream_path), "wb")
+                self._writer = pa.ipc.new_stream(self._sink, self._schema)
+            elif batch.schema != self._schema:
+                batch = batch.cast(self._schema)
+            self._writer.write_batch(batch)
+            self._sink.flush()
+        entry = {"library_versions": self.libs, "done": dict(done), "failed": dict(failed),
+                 "log": log}
+        self._journal.write(json.dumps(entry, default=str) + "\n")
+        self._journal.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+        self._journal.close()
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from features.align import SegmentationConfig, Segmenter
 from features.audio import OpenSmileExtractor
 from features.base import INDEX
 from features.runner import feature_set_key, run_extraction
-from features.store import FeatureStore
+from features.store import FeatureStore, read_journal
 from fusion.datasets.daic import DaicWoz
 
 TESTS = Path(__file__).resolve().parent
@@ -184,7 +183,7 @@ import sys
 sys.path.insert(0, {str(TESTS)!r})
 from extractors import RmsExtractor
 from features.runner import run_extraction
-from features.store import FeatureStore
+from features.store import FeatureStore, read_journal
 from fusion.datasets.daic import DaicWoz
 samples = DaicWoz({str(demo_corpus)!r}).samples()
 run_extraction(samples, RmsExtractor(delay=0.6), FeatureStore({str(store_root)!r}), "demo", progress=False)
@@ -192,13 +191,15 @@ run_extraction(samples, RmsExtractor(delay=0.6), FeatureStore({str(store_root)!r
     proc = subprocess.Popen([sys.executable, "-c", script])
     key = feature_set_key("demo", RmsExtractor(delay=0.6), Segmenter())
     parts = FeatureStore(store_root).parts_dir(key)
+    def finished() -> set[str]:
+        return {sid for sid, st in read_journal(parts).latest.items() if st["status"] == "done"}
+
     deadline = time.time() + 60
-    while time.time() < deadline and len(list(parts.glob("*.parquet"))) < 2:
+    while time.time() < deadline and len(finished()) < 2:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    finished = {json.loads(pq.read_schema(p).metadata[b"fusion.part"])["sample_id"]
-                for p in parts.glob("*.parquet")}
+    finished = finished()
     assert 2 <= len(finished) < 6
     assert not FeatureStore(store_root).path(key).exists()
 
