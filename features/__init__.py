@@ -3,7 +3,7 @@
 Importing this package registers every extractor in `features.registry.EXTRACTORS`.
 """
 
-from features import audio  # noqa: F401  (registers extractors)
+from features import audio, face, text  # noqa: F401  (registers extractors)
 from features.base import INDEX, ExtractionError, Extractor, Sample, Segment
 from features.registry import EXTRACTORS
 from features.store import FeatureStore

@@ -170,3 +170,121 @@ class OpenSmileExtractor(Extractor):
         frame = feature_frame(sample_id, rows, np.concatenate(values), smile.feature_names)
         frame.attrs["warnings"] = warnings
         return frame
+
+
+class LogMelParams(Params):
+    n_mels: int = 64
+    n_fft: int = 1024
+    hop_length: int = 320
+    f_min: float = 20.0
+    f_max: float | None = None
+    top_db: float | None = 80.0
+    delta_width: int = 5
+    sampling_rate: int = 16000
+
+
+def mel_filterbank(sr: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
+    """Triangular filters on the HTK mel scale, unnormalised: shape (n_fft // 2 + 1, n_mels)."""
+    def hz_to_mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def mel_to_hz(m):
+        return 700.0 * (10 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    freqs = np.linspace(0, sr // 2, n_fft // 2 + 1)
+    f_pts = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
+    f_diff = np.diff(f_pts)
+    slopes = f_pts[None, :] - freqs[:, None]
+    down = -slopes[:, :-2] / f_diff[:-1]
+    up = slopes[:, 2:] / f_diff[1:]
+    return np.maximum(0.0, np.minimum(down, up))
+
+
+def deltas(x: np.ndarray, width: int = 5) -> np.ndarray:
+    """Regression deltas along the last axis, edges replicated (as torchaudio.compute_deltas)."""
+    n = (width - 1) // 2
+    denom = n * (n + 1) * (2 * n + 1) / 3
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(n, n)], mode="edge")
+    t = x.shape[-1]
+    return sum(k * (padded[..., n + k:n + k + t] - padded[..., n - k:n - k + t])
+               for k in range(1, n + 1)) / denom
+
+
+@EXTRACTORS.register("logmel")
+class LogMelStatsExtractor(Extractor):
+    """Log-Mel statistics per segment: mean and standard deviation over time of each of the
+    64 log-Mel bands (dB) and of their deltas — 256 values, as in the tri-modal severity
+    model (n_fft 1024, hop 320 at 16 kHz, 20 Hz to Nyquist, 80 dB dynamic range).
+
+    Args:
+        n_mels, n_fft, hop_length, f_min, f_max: the mel spectrogram (power, Hann window,
+            centred frames, HTK mel scale).
+        top_db: floor each segment's dB values this far below its maximum (None: no floor).
+        delta_width: frames in the delta regression window.
+        sampling_rate: audio is resampled to this rate first.
+    """
+
+    name = "logmel"
+    version = "1"
+    modality = "audio"
+    media = ("audio",)
+    Params = LogMelParams
+
+    @property
+    def feature_names(self) -> list[str]:
+        n = self.params.n_mels
+        return ([f"logmel{i:02d}_mean" for i in range(n)] + [f"logmel{i:02d}_std" for i in range(n)]
+                + [f"dlogmel{i:02d}_mean" for i in range(n)] + [f"dlogmel{i:02d}_std" for i in range(n)])
+
+    def library_versions(self) -> dict[str, str]:
+        return {"numpy": np.__version__}
+
+    @functools.cached_property
+    def _fbank(self) -> np.ndarray:
+        p = self.params
+        f_max = p.f_max or p.sampling_rate / 2
+        return mel_filterbank(p.sampling_rate, p.n_fft, p.n_mels, p.f_min, f_max).astype(np.float32)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_fbank", None)  # rebuilt lazily in each worker
+        return state
+
+    def log_mel(self, signal: np.ndarray) -> np.ndarray:
+        """Log-Mel spectrogram in dB, shape (n_mels, frames); STFT computed in blocks."""
+        p = self.params
+        x = np.pad(signal.astype(np.float32), p.n_fft // 2, mode="reflect" if len(signal) > p.n_fft // 2
+                   else "constant")
+        n_frames = 1 + (len(x) - p.n_fft) // p.hop_length
+        window = np.hanning(p.n_fft + 1)[:-1].astype(np.float32)  # periodic Hann
+        frames = np.lib.stride_tricks.sliding_window_view(x, p.n_fft)[::p.hop_length][:n_frames]
+        out = np.empty((p.n_mels, n_frames), dtype=np.float32)
+        block = 4096
+        for a in range(0, n_frames, block):
+            spec = np.fft.rfft(frames[a:a + block] * window, axis=1)
+            power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+            out[:, a:a + block] = (power @ self._fbank).T
+        db = 10.0 * np.log10(np.maximum(out, 1e-10))
+        if p.top_db is not None:
+            db = np.maximum(db, db.max() - p.top_db)
+        return db
+
+    def process_sample(self, sample: Sample, segments: Sequence[Segment] | None) -> pd.DataFrame:
+        path = self.source_files(sample)["audio"]
+        signal, sr = load_audio(path, self.params.sampling_rate)
+        spans, chunks, warnings = cut_segments(signal, sr, segments, path)
+        values = np.full((len(spans), 4 * self.params.n_mels), np.nan, dtype=np.float32)
+        n_short = 0
+        for i, chunk in enumerate(chunks):
+            if len(chunk) < self.params.hop_length * 2:
+                n_short += 1
+                continue
+            db = self.log_mel(chunk)
+            d = deltas(db, self.params.delta_width)
+            values[i] = np.concatenate([db.mean(1), db.std(1, ddof=1), d.mean(1), d.std(1, ddof=1)])
+        if n_short:
+            warnings.append(f"{path}: {n_short} segment(s) shorter than two hops "
+                            f"({2 * self.params.hop_length / sr:.3f} s); their features are NaN")
+        frame = feature_frame(sample.sample_id, spans, values, self.feature_names)
+        frame.attrs["warnings"] = warnings
+        return frame

@@ -52,6 +52,10 @@ class Sample:
         media: role → file, e.g. {"audio": ..., "transcript": ..., "face_au": ...}.
         labels: label name → value.
         split: the official split this sample belongs to, if the corpus has one.
+        text: the words of a sample that is one utterance given in a table rather than a
+            transcript file (MELD); None otherwise.
+        group: a grouping within the corpus other than the subject (a MELD dialogue).
+        duration: length in seconds when the adapter knows it without reading media.
     """
 
     sample_id: str
@@ -59,6 +63,9 @@ class Sample:
     media: Mapping[str, Path] = field(default_factory=dict)
     labels: Mapping[str, Any] = field(default_factory=dict)
     split: str | None = None
+    text: str | None = None
+    group: str | None = None
+    duration: float | None = None
 
 
 class Params(BaseModel):
@@ -143,6 +150,10 @@ class Extractor(ABC):
     def library_versions(self) -> dict[str, str]:
         """Versions of the libraries whose numbers this extractor depends on."""
         return {}
+
+    def check(self) -> None:  # noqa: B027 - an optional hook; most extractors need no check
+        """Fail early, before any sample, when the extractor cannot run at all (a model or
+        its weights missing). Raises ExtractionError saying how to provide what is missing."""
 
     def source_files(self, sample: Sample) -> dict[str, Path]:
         """The files of `sample` this extractor reads, by role.

@@ -226,6 +226,8 @@ def run_extraction(
             writer.write([], {}, precheck_failed, log)
 
         by_id = {s.sample_id: s for s in todo}
+        if todo:
+            extractor.check()
         size = chunk_size or auto_chunk_size(extractor, len(todo), n_jobs)
         chunks = _chunks(todo, size)
         results = (_run_dask(extractor, segmenter, chunks, n_jobs, scheduler) if executor == "dask"

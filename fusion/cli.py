@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from features.base import ExtractionError
 from features.registry import UnknownNameError
 
 DEFAULT_CONFIGS = {
@@ -164,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         result = func(args)
-    except (ConfigError, DatasetError, UnknownNameError, FileNotFoundError, SplitError) as err:
+    except (ConfigError, DatasetError, UnknownNameError, FileNotFoundError, SplitError,
+            ExtractionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     _write_json(getattr(args, "json_path", None), {"command": args.command, **result})
