@@ -336,14 +336,20 @@ def _weights_from(directory: str | None):
     if directory is None:
         yield
         return
-    import feat.detector
+    import sys
 
-    original = feat.detector.get_resource_path
-    feat.detector.get_resource_path = lambda: directory
+    import feat.utils.io
+
+    original = feat.utils.io.get_resource_path
+    patched = [m for name, m in list(sys.modules.items())
+               if name.startswith("feat") and getattr(m, "get_resource_path", None) is original]
+    for module in patched:
+        module.get_resource_path = lambda: directory
     try:
         yield
     finally:
-        feat.detector.get_resource_path = original
+        for module in patched:
+            module.get_resource_path = original
 
 
 @functools.lru_cache(maxsize=1)
@@ -355,10 +361,12 @@ def load_detector(face_model: str, landmark_model: str, au_model: str, emotion_m
         raise ExtractionError(f"cannot import py-feat ({err}); it needs ffmpeg's shared libraries "
                               "(Debian/Ubuntu: apt-get install ffmpeg)") from None
     try:
+        # py-feat 2.1 names its classic detector Detectorv1 (older releases: Detector).
+        detector_cls = getattr(feat, "Detectorv1", None) or feat.Detector
         with _weights_from(weights_dir):
-            return feat.Detector(face_model=face_model, landmark_model=landmark_model,
-                                 au_model=au_model, emotion_model=emotion_model,
-                                 identity_model=None, gaze_model=None, device=device)
+            return detector_cls(face_model=face_model, landmark_model=landmark_model,
+                                au_model=au_model, emotion_model=emotion_model,
+                                identity_model=None, gaze_model=None, device=device)
     except Exception as err:  # noqa: BLE001 - any hub/IO failure means: weights unavailable
         where = weights_dir or f"{Path(feat.__file__).parent / 'resources'} (py-feat's resource folder)"
         raise ExtractionError(
