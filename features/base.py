@@ -68,6 +68,21 @@ class Sample:
     duration: float | None = None
 
 
+@dataclass
+class BatchResult:
+    """What `Extractor.process_samples` returns for a batch of samples.
+
+    Attributes:
+        frame: rows of every sample that succeeded (None if none did).
+        errors: sample id → the exception that made it fail.
+        warnings: sample id → warnings about a kept sample.
+    """
+
+    frame: pd.DataFrame | None
+    errors: dict[str, BaseException]
+    warnings: dict[str, list[str]]
+
+
 class Params(BaseModel):
     """Base of every extractor's parameter model: unknown parameters are errors."""
 
@@ -101,24 +116,31 @@ def feature_frame(
     sample_id: str,
     spans: Sequence[tuple[float, float]],
     values: np.ndarray,
-    feature_names: Sequence[str],
+    feature_names: Sequence[str] | pd.Index,
 ) -> pd.DataFrame:
-    """Build the canonical feature DataFrame indexed by `(sample_id, start, end)`."""
+    """Build the canonical feature DataFrame indexed by `(sample_id, start, end)`.
+
+    Called once per sample, so it builds the index from levels and codes directly (several
+    times faster than `MultiIndex.from_arrays`); pass a `pd.Index` of names to avoid
+    rebuilding it each time.
+    """
     values = np.asarray(values)
     if values.ndim != 2 or values.shape != (len(spans), len(feature_names)):
         raise ValueError(
             f"feature values for {sample_id!r} have shape {values.shape}, expected "
             f"({len(spans)}, {len(feature_names)})"
         )
-    index = pd.MultiIndex.from_arrays(
-        [
-            np.full(len(spans), sample_id, dtype=object),
-            np.array([s for s, _ in spans], dtype=np.float64),
-            np.array([e for _, e in spans], dtype=np.float64),
-        ],
-        names=INDEX,
+    starts = np.fromiter((s for s, _ in spans), dtype=np.float64, count=len(spans))
+    ends = np.fromiter((e for _, e in spans), dtype=np.float64, count=len(spans))
+    start_levels, start_codes = np.unique(starts, return_inverse=True)
+    end_levels, end_codes = np.unique(ends, return_inverse=True)
+    index = pd.MultiIndex(
+        levels=[pd.Index([sample_id], dtype=object), start_levels, end_levels],
+        codes=[np.zeros(len(spans), dtype=np.int64), start_codes, end_codes],
+        names=INDEX, verify_integrity=False,
     )
-    return pd.DataFrame(values, index=index, columns=list(feature_names))
+    columns = feature_names if isinstance(feature_names, pd.Index) else pd.Index(list(feature_names))
+    return pd.DataFrame(values, index=index, columns=columns, copy=False)
 
 
 class Extractor(ABC):
@@ -177,20 +199,29 @@ class Extractor(ABC):
     def process_sample(self, sample: Sample, segments: Sequence[Segment] | None) -> pd.DataFrame:
         """Features of one sample: one row per segment, or one whole-sample row if None."""
 
-    def process_samples(
-        self, items: Sequence[tuple[Sample, Sequence[Segment] | None]]
-    ) -> list[pd.DataFrame | Exception]:
-        """Features of several samples; a failure is returned in its sample's place.
+    def process_samples(self, items: Sequence[tuple[Sample, Sequence[Segment] | None]]) -> BatchResult:
+        """Features of several samples at once: one frame with the rows of every sample that
+        succeeded, and the failures and warnings of each sample.
 
         Extractors that gain from batching across samples (text encoders) override this.
         """
-        out: list[pd.DataFrame | Exception] = []
+        frames: list[pd.DataFrame] = []
+        result = BatchResult(None, {}, {})
         for sample, segments in items:
             try:
-                out.append(self.process_sample(sample, segments))
+                frame = self.process_sample(sample, segments)
+                if frames and not frame.columns.equals(frames[0].columns):
+                    raise ExtractionError(
+                        f"sample {sample.sample_id!r}: {self.name} produced other columns than for "
+                        f"{frames[0].index[0][0]!r} ({len(frame.columns)} vs {len(frames[0].columns)})")
             except Exception as err:  # noqa: BLE001 - returned to the caller, who records it
-                out.append(err)
-        return out
+                result.errors[sample.sample_id] = err
+                continue
+            result.warnings[sample.sample_id] = list(frame.attrs.pop("warnings", []))
+            frames.append(frame)
+        if frames:
+            result.frame = frames[0] if len(frames) == 1 else pd.concat(frames)
+        return result
 
     def process_file(
         self,

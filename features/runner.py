@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from features.align import Segmenter
-from features.base import ExtractionError, Extractor, Sample
+from features.base import BatchResult, ExtractionError, Extractor, Sample
 from features.store import FeatureSetKey, FeatureStore, params_hash
 
 
@@ -47,11 +47,13 @@ class ExtractionSummary:
 
 
 @dataclass
-class _Result:
-    sample_id: str
+class ChunkOutcome:
+    """One chunk's result: the rows of its good samples, and what failed or was warned about."""
+
     frame: pd.DataFrame | None
-    warnings: list[str]
-    error: str | None
+    done: list[str]
+    failed: dict[str, str]
+    warnings: dict[str, list[str]]
 
 
 def feature_set_key(dataset: str, extractor: Extractor, segmenter: Segmenter) -> FeatureSetKey:
@@ -69,47 +71,54 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}{at}"
 
 
-def _check(sample_id: str, frame: pd.DataFrame, extractor: Extractor) -> list[str]:
-    """Reject frames without rows; warn about (never fill) NaN or inf values."""
-    if frame.empty:
-        raise ExtractionError(f"sample {sample_id!r}: {extractor.name} produced no rows")
-    warnings = list(frame.attrs.pop("warnings", []))
-    values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        cols = frame.columns[bad.any(axis=0)]
-        warnings.append(
-            f"{int(bad.sum())} NaN/inf value(s) in {len(cols)} feature(s) "
-            f"(e.g. {', '.join(map(str, cols[:3]))}); kept as NaN, not filled"
-        )
-    return warnings
-
-
 def process_chunk(extractor: Extractor, segmenter: Segmenter,
-                  samples: Sequence[Sample]) -> list[_Result]:
-    """Segment and extract a chunk of samples; every failure becomes a recorded error."""
-    results: dict[str, _Result] = {}
-    items, seg_warnings = [], {}
+                  samples: Sequence[Sample]) -> ChunkOutcome:
+    """Segment and extract a chunk of samples; every failure becomes a recorded error.
+
+    Samples without rows are failures; NaN or inf values are kept (never filled) and
+    reported as warnings of their sample.
+    """
+    failed: dict[str, str] = {}
+    warnings: dict[str, list[str]] = {}
+    items = []
     for sample in samples:
         try:
             seg = segmenter.segment(sample)
             if seg.segments is not None and not seg.segments:
                 raise ExtractionError(f"sample {sample.sample_id!r}: segmentation produced no segments")
             items.append((sample, seg.segments))
-            seg_warnings[sample.sample_id] = seg.warnings
+            warnings[sample.sample_id] = list(seg.warnings)
         except Exception as err:  # noqa: BLE001 - batch work: record the bad item, keep the rest
-            results[sample.sample_id] = _Result(sample.sample_id, None, [], _describe(err))
-    outputs = extractor.process_samples(items) if items else []
-    for (sample, _), out in zip(items, outputs, strict=True):
+            failed[sample.sample_id] = _describe(err)
+    batch = extractor.process_samples(items) if items else BatchResult(None, {}, {})
+    for sid, err in batch.errors.items():
+        failed[sid] = _describe(err)
+    for sid, ws in batch.warnings.items():
+        warnings.setdefault(sid, []).extend(ws)
+    frame = batch.frame
+    ids = frame.index.get_level_values(0) if frame is not None else pd.Index([])
+    present = set(ids.unique())
+    for sample, _ in items:
         sid = sample.sample_id
-        try:
-            if isinstance(out, BaseException):
-                raise out
-            warnings = seg_warnings[sid] + _check(sid, out, extractor)
-            results[sid] = _Result(sid, out, warnings, None)
-        except Exception as err:  # noqa: BLE001
-            results[sid] = _Result(sid, None, [], _describe(err))
-    return [results[s.sample_id] for s in samples]
+        if sid not in failed and sid not in present:
+            failed[sid] = f"sample {sid!r}: {extractor.name} produced no rows"
+    if frame is not None:
+        values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            bad_rows = bad.any(axis=1)
+            for sid in pd.unique(ids[bad_rows]):
+                mask = (ids == sid).to_numpy() & bad_rows
+                cols = frame.columns[bad[mask].any(axis=0)]
+                warnings.setdefault(sid, []).append(
+                    f"{int(bad[mask].sum())} NaN/inf value(s) in {len(cols)} feature(s) "
+                    f"(e.g. {', '.join(map(str, cols[:3]))}); kept as NaN, not filled")
+        keep = ~ids.isin(list(failed))
+        if not keep.all():
+            frame = frame[keep]
+    done = [s.sample_id for s, _ in items if s.sample_id not in failed]
+    return ChunkOutcome(frame if done else None, done, failed,
+                        {sid: w for sid, w in warnings.items() if w and sid not in failed})
 
 
 def _chunks(samples: Sequence[Sample], size: int) -> list[list[Sample]]:
@@ -117,7 +126,7 @@ def _chunks(samples: Sequence[Sample], size: int) -> list[list[Sample]]:
 
 
 def _run_local(extractor: Extractor, segmenter: Segmenter, chunks: list[list[Sample]],
-               n_jobs: int) -> Iterator[list[_Result]]:
+               n_jobs: int) -> Iterator[ChunkOutcome]:
     if n_jobs == 1 or len(chunks) <= 1:
         for chunk in chunks:
             yield process_chunk(extractor, segmenter, chunk)
@@ -129,7 +138,7 @@ def _run_local(extractor: Extractor, segmenter: Segmenter, chunks: list[list[Sam
 
 
 def _run_dask(extractor: Extractor, segmenter: Segmenter, chunks: list[list[Sample]],
-              n_jobs: int, scheduler: str | None) -> Iterator[list[_Result]]:
+              n_jobs: int, scheduler: str | None) -> Iterator[ChunkOutcome]:
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None
@@ -235,23 +244,25 @@ def run_extraction(
         bar = tqdm(total=len(todo), desc=f"{extractor.name} [{dataset}/{key.stem}]", unit="sample",
                    disable=not progress or not todo, file=sys.stderr, leave=True,
                    mininterval=0.2 if sys.stderr.isatty() else 15.0)
+        columns = None
         with bar:
-            for chunk_results in results:
-                frames, done, chunk_failed, log = [], {}, {}, []
-                for res in chunk_results:
-                    sample = by_id[res.sample_id]
-                    if res.error is not None:
-                        chunk_failed[res.sample_id] = {}
-                        log.append(_record(sample, res.error, "error"))
-                        failed.append(res.sample_id)
-                    else:
-                        frames.append(res.frame)
-                        done[res.sample_id] = sources[res.sample_id]
-                        computed.append(res.sample_id)
-                        log.extend(_record(sample, w, "warning") for w in res.warnings)
-                        n_warn += len(res.warnings)
-                writer.write(frames, done, chunk_failed, log)
-                bar.update(len(chunk_results))
+            for out in results:
+                if out.frame is not None:
+                    if columns is None:
+                        columns = out.frame.columns
+                    elif not out.frame.columns.equals(columns):
+                        msg = (f"{extractor.name} produced other columns for this sample than for "
+                               f"the first ones ({len(out.frame.columns)} vs {len(columns)})")
+                        out = ChunkOutcome(None, [], {**out.failed, **dict.fromkeys(out.done, msg)}, {})
+                log = [_record(by_id[sid], msg, "error") for sid, msg in out.failed.items()]
+                for sid, ws in out.warnings.items():
+                    log.extend(_record(by_id[sid], w, "warning") for w in ws)
+                    n_warn += len(ws)
+                writer.write([out.frame] if out.frame is not None else [],
+                             {sid: sources[sid] for sid in out.done}, dict.fromkeys(out.failed, {}), log)
+                computed.extend(out.done)
+                failed.extend(out.failed)
+                bar.update(len(out.done) + len(out.failed))
 
     meta = {
         "extractor": extractor.name,

@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import Field
 
 from features.align import read_transcript
-from features.base import ExtractionError, Extractor, Params, Sample, Segment, feature_frame
+from features.base import INDEX, BatchResult, ExtractionError, Extractor, Params, Sample, Segment
 from features.registry import EXTRACTORS
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -96,7 +96,9 @@ class SentenceEmbeddingExtractor(Extractor):
     modality = "text"
     media = ("transcript",)
     Params = SentenceEmbeddingParams
-    chunk_size = 512
+    # Big chunks: the encoder sorts texts by length within one call, so fewer, larger calls
+    # pad less; a chunk of short utterances still finishes in seconds.
+    chunk_size = 4096
 
     def _encoder(self):
         return load_encoder(self.params.model, resolve_device(self.params.device))
@@ -113,12 +115,18 @@ class SentenceEmbeddingExtractor(Extractor):
     @property
     def feature_names(self) -> list[str]:
         """Names of the whole-sample columns (per-segment rows use `emb_###`)."""
+        return list(self._columns("session"))
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019 - a few small Index objects per extractor
+    def _columns(self, kind: str) -> pd.Index:
+        if kind == "segments":
+            return pd.Index([f"emb_{i:03d}" for i in range(self.dim)])
         names = []
         if self.params.session in ("mean", "both"):
             names += [f"mean_{i:03d}" for i in range(self.dim)]
         if self.params.session in ("concat", "both"):
             names += [f"concat_{i:03d}" for i in range(self.dim)]
-        return names
+        return pd.Index(names)
 
     def library_versions(self) -> dict[str, str]:
         import sentence_transformers
@@ -164,58 +172,69 @@ class SentenceEmbeddingExtractor(Extractor):
         return [t or "" for t in texts]
 
     def process_sample(self, sample: Sample, segments: Sequence[Segment] | None) -> pd.DataFrame:
-        out = self.process_samples([(sample, segments)])[0]
-        if isinstance(out, BaseException):
-            raise out
-        return out
+        batch = self.process_samples([(sample, segments)])
+        if sample.sample_id in batch.errors:
+            raise batch.errors[sample.sample_id]
+        batch.frame.attrs["warnings"] = batch.warnings.get(sample.sample_id, [])
+        return batch.frame
 
-    def process_samples(self, items):
-        """Encode every text of every sample in one batched pass, then split per sample."""
-        plans, texts, results = [], [], [None] * len(items)
-        for i, (sample, segments) in enumerate(items):
+    def process_samples(self, items) -> BatchResult:
+        """Encode every text of every sample in one batched pass; return one frame of rows.
+
+        All rows of a batch are either per-segment (`emb_###`) or whole-sample rows; a batch
+        mixing both is split by kind into two frames, so columns never mix.
+        """
+        result = BatchResult(None, {}, {})
+        plans, texts = [], []
+        for sample, segments in items:
             try:
                 if segments is not None:
                     seg_texts = self._segment_texts(sample, segments)
-                    plans.append((i, "segments", len(texts), len(seg_texts), segments, None))
+                    spans = [(s.start, s.end) for s in segments]
+                    plans.append((sample, "segments", len(texts), len(seg_texts), spans))
                     texts.extend(seg_texts)
+                    empty = sum(1 for t in seg_texts if not t.strip())
+                    if empty:
+                        result.warnings.setdefault(sample.sample_id, []).append(
+                            f"sample {sample.sample_id!r}: {empty} segment(s) without words; their "
+                            "embedding is that of an empty text")
                 else:
                     turns, duration = self._turns(sample)
-                    plans.append((i, "session", len(texts), len(turns), None, duration))
+                    plans.append((sample, "session", len(texts), len(turns), [(0.0, duration)]))
                     texts.extend(turns)
                     if self.params.session in ("concat", "both"):
                         texts.append(" ".join(turns))
             except Exception as err:  # noqa: BLE001 - returned in the sample's place
-                results[i] = err
-        if texts:
-            enc = self._encoder()
-            emb = enc.encode(texts, batch_size=self.params.batch_size, convert_to_numpy=True,
-                             normalize_embeddings=self.params.normalize, show_progress_bar=False)
-            emb = np.asarray(emb, dtype=np.float32)
-        for i, kind, start, n, segments, duration in plans:
-            sample = items[i][0]
-            block = emb[start:start + n]
-            warnings = []
+                result.errors[sample.sample_id] = err
+        if not plans:
+            return result
+        enc = self._encoder()
+        emb = np.asarray(enc.encode(texts, batch_size=self.params.batch_size, convert_to_numpy=True,
+                                    normalize_embeddings=self.params.normalize, show_progress_bar=False),
+                         dtype=np.float32)
+        kinds = {kind for _, kind, *_ in plans}
+        if len(kinds) > 1:
+            raise ValueError("a batch must hold either segmented or whole samples, not both")
+        kind = kinds.pop()
+        ids, starts, ends, rows = [], [], [], []
+        for sample, _, start, n, spans in plans:
+            ids.extend([sample.sample_id] * len(spans))
+            starts.extend(s for s, _ in spans)
+            ends.extend(e for _, e in spans)
             if kind == "segments":
-                empty = sum(1 for t in texts[start:start + n] if not t.strip())
-                if empty:
-                    warnings.append(f"sample {sample.sample_id!r}: {empty} segment(s) without words; "
-                                    "their embedding is that of an empty text")
-                frame = feature_frame(sample.sample_id, [(s.start, s.end) for s in segments], block,
-                                      [f"emb_{j:03d}" for j in range(block.shape[1])])
-            else:
-                parts = []
-                if self.params.session in ("mean", "both"):
-                    parts.append(block.mean(axis=0))
-                if self.params.session in ("concat", "both"):
-                    parts.append(emb[start + n])
-                    limit = enc.max_seq_length
-                    n_tokens = len(enc.tokenizer(texts[start + n], add_special_tokens=True)["input_ids"])
-                    if limit and n_tokens > limit:
-                        warnings.append(f"sample {sample.sample_id!r}: concatenated text has {n_tokens} "
-                                        f"tokens, encoder reads the first {limit}; the mean_ columns "
-                                        "cover every turn")
-                frame = feature_frame(sample.sample_id, [(0.0, duration)],
-                                      np.concatenate(parts)[None, :], self.feature_names)
-            frame.attrs["warnings"] = warnings
-            results[i] = frame
-        return results
+                rows.append(emb[start:start + n])
+                continue
+            parts = []
+            if self.params.session in ("mean", "both"):
+                parts.append(emb[start:start + n].mean(axis=0))
+            if self.params.session in ("concat", "both"):
+                parts.append(emb[start + n])
+                n_tokens = len(enc.tokenizer(texts[start + n], add_special_tokens=True)["input_ids"])
+                if enc.max_seq_length and n_tokens > enc.max_seq_length:
+                    result.warnings.setdefault(sample.sample_id, []).append(
+                        f"sample {sample.sample_id!r}: concatenated text has {n_tokens} tokens, encoder "
+                        f"reads the first {enc.max_seq_length}; the mean_ columns cover every turn")
+            rows.append(np.concatenate(parts)[None, :])
+        index = pd.MultiIndex.from_arrays([ids, starts, ends], names=INDEX)
+        result.frame = pd.DataFrame(np.concatenate(rows), index=index, columns=self._columns(kind))
+        return result

@@ -151,6 +151,6 @@ def test_pyfeat_detector_runs_where_weights_exist(shared_data):
     except E as err:
         assert "weights" in str(err) and "weights_dir" in str(err)
         pytest.skip(f"py-feat weights unavailable here: {err}")
-    out = ext.process_sample(Sample("img", "img", {"image": shared_data / "face_samples" / "single_face.jpg"}),
-                             None)
+    image = shared_data / "face_samples" / "single_face.jpg"
+    out = ext.process_sample(Sample("img", "img", {"image": image}), None)
     assert out["valid_fraction"].iloc[0] == 1.0 and out.shape[1] == len(ext.feature_names)

@@ -42,7 +42,8 @@ def test_turn_rows_and_session_pooling(tmp_path, ext):
     assert session.shape == (1, 768) and list(session.index) == [("s", 0.0, 9.5)]
     np.testing.assert_allclose(session.filter(like="mean_").to_numpy()[0],
                                per_turn.to_numpy().mean(0), atol=1e-5)
-    concat = ext._encoder().encode(["i feel hopeless and sad every day nothing really seems worth it anymore"])
+    said = "i feel hopeless and sad every day nothing really seems worth it anymore"
+    concat = ext._encoder().encode([said])
     np.testing.assert_allclose(session.filter(like="concat_").to_numpy()[0], concat[0], atol=1e-4)
 
 
@@ -54,10 +55,11 @@ def test_embeddings_carry_meaning(ext):
 
 def test_batched_equals_one_by_one(tmp_path, ext):
     a, b = sample(tmp_path, sid="a"), sample(tmp_path, TRANSCRIPT.replace("sad", "tired"), sid="b")
-    together = ext.process_samples([(a, None), (b, None)])
+    together = ext.process_samples([(a, None), (b, None)]).frame
     alone = [ext.process_sample(a, None), ext.process_sample(b, None)]
-    for x, y in zip(together, alone, strict=True):
-        np.testing.assert_allclose(x.to_numpy(), y.to_numpy(), atol=1e-5)
+    assert list(together.index.get_level_values(0)) == ["a", "b"]
+    for sid, y in zip("ab", alone, strict=True):
+        np.testing.assert_allclose(together.loc[[sid]].to_numpy(), y.to_numpy(), atol=1e-5)
 
 
 def test_utterance_text_without_transcript(ext):
@@ -72,9 +74,9 @@ def test_bad_transcripts_are_errors_for_that_sample_only(tmp_path, ext):
     empty = sample(tmp_path, "", sid="empty")
     ellie_only = sample(tmp_path, "start_time\tstop_time\tspeaker\tvalue\n1\t2\tEllie\thi\n", sid="ellie")
     out = ext.process_samples([(good, None), (empty, None), (ellie_only, None)])
-    assert out[0].shape == (1, 768)
-    assert isinstance(out[1], ExtractionError) and "empty.csv" in str(out[1])
-    assert isinstance(out[2], ExtractionError) and "speaker 'Participant'" in str(out[2])
+    assert out.frame.shape == (1, 768) and out.frame.index[0][0] == "good"
+    assert isinstance(out.errors["empty"], ExtractionError) and "empty.csv" in str(out.errors["empty"])
+    assert "speaker 'Participant'" in str(out.errors["ellie"])
 
 
 def test_unknown_model_fails_early_with_instructions():
