@@ -7,7 +7,7 @@ CONFIG ?=
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo extract train test test-fast lint bench bench-demo clean
+.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
@@ -41,10 +41,17 @@ test-fast: $(STAMP) ## Run the tests without the slow end-to-end ones
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
 
-bench: bench-demo ## Run every benchmark (results go in BENCHMARKS.md by hand)
+# Real public data for tests and benchmarks, beside the project when present.
+AFFECT_SHARED_DATA ?= $(wildcard ../shared/data)
+export AFFECT_SHARED_DATA
+
+bench: bench-demo bench-extract ## Run every benchmark (results go in BENCHMARKS.md by hand)
 
 bench-demo: $(STAMP) ## Wall time and peak memory of `fusion demo`, cold and warm
 	$(BIN)/python benchmarks/bench_demo.py $(ARGS)
+
+bench-extract: $(STAMP) ## eGeMAPS on RAVDESS and MiniLM on MELD: ours vs bare loops (needs AFFECT_SHARED_DATA)
+	$(BIN)/python benchmarks/bench_extract.py $(ARGS)
 
 clean: ## Remove demo outputs (data/demo, features_store, mlruns, outputs)
 	rm -rf data/demo features_store mlruns outputs

@@ -155,13 +155,23 @@ class Segmenter:
         return {}
 
     def segment(self, sample: Sample) -> Segmentation:
+        """Segments of a sample; a sample that is a span of its media is confined to it."""
         cfg = self.config
+        span = sample.span
         if cfg.level == "session":
-            return Segmentation(None, [])
+            return Segmentation(None if span is None else [Segment(*span)], [])
         if cfg.level == "window":
+            if span is not None:
+                windows = fixed_windows(span[1] - span[0], cfg.window, cfg.hop or cfg.window)
+                return Segmentation([Segment(w.start + span[0], w.end + span[0]) for w in windows], [])
             return Segmentation(self._windows(sample), [])
         path = Path(sample.media["transcript"])
-        return turns_from_transcript(path, cfg)
+        seg = turns_from_transcript(path, cfg)
+        if span is not None:
+            inside = [s for s in seg.segments if s.end > span[0] and s.start < span[1]]
+            seg = Segmentation([Segment(max(s.start, span[0]), min(s.end, span[1]), s.speaker, s.text)
+                                for s in inside], seg.warnings)
+        return seg
 
     def _windows(self, sample: Sample) -> list[Segment]:
         import soundfile as sf

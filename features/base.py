@@ -56,6 +56,8 @@ class Sample:
             transcript file (MELD); None otherwise.
         group: a grouping within the corpus other than the subject (a MELD dialogue).
         duration: length in seconds when the adapter knows it without reading media.
+        span: (start, end) in seconds when the sample is a part of its media (a clip of a
+            longer video); whole-sample features then cover only that part.
     """
 
     sample_id: str
@@ -66,6 +68,7 @@ class Sample:
     text: str | None = None
     group: str | None = None
     duration: float | None = None
+    span: tuple[float, float] | None = None
 
 
 @dataclass

@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
     from fusion.config import ConfigError
     from fusion.datasets.base import DatasetError
-    from fusion.evaluate import SplitError
+    from fusion.splits import SplitError
 
     try:
         result = func(args)

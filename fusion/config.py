@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from features.align import SegmentationConfig
+from fusion.splits import SplitConfig
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -75,10 +76,9 @@ class InputSpec(StrictModel):
     pool: list[Literal["mean", "std", "min", "max", "median"]] = Field(default_factory=lambda: ["mean"])
 
 
-class CVConfig(StrictModel):
-    n_splits: int = Field(5, ge=2)
-    n_repeats: int = Field(3, ge=1)
-    seed: int = 0
+class CVConfig(SplitConfig):
+    """The evaluation split (see `fusion.splits.SplitConfig`) and the bootstrap size."""
+
     n_bootstrap: int = Field(1000, ge=0)
 
 

@@ -1,71 +1,15 @@
-"""Evaluation used by every model: subject-grouped splits, metrics, seeds and intervals.
+"""Evaluation used by every model: metrics, seeds and intervals (splits: `fusion.splits`).
 
-Every split goes through `check_disjoint`, which raises if one subject appears on both
-sides. Figures are reported as mean ± sd over repeated cross-validation (different seeds)
+Figures are reported as mean ± sd over repeated cross-validation (different seeds)
 with a subject-level bootstrap 95 % interval, never as the best of several runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.model_selection import StratifiedGroupKFold
-
-
-class SplitError(ValueError):
-    """Data cannot be split as asked (too few subjects for the folds, …)."""
-
-
-class LeakageError(SplitError):
-    """A subject appears on both sides of a split."""
-
-
-def check_disjoint(groups: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
-                   where: str = "split") -> None:
-    """Raise LeakageError if any subject is in both `train_idx` and `test_idx`."""
-    shared = np.intersect1d(np.asarray(groups)[train_idx], np.asarray(groups)[test_idx])
-    if len(shared):
-        raise LeakageError(f"{where}: {len(shared)} subject(s) on both sides, e.g. {list(shared[:5])}")
-
-
-@dataclass(frozen=True)
-class Fold:
-    repeat: int
-    fold: int
-    seed: int
-    train: np.ndarray
-    test: np.ndarray
-
-
-def grouped_kfold(y: np.ndarray, groups: np.ndarray, n_splits: int,
-                  seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Subject-grouped, label-stratified K-fold (deterministic for a seed).
-
-    Raises:
-        SplitError: if there are fewer subjects than folds.
-    """
-    n_groups = len(np.unique(groups))
-    if n_groups < n_splits:
-        raise SplitError(f"cannot make {n_splits} subject-grouped folds from {n_groups} subjects")
-    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    folds = list(cv.split(np.zeros(len(y)), y, groups))
-    for i, (tr, te) in enumerate(folds):
-        check_disjoint(groups, tr, te, f"fold {i} (seed {seed})")
-    return folds
-
-
-def repeated_grouped_kfold(y: np.ndarray, groups: np.ndarray, n_splits: int, n_repeats: int,
-                           seed: int) -> list[Fold]:
-    """`n_repeats` subject-grouped K-fold partitions with seeds seed, seed+1, …"""
-    out = []
-    for r in range(n_repeats):
-        for f, (tr, te) in enumerate(grouped_kfold(y, groups, n_splits, seed + r)):
-            out.append(Fold(r, f, seed + r, tr, te))
-    return out
-
 
 # --- metrics (numpy; fast enough to bootstrap) -------------------------------------------
 

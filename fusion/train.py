@@ -22,8 +22,9 @@ from features.runner import feature_set_key
 from features.store import FeatureSetKey, FeatureStore, atomic_write_text
 from fusion.config import ConfigError, ExtractConfig, FeatureSetSpec, TrainConfig, flatten, to_yaml
 from fusion.datasets import build_dataset
-from fusion.evaluate import binary_metrics, bootstrap_ci, mean_sd, repeated_grouped_kfold, roc_auc
+from fusion.evaluate import binary_metrics, bootstrap_ci, mean_sd, roc_auc
 from fusion.registry import EXTRACTORS, MODELS
+from fusion.splits import make_folds
 from fusion.tracking import Tracker, git_info
 
 METRICS = ["auc", "balanced_accuracy", "f1", "accuracy", "brier"]
@@ -106,8 +107,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     n_missing_values = int(np.isnan(Xv).sum())
 
     model_cls = MODELS.get(cfg.model.name)
-    folds = repeated_grouped_kfold(y, groups, cfg.cv.n_splits, cfg.cv.n_repeats, cfg.cv.seed)
-    oof = np.full((cfg.cv.n_repeats, len(y)), np.nan)
+    folds = make_folds(cfg.cv, y, groups, labels.loc[ids, "split"].to_numpy())
+    n_repeats = max(f.repeat for f in folds) + 1
+    oof = np.full((n_repeats, len(y)), np.nan)
     per_fold = []
     for fold in folds:
         model = model_cls(**cfg.model.params).fit(Xv[fold.train], y[fold.train], seed=fold.seed)
@@ -115,16 +117,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         oof[fold.repeat, fold.test] = p
         per_fold.append({"repeat": fold.repeat, "fold": fold.fold, "n_test": len(fold.test),
                          **binary_metrics(y[fold.test], p)})
-    per_repeat = [binary_metrics(y, oof[r]) for r in range(cfg.cv.n_repeats)]
+    scored = ~np.isnan(oof[0])  # official splits score only the test part
+    per_repeat = [binary_metrics(y[scored], oof[r, scored]) for r in range(n_repeats)]
 
     metrics: dict[str, dict[str, float]] = {}
     for name in METRICS:
         mean, sd = mean_sd([m[name] for m in per_repeat])
         fn = (roc_auc if name == "auc" else
               lambda yy, ss, _n=name: binary_metrics(yy, ss)[_n])
-        lo, hi = bootstrap_ci(fn, y, oof, groups, cfg.cv.n_bootstrap, seed=cfg.cv.seed)
+        lo, hi = bootstrap_ci(fn, y[scored], oof[:, scored], groups[scored], cfg.cv.n_bootstrap,
+                              seed=cfg.cv.seed)
         metrics[name] = {"mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi}
-    prevalence = float(y.mean())
+    prevalence = float(y[scored].mean())
     chance = {"auc": 0.5, "balanced_accuracy": 0.5, "accuracy": max(prevalence, 1 - prevalence),
               "f1": 2 * prevalence / (1 + prevalence), "brier": prevalence * (1 - prevalence)}
 
@@ -132,9 +136,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "target": cfg.target,
         "model": cfg.model.name,
         "dataset": dataset.name,
-        "n_samples": len(y),
-        "n_subjects": int(len(np.unique(groups))),
-        "n_positive": int(y.sum()),
+        "n_samples": int(scored.sum()),
+        "n_subjects": int(len(np.unique(groups[scored]))),
+        "n_positive": int(y[scored].sum()),
         "n_features": int(Xv.shape[1]),
         "n_missing_values_imputed": n_missing_values,
         "excluded_no_features": missing,
@@ -149,7 +153,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         out_dir = Path(cfg.output_dir) / cfg.tracking.experiment / stamp
         out_dir.mkdir(parents=True, exist_ok=True)
         preds = pd.DataFrame({"sample_id": ids, "subject_id": groups, "y": y})
-        for r in range(cfg.cv.n_repeats):
+        for r in range(n_repeats):
             preds[f"p_repeat{r}"] = oof[r]
         atomic_write_text(preds.to_csv(index=False), out_dir / "predictions.csv")
         atomic_write_text(pd.DataFrame(per_fold).to_csv(index=False), out_dir / "folds.csv")
@@ -182,7 +186,10 @@ def format_metrics(summary: dict[str, Any]) -> str:
         lines.append(f"{name:<18} {m['mean']:>8.3f} ± {m['sd']:<5.3f} "
                      f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}] {summary['chance'][name]:>8.3f}")
     cv = summary["cv"]
-    lines.append(f"({summary['n_samples']} samples, {summary['n_subjects']} subjects, "
-                 f"{summary['n_positive']} positive; {cv['n_splits']}-fold subject-grouped CV "
-                 f"× {cv['n_repeats']} seeds; CI: subject bootstrap)")
+    scheme = {"grouped-kfold": f"{cv['n_splits']}-fold subject-grouped CV × {cv['n_repeats']} seeds",
+              "loso": "leave-one-subject-out",
+              "official": f"official splits {'+'.join(cv['train_splits'])} → {'+'.join(cv['test_splits'])}",
+              "turn-level": "TURN-LEVEL folds (not subject-grouped: leaky)"}[cv["scheme"]]
+    lines.append(f"({summary['n_samples']} samples scored, {summary['n_subjects']} subjects, "
+                 f"{summary['n_positive']} positive; {scheme}; CI: subject bootstrap)")
     return "\n".join(lines)

@@ -55,7 +55,7 @@ def test_nested_typo_lists_the_keys_of_its_section(tmp_path):
         load_config(TrainConfig, path)
     msg = str(err.value)
     assert "'cv.n_repeat'" in msg and "train.yaml" in msg
-    assert "valid keys at cv: n_splits, n_repeats, seed, n_bootstrap" in msg
+    assert "valid keys at cv: scheme, n_splits, n_repeats, seed, inner_splits" in msg
 
 
 def test_error_inside_an_included_file_names_that_file(tmp_path):

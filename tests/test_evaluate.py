@@ -5,16 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusion.evaluate import (
-    LeakageError,
-    SplitError,
-    binary_metrics,
-    bootstrap_ci,
-    check_disjoint,
-    grouped_kfold,
-    repeated_grouped_kfold,
-    roc_auc,
-)
+from fusion.evaluate import binary_metrics, bootstrap_ci, roc_auc
+from fusion.splits import LeakageError, SplitConfig, SplitError, check_disjoint, grouped_kfold, make_folds
 
 
 def data(n_subjects=30, per_subject=4, seed=0):
@@ -36,9 +28,9 @@ def test_no_subject_on_both_sides_and_every_sample_tested_once():
 
 def test_splits_are_deterministic_by_seed():
     y, groups = data()
-    a = repeated_grouped_kfold(y, groups, 5, 2, seed=3)
-    b = repeated_grouped_kfold(y, groups, 5, 2, seed=3)
-    c = repeated_grouped_kfold(y, groups, 5, 2, seed=4)
+    a = make_folds(SplitConfig(n_splits=5, n_repeats=2, seed=3), y, groups)
+    b = make_folds(SplitConfig(n_splits=5, n_repeats=2, seed=3), y, groups)
+    c = make_folds(SplitConfig(n_splits=5, n_repeats=2, seed=4), y, groups)
     assert all((f.test == g.test).all() for f, g in zip(a, b, strict=True))
     assert any(len(f.test) != len(g.test) or (f.test != g.test).any() for f, g in zip(a, c, strict=True))
     assert {f.seed for f in a} == {3, 4}

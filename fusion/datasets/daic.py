@@ -22,6 +22,7 @@ from pydantic import Field
 
 from features.base import Params, Sample
 from fusion.datasets.base import DatasetAdapter, DatasetError
+from fusion.datasets.labels import PTSD_BINS, add_severity_labels
 from fusion.registry import DATASETS
 
 SPLIT_FILES = {
@@ -32,8 +33,16 @@ SPLIT_FILES = {
 FULL_TEST_FILE = "full_test_split.csv"
 PHQ8_ITEMS = ["PHQ8_NoInterest", "PHQ8_Depressed", "PHQ8_Sleep", "PHQ8_Tired",
               "PHQ8_Appetite", "PHQ8_Failure", "PHQ8_Concentrating", "PHQ8_Moving"]
-# Sessions the public release leaves out (DAIC-WOZ documentation, "Excluded sessions").
+# Sessions the public release leaves out (DAIC-WOZ documentation, "Excluded sessions"),
+# and included sessions the documentation flags.
 KNOWN_EXCLUDED = {342, 394, 398, 460}
+KNOWN_NOTES = {
+    373: "interrupted around 5:52–7:00 (the confederate enters the room)",
+    444: "interrupted around 4:46–6:27 (the participant's phone rings)",
+    451: "transcript lacks Ellie's turns", 458: "transcript lacks Ellie's turns",
+    480: "transcript lacks Ellie's turns",
+    402: "video recording ends about 2 minutes before the conversation",
+}
 MEDIA = {
     "audio": "{pid}_AUDIO.wav",
     "transcript": "{pid}_TRANSCRIPT.csv",
@@ -49,6 +58,7 @@ MEDIA = {
 class DaicParams(Params):
     splits: list[Literal["train", "dev", "test"]] = Field(default_factory=lambda: ["train", "dev", "test"])
     include_unlabelled: bool = False
+    ptsd_bins: list[float] = Field(default_factory=lambda: list(PTSD_BINS))
 
 
 def read_split_file(path: Path) -> pd.DataFrame:
@@ -151,5 +161,12 @@ class DaicWoz(DatasetAdapter):
         if "audio" not in media or "transcript" not in media:
             missing = [r for r in ("audio", "transcript") if r not in media]
             self.problems.append(f"participant {pid}: {folder.name} has no {' or '.join(missing)} file")
+        if pid in KNOWN_NOTES:
+            self.problems.append(f"participant {pid}: {KNOWN_NOTES[pid]} (DAIC-WOZ documentation)")
         clean = {k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in labels.items()}
-        return Sample(sample_id=str(pid), subject_id=str(pid), media=media, labels=clean, split=split)
+        missing_items = [k for k in PHQ8_ITEMS if k in clean and clean[k] is None]
+        if missing_items:
+            self.problems.append(
+                f"participant {pid}: PHQ-8 item(s) {missing_items} missing in the split file")
+        return Sample(sample_id=str(pid), subject_id=str(pid), media=media, split=split,
+                      labels=add_severity_labels(clean, self.params.ptsd_bins))

@@ -1,0 +1,140 @@
+"""Leakage-proof splits: subject-grouped stratified K-fold (repeated), nested inner folds,
+leave-one-subject-out and official splits — all deterministic by seed, and all checked so
+that no subject is ever on two sides of a split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold
+
+
+class SplitError(ValueError):
+    """Data cannot be split as asked (too few subjects for the folds, …)."""
+
+
+class LeakageError(SplitError):
+    """A subject appears on both sides of a split."""
+
+
+def check_disjoint(groups: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray,
+                   where: str = "split") -> None:
+    """Raise LeakageError if any subject is in both `train_idx` and `test_idx`."""
+    shared = np.intersect1d(np.asarray(groups)[train_idx], np.asarray(groups)[test_idx])
+    if len(shared):
+        raise LeakageError(f"{where}: {len(shared)} subject(s) on both sides, e.g. {list(shared[:5])}")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One outer fold: training and test indices, and inner (train, validation) folds drawn
+    from the training part only."""
+
+    repeat: int
+    fold: int
+    seed: int
+    train: np.ndarray
+    test: np.ndarray
+    inner: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+class SplitConfig(BaseModel):
+    """How samples are split for evaluation.
+
+    scheme: `grouped-kfold` (subject-grouped, label-stratified, repeated over seeds),
+    `loso` (leave one subject out), `official` (the corpus's own splits: `train_splits` for
+    training, `test_splits` for testing), or `turn-level` (NOT subject-grouped; only for
+    demonstrating leakage). `inner_splits` > 1 adds nested subject-grouped validation folds
+    inside every training fold (for early stopping, calibration, stacking).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheme: Literal["grouped-kfold", "loso", "official", "turn-level"] = "grouped-kfold"
+    n_splits: int = Field(5, ge=2)
+    n_repeats: int = Field(3, ge=1)
+    seed: int = 0
+    inner_splits: int = Field(0, ge=0)
+    train_splits: list[str] = Field(default_factory=lambda: ["train"])
+    test_splits: list[str] = Field(default_factory=lambda: ["dev"])
+
+
+def grouped_kfold(y: np.ndarray, groups: np.ndarray, n_splits: int,
+                  seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Subject-grouped, label-stratified K-fold (deterministic for a seed).
+
+    Raises:
+        SplitError: if there are fewer subjects than folds.
+    """
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise SplitError(f"cannot make {n_splits} subject-grouped folds from {n_groups} subjects")
+    # Stratify on the subject's label: StratifiedGroupKFold balances groups per class.
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    folds = list(cv.split(np.zeros(len(y)), y, groups))
+    for i, (tr, te) in enumerate(folds):
+        check_disjoint(groups, tr, te, f"fold {i} (seed {seed})")
+    return folds
+
+
+def inner_folds(y: np.ndarray, groups: np.ndarray, train: np.ndarray, n_splits: int,
+                seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Subject-grouped folds inside `train` (indices into the full arrays)."""
+    n = min(n_splits, len(np.unique(groups[train])))
+    out = []
+    for tr, va in grouped_kfold(y[train], groups[train], n, seed):
+        out.append((train[tr], train[va]))
+    return out
+
+
+def make_folds(cfg: SplitConfig, y: np.ndarray, groups: np.ndarray,
+               splits: np.ndarray | None = None) -> list[Fold]:
+    """Outer folds (with nested inner folds when asked) for labels `y` and subjects `groups`.
+
+    Every fold — outer and inner — is checked with `check_disjoint` (except the deliberately
+    leaky `turn-level` scheme, which exists to demonstrate leakage).
+    """
+    y, groups = np.asarray(y), np.asarray(groups).astype(str)
+    outer: list[tuple[int, int, int, np.ndarray, np.ndarray]] = []
+    if cfg.scheme == "grouped-kfold":
+        for r in range(cfg.n_repeats):
+            for f, (tr, te) in enumerate(grouped_kfold(y, groups, cfg.n_splits, cfg.seed + r)):
+                outer.append((r, f, cfg.seed + r, tr, te))
+    elif cfg.scheme == "loso":
+        for f, (tr, te) in enumerate(LeaveOneGroupOut().split(np.zeros(len(y)), y, groups)):
+            outer.append((0, f, cfg.seed, tr, te))
+    elif cfg.scheme == "official":
+        if splits is None:
+            raise SplitError("the official scheme needs the samples' official splits")
+        splits = np.asarray(splits).astype(str)
+        tr = np.flatnonzero(np.isin(splits, cfg.train_splits))
+        te = np.flatnonzero(np.isin(splits, cfg.test_splits))
+        if not len(tr) or not len(te):
+            raise SplitError(f"official splits {cfg.train_splits} / {cfg.test_splits} leave "
+                             f"{len(tr)} training and {len(te)} test samples "
+                             f"(splits present: {sorted(set(splits))})")
+        outer.append((0, 0, cfg.seed, tr, te))
+    else:  # turn-level: samples, not subjects, are shuffled into folds
+        from sklearn.model_selection import StratifiedKFold
+
+        for r in range(cfg.n_repeats):
+            cv = StratifiedKFold(cfg.n_splits, shuffle=True, random_state=cfg.seed + r)
+            for f, (tr, te) in enumerate(cv.split(np.zeros(len(y)), y)):
+                outer.append((r, f, cfg.seed + r, tr, te))
+    folds = []
+    for r, f, seed, tr, te in outer:
+        if cfg.scheme != "turn-level":
+            check_disjoint(groups, tr, te, f"outer fold {f} of repeat {r}")
+        inner = []
+        if cfg.inner_splits > 1:
+            inner = inner_folds(y, groups, tr, cfg.inner_splits, seed + 1000)
+            for i, (itr, iva) in enumerate(inner):
+                check_disjoint(groups, itr, iva, f"inner fold {i} of outer fold {f}")
+                if np.intersect1d(iva, te).size:
+                    raise LeakageError(f"inner validation of outer fold {f} contains test samples")
+        folds.append(Fold(r, f, seed, tr, te, inner))
+    return folds
