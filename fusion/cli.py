@@ -84,6 +84,16 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_data_describe(args: argparse.Namespace) -> dict[str, Any]:
+    from fusion.config import DataConfig, load_config
+    from fusion.data import describe, format_description
+
+    cfg = load_config(DataConfig, args.config, args.overrides)
+    result = describe(cfg)
+    print(format_description(result))
+    return result
+
+
 def cmd_features_ls(args: argparse.Namespace) -> dict[str, Any]:
     from features.store import FeatureStore
 
@@ -139,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="cross-validate a model on cached features")
     _common(p, DEFAULT_CONFIGS["train"])
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("data", help="inspect a dataset")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    q = dsub.add_parser("describe", help="counts per split and label, subjects, problems")
+    _common(q, "configs/data/demo.yaml")
+    q.set_defaults(func=cmd_data_describe)
 
     p = sub.add_parser("features", help="inspect the feature store")
     fsub = p.add_subparsers(dest="features_command", required=True)

@@ -109,6 +109,14 @@ class CorpusConfig(StrictModel):
     dev_fraction: float = Field(0.3, ge=0.0, lt=1.0)
 
 
+class DataConfig(StrictModel):
+    """`fusion data describe`: a dataset, and optionally the split to check on it."""
+
+    dataset: DatasetSpec
+    cv: SplitConfig | None = None
+    target: str | None = None
+
+
 class DemoConfig(StrictModel):
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     extract: ExtractConfig
@@ -292,7 +300,9 @@ def _components(cfg: BaseModel, prefix: tuple = ()):
     """Yield (loc, kind, spec) for every registered component named in a config."""
     from fusion.registry import DATASETS, EXTRACTORS, MODELS
 
-    if isinstance(cfg, ExtractConfig):
+    if isinstance(cfg, DataConfig):
+        yield prefix + ("dataset",), DATASETS, cfg.dataset
+    elif isinstance(cfg, ExtractConfig):
         yield prefix + ("dataset",), DATASETS, cfg.dataset
         for name, fs in cfg.features.items():
             yield prefix + ("features", name, "extractor"), EXTRACTORS, fs.extractor

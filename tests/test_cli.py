@@ -102,3 +102,19 @@ def test_console_entry_point_help():
                          text=True, check=True).stdout
     for cmd in ("demo", "extract", "train", "features"):
         assert cmd in out
+
+
+def test_data_describe_with_folds(demo_corpus, tmp_path, capsys):
+    from corpora import write_daic_extras
+
+    write_daic_extras(demo_corpus)
+    out = tmp_path / "d.json"
+    assert main(["data", "describe", "--config", str(ROOT / "configs/data/demo.yaml"),
+                 "--set", f"dataset.root={demo_corpus}", "--set", "dataset.params.splits=[train, dev, test]",
+                 "--set", "cv.n_splits=2", "--set", "cv.inner_splits=0", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "daic-woz at" in printed and "per split: dev 1, test 1, train 4" in printed
+    assert "known to be excluded" in printed
+    d = json.loads(out.read_text())
+    assert d["n_subjects"] == 6 and d["labels"]["PHQ8_Binary"]
+    assert sum(f["n_test"] for f in d["folds"]) == 6

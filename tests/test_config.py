@@ -8,6 +8,7 @@ import pytest
 
 from fusion.config import (
     ConfigError,
+    DataConfig,
     DemoConfig,
     ExtractConfig,
     TrainConfig,
@@ -147,11 +148,13 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(ExtractConfig, path)
 
 
-@pytest.mark.parametrize("path,model", [
-    ("configs/demo.yaml", DemoConfig),
-    ("configs/extract/demo.yaml", ExtractConfig),
-    ("configs/train/demo_baseline.yaml", TrainConfig),
-])
+SHIPPED = ([("configs/demo.yaml", DemoConfig)]
+           + [(str(p.relative_to(ROOT)), ExtractConfig) for p in sorted(ROOT.glob("configs/extract/*.yaml"))]
+           + [(str(p.relative_to(ROOT)), TrainConfig) for p in sorted(ROOT.glob("configs/train/*.yaml"))]
+           + [(str(p.relative_to(ROOT)), DataConfig) for p in sorted(ROOT.glob("configs/data/*.yaml"))])
+
+
+@pytest.mark.parametrize("path,model", SHIPPED, ids=[p for p, _ in SHIPPED])
 def test_shipped_configs_validate(path, model):
     cfg = load_config(model, ROOT / path)
     assert cfg is not None

@@ -1,6 +1,6 @@
 """Dataset adapters, one module per corpus layout (importing this package registers them)."""
 
-from fusion.datasets import daic, meld, ravdess  # noqa: F401
+from fusion.datasets import cexpr, combined, daic, edaic, emotic, folder, meld, ravdess  # noqa: F401
 from fusion.datasets.base import DatasetAdapter, DatasetError
 
 __all__ = ["DatasetAdapter", "DatasetError"]

@@ -32,6 +32,7 @@ class Combined(DatasetAdapter):
         from pathlib import Path
 
         samples: list[Sample] = []
+        members = []
         by_subject: dict[str, set[str]] = {}
         for spec in self.params.datasets:
             unknown = set(spec) - {"name", "root", "params"}
@@ -39,15 +40,21 @@ class Combined(DatasetAdapter):
                 raise DatasetError(f"combined: each dataset needs name and root (and optional params); "
                                    f"got keys {sorted(spec)}")
             adapter = DATASETS.get(spec["name"])(Path(spec["root"]), **spec.get("params", {}))
-            self.problems.extend(f"{spec['name']}: {p}" for p in adapter.problems)
+            members.append(adapter)
             for s in adapter.samples():
                 samples.append(replace(s, sample_id=f"{spec['name']}:{s.sample_id}"))
                 by_subject.setdefault(s.subject_id, set()).add(spec["name"])
             self.problems.extend(f"{spec['name']}: {p}" for p in adapter.problems
                                  if f"{spec['name']}: {p}" not in self.problems)
+        self._members = members
         shared = sorted(sid for sid, names in by_subject.items() if len(names) > 1)
         if shared:
             self.problems.append(
                 f"{len(shared)} subject(s) appear in more than one corpus (e.g. {shared[:5]}); "
                 "each is kept as one subject group, so splits never separate them")
         return samples
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["members"] = [m.describe() for m in self._members]
+        return out
