@@ -47,8 +47,8 @@ def test_daic_native_layout_and_quirks(demo_corpus):
         (r / "train_split_Depression_AVEC2017.csv").read_text().replace("Participant_ID", "Participant")),
      "no Participant_ID column"),
     (lambda r: (r / "train_split_Depression_AVEC2017.csv").write_text(
-        (r / "train_split_Depression_AVEC2017.csv").read_text().replace("\n300,1,", "\n300,1,") + "999,1,31,1,"
-        "3,3,3,3,3,3,3,3,40,0\n"), "PHQ8_Score must be an integer in 0–24"),
+        (r / "train_split_Depression_AVEC2017.csv").read_text() + "999,1,31,1,3,3,3,3,3,3,3,3,40,0\n"),
+     "PHQ8_Score must be an integer in 0–24"),
     (lambda r: (r / "dev_split_Depression_AVEC2017.csv").write_text(
         (r / "dev_split_Depression_AVEC2017.csv").read_text() +
         (r / "train_split_Depression_AVEC2017.csv").read_text().splitlines()[1] + "\n"),
