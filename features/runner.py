@@ -108,7 +108,7 @@ def process_chunk(extractor: Extractor, segmenter: Segmenter,
         if bad.any():
             bad_rows = bad.any(axis=1)
             for sid in pd.unique(ids[bad_rows]):
-                mask = (ids == sid).to_numpy() & bad_rows
+                mask = np.asarray(ids == sid) & bad_rows
                 cols = frame.columns[bad[mask].any(axis=0)]
                 warnings.setdefault(sid, []).append(
                     f"{int(bad[mask].sum())} NaN/inf value(s) in {len(cols)} feature(s) "

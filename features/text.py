@@ -42,7 +42,9 @@ def resolve_device(device: str) -> str:
 def load_encoder(name: str, device: str):
     """Load (once per process) a SentenceTransformer, with a clear error when unavailable."""
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar per model load is noise in batch logs
     try:
         return SentenceTransformer(resolve_model(name), device=device)
     except (OSError, ValueError, RuntimeError) as err:

@@ -44,7 +44,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from fusion.config import DemoConfig, load_config
     from fusion.demo import run_demo
     from fusion.extract import format_extract
-    from fusion.train import format_metrics
+    from fusion.train import format_summary
 
     cfg = load_config(DemoConfig, args.config, args.overrides)
     result = run_demo(cfg)
@@ -53,8 +53,8 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     print(f"corpus: {c['n_sessions']} sessions (seed {c['seed']}) in {c['root']} ({how})")
     print(format_extract(result["extract"]))
     tr = result["train"]
-    print(f"\n{tr['model']} on {', '.join(tr['feature_sets'])} → {tr['target']}")
-    print(format_metrics(tr))
+    print(f"\n{tr['model']} on {', '.join(tr['feature_sets'])}")
+    print(format_summary(tr))
     print(f"\noutputs: {tr['outputs']['dir']}")
     if tr.get("run_id"):
         print(f"MLflow run {tr['run_id']}: mlflow ui --backend-store-uri {tr['tracking_uri']}")
@@ -74,13 +74,23 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from fusion.config import TrainConfig, load_config
-    from fusion.train import format_metrics, train
+    from fusion.train import format_summary, train
 
-    cfg = load_config(TrainConfig, args.config, args.overrides)
+    overrides = list(args.overrides)
+    if args.protocol:
+        overrides.append(f"protocol={args.protocol}")
+    if args.split:
+        overrides.append(f"cv.scheme={args.split}")
+    cfg = load_config(TrainConfig, args.config, overrides)
     result = train(cfg)
-    print(f"{result['model']} on {', '.join(result['feature_sets'])} → {result['target']}")
-    print(format_metrics(result))
-    print(f"outputs: {result['outputs']['dir']}")
+    if result["protocol"] == "trimodal-paper":
+        from fusion.protocols import format_paper
+
+        print(format_paper(result))
+    else:
+        print(f"{result['model']} on {', '.join(result['feature_sets'])}")
+        print(format_summary(result))
+        print(f"outputs: {result['outputs']['dir']}")
     return result
 
 
@@ -148,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="cross-validate a model on cached features")
     _common(p, DEFAULT_CONFIGS["train"])
+    p.add_argument("--protocol", choices=["ours", "trimodal-paper"],
+                   help="trimodal-paper reproduces the tri-modal paper's public-code setup (optimistic)")
+    p.add_argument("--split", choices=["grouped-kfold", "loso", "official", "turn-level"],
+                   help="shortcut for --set cv.scheme=…; turn-level is leaky, for demonstration only")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("data", help="inspect a dataset")

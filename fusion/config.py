@@ -70,16 +70,46 @@ class ExtractConfig(StrictModel):
 
 
 class InputSpec(StrictModel):
-    """A feature set fed to a model, and how its rows are pooled to one row per sample."""
+    """A feature set fed to a model, how its rows are pooled to one row per sample, and
+    optionally which of its columns to keep (shell-style patterns, e.g. "mean_*")."""
 
     features: str
     pool: list[Literal["mean", "std", "min", "max", "median"]] = Field(default_factory=lambda: ["mean"])
+    columns: list[str] | None = None
 
 
-class CVConfig(SplitConfig):
-    """The evaluation split (see `fusion.splits.SplitConfig`) and the bootstrap size."""
+class TargetSpec(StrictModel):
+    """A classification target (classes 0..n_classes-1), what counts as positive for the
+    decision curve, and an optional score label fused by the same model (regression head)."""
 
+    label: str
+    n_classes: int = Field(ge=2)
+    positive_from: int | None = None
+    positive_name: str | None = None
+    score: str | None = None
+
+
+class EvaluationConfig(StrictModel):
+    ablation: bool = False
+    robustness: bool = False
+    noise_levels: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
+    decision_curves: bool = False
+    attributions: bool = False
+    plots: bool = False
     n_bootstrap: int = Field(1000, ge=0)
+    save_model: bool = False
+
+
+class PaperProtocolConfig(StrictModel):
+    """The tri-modal paper's public-code setup, for `--protocol trimodal-paper`."""
+
+    audio: str = "logmel_session"
+    face: str = "face_frames"
+    text: str = "text_transcript"
+    text_dim: int = 768
+    face_dim: int = 512
+    n_splits: int = 7
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
 
 
 class TrackingConfig(StrictModel):
@@ -91,11 +121,17 @@ class TrackingConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
+    """`fusion train`: modalities (each one or more pooled feature sets), targets, a fusion
+    model from the registry, the evaluation split, what to evaluate, and tracking."""
+
     extract: ExtractConfig | None = None
-    inputs: list[InputSpec]
-    target: str = "PHQ8_Binary"
+    modalities: dict[str, list[InputSpec]]
+    targets: dict[str, TargetSpec]
     model: ComponentSpec
-    cv: CVConfig = Field(default_factory=CVConfig)
+    cv: SplitConfig = Field(default_factory=SplitConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    protocol: Literal["ours", "trimodal-paper"] = "ours"
+    paper: PaperProtocolConfig = Field(default_factory=PaperProtocolConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     output_dir: Path = Path("outputs")
 
@@ -331,9 +367,36 @@ def check_components(cfg: BaseModel, origins: Mapping[tuple, str], source: str) 
         if params_model is None:
             continue
         try:
-            params_model.model_validate(spec.params)
+            params = params_model.model_validate(spec.params)
         except ValidationError as err:
             problems.extend(format_errors(params_model, err, origins, source, loc + ("params",)))
+            continue
+        problems.extend(_check_learners(params, loc, origins, source))
+    return problems
+
+
+def _check_learners(params: BaseModel, loc: tuple, origins: Mapping[tuple, str], source: str) -> list[str]:
+    """A fusion model's `learner` / `learners.<modality>` name their own registered learner."""
+    from features.registry import UnknownNameError
+    from fusion.models.learners import LEARNERS
+
+    specs = []
+    if hasattr(params, "learner"):
+        specs.append((loc + ("params", "learner"), params.learner))
+    for m, spec in getattr(params, "learners", {}).items():
+        specs.append((loc + ("params", "learners", m), spec))
+    problems = []
+    for where, spec in specs:
+        try:
+            cls = LEARNERS.get(spec.name)
+        except UnknownNameError as err:
+            problems.append(f"invalid value for {'.'.join(where + ('name',))!r} in "
+                            f"{_origin(where, origins, source)}: {err}")
+            continue
+        try:
+            cls.Params.model_validate(spec.params)
+        except ValidationError as err:
+            problems.extend(format_errors(cls.Params, err, origins, source, where + ("params",)))
     return problems
 
 

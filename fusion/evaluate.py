@@ -72,3 +72,102 @@ def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], y: np.ndarra
     alpha = (1 - level) / 2
     lo, hi = np.nanquantile(stats, [alpha, 1 - alpha])
     return float(lo), float(hi)
+
+
+# --- multi-class, ordinal, calibration and regression metrics ----------------------------
+
+def confusion(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    m = np.zeros((k, k), dtype=np.int64)
+    np.add.at(m, (np.asarray(y, int), np.asarray(pred, int)), 1)
+    return m
+
+
+def quadratic_kappa(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+    """Cohen's kappa with quadratic weights (ordinal agreement)."""
+    o = confusion(y, pred, k).astype(float)
+    n = o.sum()
+    if n == 0:
+        return float("nan")
+    w = (np.subtract.outer(np.arange(k), np.arange(k)) ** 2) / max((k - 1) ** 2, 1)
+    e = np.outer(o.sum(1), o.sum(0)) / n
+    denom = (w * e).sum()
+    return float(1 - (w * o).sum() / denom) if denom > 0 else float("nan")
+
+
+def f1_scores(y: np.ndarray, pred: np.ndarray, k: int) -> tuple[float, float]:
+    """(weighted F1, macro F1) over the classes present in `y`."""
+    m = confusion(y, pred, k)
+    tp = np.diag(m).astype(float)
+    support = m.sum(1)
+    denom = m.sum(0) + support
+    f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
+    present = support > 0
+    weighted = float((f1 * support).sum() / support.sum()) if support.sum() else float("nan")
+    return weighted, float(f1[present].mean()) if present.any() else float("nan")
+
+
+def ece_top_label(y: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> float:
+    """Expected calibration error of the top-label confidence (equal-width bins)."""
+    conf = proba.max(1)
+    correct = (proba.argmax(1) == y).astype(float)
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    total = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            total += sel.sum() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(total / len(y))
+
+
+def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy, weighted/macro F1, quadratic kappa, one-vs-rest AUC
+    (macro), adjacent-class accuracy (|error| ≤ 1 class), top-label ECE and the multi-class
+    Brier score."""
+    y = np.asarray(y, int)
+    k = proba.shape[1]
+    pred = proba.argmax(1)
+    wf1, mf1 = f1_scores(y, pred, k)
+    aucs = [roc_auc(y == c, proba[:, c]) for c in range(k)]
+    onehot = np.eye(k)[y]
+    recalls = [(pred[y == c] == c).mean() for c in range(k) if (y == c).any()]
+    return {
+        "accuracy": float((pred == y).mean()),
+        "balanced_accuracy": float(np.mean(recalls)),
+        "f1_weighted": wf1,
+        "f1_macro": mf1,
+        "qwk": quadratic_kappa(y, pred, k),
+        "auc_ovr": float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan"),
+        "adjacent_accuracy": float((np.abs(pred - y) <= 1).mean()),
+        "ece": ece_top_label(y, proba),
+        "brier": float(((proba - onehot) ** 2).sum(1).mean()),
+    }
+
+
+def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    err = np.asarray(pred, float) - np.asarray(y, float)
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean()))}
+
+
+def reliability(y: np.ndarray, proba: np.ndarray, n_bins: int = 10) -> dict[str, np.ndarray]:
+    """Per-bin mean confidence, accuracy and count of the top label (for reliability diagrams)."""
+    conf = proba.max(1)
+    correct = (proba.argmax(1) == y).astype(float)
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore"):
+        mean_conf = np.bincount(bins, conf, n_bins) / counts
+        acc = np.bincount(bins, correct, n_bins) / counts
+    return {"confidence": mean_conf, "accuracy": acc, "count": counts}
+
+
+def net_benefit(y: np.ndarray, risk: np.ndarray, thresholds: np.ndarray) -> dict[str, np.ndarray]:
+    """Decision-curve analysis: net benefit of treating when risk ≥ threshold, against
+    treating everyone and no one (Vickers & Elkin 2006)."""
+    y = np.asarray(y).astype(bool)
+    n = len(y)
+    prevalence = y.mean()
+    odds = thresholds / (1 - thresholds)
+    model = np.array([((risk >= t) & y).sum() / n - ((risk >= t) & ~y).sum() / n * o
+                      for t, o in zip(thresholds, odds, strict=True)])
+    return {"threshold": thresholds, "model": model,
+            "treat_all": prevalence - (1 - prevalence) * odds, "treat_none": np.zeros_like(thresholds)}

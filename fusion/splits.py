@@ -130,10 +130,16 @@ def make_folds(cfg: SplitConfig, y: np.ndarray, groups: np.ndarray,
         if cfg.scheme != "turn-level":
             check_disjoint(groups, tr, te, f"outer fold {f} of repeat {r}")
         inner = []
-        if cfg.inner_splits > 1:
+        if cfg.inner_splits > 1 and cfg.scheme == "turn-level":  # naive all the way down
+            from sklearn.model_selection import StratifiedKFold
+
+            cv = StratifiedKFold(cfg.inner_splits, shuffle=True, random_state=seed + 1000)
+            inner = [(tr[a], tr[b]) for a, b in cv.split(np.zeros(len(tr)), y[tr])]
+        elif cfg.inner_splits > 1:
             inner = inner_folds(y, groups, tr, cfg.inner_splits, seed + 1000)
             for i, (itr, iva) in enumerate(inner):
-                check_disjoint(groups, itr, iva, f"inner fold {i} of outer fold {f}")
+                if cfg.scheme != "turn-level":
+                    check_disjoint(groups, itr, iva, f"inner fold {i} of outer fold {f}")
                 if np.intersect1d(iva, te).size:
                     raise LeakageError(f"inner validation of outer fold {f} contains test samples")
         folds.append(Fold(r, f, seed, tr, te, inner))

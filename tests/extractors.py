@@ -13,6 +13,7 @@ from features.base import Extractor, Params, feature_frame
 class RmsParams(Params):
     scale: float = 1.0
     delay: float = 0.0
+    nan_for: list[str] = []
 
 
 class RmsExtractor(Extractor):
@@ -38,6 +39,8 @@ class RmsExtractor(Extractor):
         values = [[self.params.scale * float(np.sqrt(np.mean(c ** 2))),
                    self.params.scale * float(np.max(np.abs(c)))] for c in chunks]
         time.sleep(self.params.delay)
+        if sample.sample_id in self.params.nan_for:
+            values[0][1] = float("nan")
         frame = feature_frame(sample.sample_id, spans, np.array(values), self.feature_names)
         frame.attrs["warnings"] = warnings
         return frame

@@ -24,7 +24,7 @@ def demo_args(tmp_path: Path, n_sessions: int = 16) -> list[str]:
         "--set", f"train.tracking.uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
         "--set", f"train.tracking.artifacts={tmp_path / 'mlruns' / 'artifacts'}",
         "--set", f"train.output_dir={tmp_path / 'outputs'}",
-        "--set", "train.cv.n_repeats=2", "--set", "train.cv.n_bootstrap=200",
+        "--set", "train.cv.n_repeats=2", "--set", "train.evaluation.n_bootstrap=200",
     ]
 
 
@@ -43,21 +43,21 @@ def test_demo_end_to_end_is_deterministic_and_tracked(tmp_path, capsys):
     second = json.loads((tmp_path / "second.json").read_text())
     assert second["corpus"]["reused"] is True
     assert all(s["computed"] == 0 and s["skipped"] == 16 for s in second["extract"]["feature_sets"].values())
-    assert second["train"]["metrics"] == first["train"]["metrics"]
-    assert second["train"]["per_repeat"] == first["train"]["per_repeat"]
+    assert second["train"]["targets"] == first["train"]["targets"]
     assert second["train"]["run_id"] != first["train"]["run_id"]
 
     import mlflow
     client = mlflow.tracking.MlflowClient(tracking_uri=first["train"]["tracking_uri"])
     run = client.get_run(first["train"]["run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.params["model.params.C"] == "0.05"
+    assert run.data.params["model.params.learner.params.C"] == "0.05"
     assert run.data.tags["git_commit"]
     for name, prov in first["train"]["feature_sets"].items():
         assert run.data.tags[f"features.{name}.param_hash"] == prov["param_hash"]
-    assert run.data.metrics["auc_mean"] == pytest.approx(first["train"]["metrics"]["auc"]["mean"])
+    model = first["train"]["targets"]["depression"]["metrics"]["model"]
+    assert run.data.metrics["depression.model.auc_ovr.mean"] == pytest.approx(model["auc_ovr"]["mean"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "predictions.csv", "folds.csv", "metrics.json"} <= artifacts
+    assert {"config.yaml", "depression_predictions.csv", "depression_folds.csv", "metrics.json"} <= artifacts
 
     # the store can be inspected
     store = str(tmp_path / "store")

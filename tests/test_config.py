@@ -26,8 +26,9 @@ features:
 """
 TRAIN = """\
 extract: extract.yaml
-inputs: [{features: egemaps}]
-model: {name: logreg, params: {C: 0.5}}
+modalities: {audio: [{features: egemaps}]}
+targets: {depression: {label: PHQ8_Binary, n_classes: 2}}
+model: {name: early-fusion, params: {learner: {name: logreg, params: {C: 0.5}}}}
 """
 
 
@@ -86,11 +87,25 @@ def test_bad_extractor_parameter_value(tmp_path):
 
 def test_unknown_component_name_lists_registered_names(tmp_path):
     write(tmp_path, "extract.yaml", EXTRACT)
+    path = write(tmp_path, "train.yaml", TRAIN.replace("early-fusion", "middle-fusion"))
+    with pytest.raises(ConfigError) as err:
+        load_config(TrainConfig, path)
+    msg = str(err.value)
+    assert "Unknown model 'middle-fusion'" in msg and "late-fusion" in msg and "model.name" in msg
     path = write(tmp_path, "train.yaml", TRAIN.replace("logreg", "logistic"))
     with pytest.raises(ConfigError) as err:
         load_config(TrainConfig, path)
     msg = str(err.value)
-    assert "Unknown model 'logistic'" in msg and "logreg" in msg and "model.name" in msg
+    assert "model.params.learner.name" in msg and "Unknown learner 'logistic'" in msg and "xgboost" in msg
+
+
+def test_learner_parameters_are_validated(tmp_path):
+    write(tmp_path, "extract.yaml", EXTRACT)
+    path = write(tmp_path, "train.yaml", TRAIN.replace("C: 0.5", "Cee: 0.5"))
+    with pytest.raises(ConfigError) as err:
+        load_config(TrainConfig, path)
+    msg = str(err.value)
+    assert "unknown key 'model.params.learner.params.Cee'" in msg and "C, class_weight" in msg
 
 
 def test_type_error_names_key_and_value(tmp_path):
@@ -104,9 +119,9 @@ def test_type_error_names_key_and_value(tmp_path):
 def test_set_overrides_values_with_yaml_typing(tmp_path):
     write(tmp_path, "extract.yaml", EXTRACT)
     path = write(tmp_path, "train.yaml", TRAIN)
-    cfg = load_config(TrainConfig, path, ["model.params.C=0.25", "cv.n_repeats=7",
+    cfg = load_config(TrainConfig, path, ["model.params.learner.params.C=0.25", "cv.n_repeats=7",
                                           "extract.n_jobs=2", "tracking.run_name=null"])
-    assert cfg.model.params == {"C": 0.25}
+    assert cfg.model.params == {"learner": {"name": "logreg", "params": {"C": 0.25}}}
     assert cfg.cv.n_repeats == 7
     assert cfg.extract.n_jobs == 2
     assert cfg.tracking.run_name is None

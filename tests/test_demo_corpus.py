@@ -48,7 +48,7 @@ def test_daic_column_layouts(demo_corpus_master):
             df = pd.read_csv(path, sep=", ", engine="python")
             assert list(df.columns) == columns
             assert (df["frame"].diff().dropna() == 1).all()
-            assert set(df["success"].unique()) <= {0, 1} and df["success"].mean() > 0.8
+            assert set(df["success"].unique()) <= {0, 1} and df["success"].mean() > 0.6
             assert df["confidence"].between(0, 1).all()
             failed = df[df["success"] == 0]
             assert (failed[columns[4:]] == 0).all().all()  # OpenFace writes zeros when tracking fails

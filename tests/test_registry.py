@@ -40,12 +40,17 @@ def test_every_extractor_builds_with_defaults(name):
 def test_every_model_fits_and_predicts(name):
     import numpy as np
 
+    from fusion.splits import grouped_kfold
+
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(40, 5))
-    y = (X[:, 0] + 0.3 * rng.normal(size=40) > 0).astype(int)
-    model = MODELS.get(name)().fit(X, y)
-    p = model.predict_proba(X)
-    assert p.shape == (40, 2) and np.allclose(p.sum(1), 1)
+    X = rng.normal(size=(80, 5))
+    y = (X[:, 0] + 0.3 * rng.normal(size=80) > 0).astype(int)
+    blocks = {"a": X[:, :3], "b": X[:, 3:]}
+    inner = grouped_kfold(y, np.arange(80).astype(str), 3, 0)
+    model = MODELS.get(name)().fit(blocks, y, task="classification", n_classes=2, inner=inner)
+    p = model.predict_proba(blocks)
+    assert p.shape == (80, 2) and np.allclose(p.sum(1), 1)
     assert ((p[:, 1] > 0.5) == y).mean() > 0.8
+    assert set(model.summary()["modalities"]) == {"a", "b"}
     with pytest.raises(ValueError, match="has no parameter"):
         MODELS.get(name)(nonsense=1)

@@ -42,7 +42,7 @@ def test_roundtrip_layout_and_metadata(demo_corpus, tmp_path):
     assert path == tmp_path / "store" / "demo" / f"rms-{key.param_hash[:16]}.parquet"
     meta = store.read_metadata(path)
     assert meta["extractor"] == "rms" and meta["extractor_version"] == "1"
-    assert meta["params"] == {"scale": 1.0, "delay": 0.0}
+    assert meta["params"] == {"scale": 1.0, "delay": 0.0, "nan_for": []}
     assert meta["library_versions"] == {"numpy": np.__version__}
     assert set(meta["sources"]) == {"300", "301", "302", "303", "304", "305"}
     assert all(len(s["hash"]) == 32 and "audio" in s["files"] for s in meta["sources"].values())
@@ -232,3 +232,15 @@ def test_resolve_names_and_ambiguity(demo_corpus, tmp_path):
         store.resolve("rms")
     with pytest.raises(FileNotFoundError, match="it holds"):
         store.resolve("opensmile")
+
+
+def test_nan_values_are_kept_and_warned_about_per_sample(demo_corpus, tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    summary = run(demo_corpus, store, RmsExtractor(nan_for=["301", "304"]), chunk_size=3)
+    assert summary.computed == 6 and summary.warnings == 2
+    frame = store.read(Path(summary.path))
+    assert np.isnan(frame.loc["301", "peak"]).all() and np.isfinite(frame.loc["300"].to_numpy()).all()
+    warned = pd.read_parquet(summary.errors_path)
+    assert sorted(warned["sample_id"]) == ["301", "304"]
+    assert (warned["level"] == "warning").all()
+    assert warned["error"].str.contains("1 NaN/inf value\\(s\\) in 1 feature\\(s\\) \\(e.g. peak\\); kept as NaN").all()

@@ -30,11 +30,13 @@ import pandas as pd
 from scipy import signal as sps
 from scipy import stats
 
-from fusion.datasets.daic import PHQ8_ITEMS, SPLIT_FILES
+from fusion.datasets.daic import KNOWN_EXCLUDED, KNOWN_NOTES, PHQ8_ITEMS, SPLIT_FILES
 
 SR = 16_000
 FPS = 30
-EXCLUDED_IDS = {342, 394, 398, 460}
+# Ids the real release leaves out or flags: the synthetic corpus skips them, so that the DAIC
+# adapter's notes about them never describe a synthetic session.
+EXCLUDED_IDS = KNOWN_EXCLUDED | set(KNOWN_NOTES)
 
 AU_R = ["AU01_r", "AU02_r", "AU04_r", "AU05_r", "AU06_r", "AU09_r", "AU10_r", "AU12_r",
         "AU14_r", "AU15_r", "AU17_r", "AU20_r", "AU25_r", "AU26_r"]
@@ -138,10 +140,12 @@ def draw_latents(pid: int, rng: np.random.Generator) -> Latents:
     view = lambda x, s: float(np.clip(x + rng.normal(0, s), -0.3, 1.3))  # noqa: E731
     masked = phq8 >= 10 and rng.random() < 0.35
     acoustic_d = float(rng.uniform(0.0, 0.3)) if masked else view(d, 0.22)
+    # The face is measured on thousands of frames, so its view reaches the features almost
+    # noise-free; its view noise is larger to keep the modalities comparably informative.
     return Latents(
         pid=pid, gender=int(rng.random() < 0.5), d=d, phq8=phq8, ptsd_u=u,
         ptsd_severity=_ptsd_score(u), acoustic_d=acoustic_d, acoustic_t=view(u, 0.35),
-        text_d=view(d, 0.25), text_t=view(u, 0.25), face_d=view(d, 0.25), face_t=view(u, 0.25),
+        text_d=view(d, 0.22), text_t=view(u, 0.25), face_d=view(d, 0.32), face_t=view(u, 0.3),
         masked=masked,
     )
 
@@ -493,7 +497,7 @@ def _make_session(root: Path, pid: int, seed_seq: np.random.SeedSequence, n_ques
     return {"lat": lat, "items": items}
 
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST = "demo_corpus.json"
 
 

@@ -1,0 +1,184 @@
+"""Cross-validation of a fusion model with everything a reviewer asks for.
+
+For each outer fold (subject-grouped, repeated over seeds) the model is fitted on the training
+part only — its calibration and fusion layer on inner-validation predictions of that part —
+and then scored on the test part: the model itself, each modality subset (ablation), early
+fusion of the same subsets, the uncalibrated fusion, the model with each modality dropped or
+noised (robustness), an optional regression head, and per-prediction attributions. Metrics
+are computed per repeat on the out-of-fold predictions, then reported as mean ± sd over
+repeats with a subject-level bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fusion.evaluate import bootstrap_ci, mean_sd, multiclass_metrics, net_benefit, regression_metrics
+from fusion.models.early_fusion import EarlyFusion
+from fusion.models.late_fusion import available
+from fusion.registry import MODELS
+from fusion.splits import Fold
+
+CI_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "qwk", "auc_ovr", "ece", "brier")
+
+
+@dataclass
+class TargetResult:
+    """Out-of-fold predictions of every variant and condition, and their metrics."""
+
+    n_classes: int
+    variants: dict[str, np.ndarray]            # name → (repeats, n, K) probabilities
+    regression: np.ndarray | None               # (repeats, n) predicted scores
+    metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    per_fold: list[dict[str, Any]] = field(default_factory=list)
+    modality_contrib: np.ndarray | None = None  # (n, modalities), repeat 0
+    feature_contrib: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (n, features)
+    fitted: list[dict[str, Any]] = field(default_factory=list)
+
+
+def subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
+    return [c for r in range(1, len(modalities) + 1) for c in itertools.combinations(modalities, r)]
+
+
+def local_inner(fold: Fold, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Inner folds re-indexed to positions within the fold's training rows."""
+    pos = np.full(n, -1)
+    pos[fold.train] = np.arange(len(fold.train))
+    return [(pos[a], pos[b]) for a, b in fold.inner]
+
+
+def noisy(X: np.ndarray, level: float, sd: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`X` plus Gaussian noise of `level` training standard deviations per feature."""
+    return X + rng.normal(0, 1, X.shape) * level * sd[None, :]
+
+
+def cross_validate(blocks: Mapping[str, np.ndarray], y: np.ndarray, folds: Sequence[Fold], *,
+                   model_name: str, model_params: Mapping[str, Any], n_classes: int,
+                   score: np.ndarray | None = None, ablation: bool = False, robustness: bool = False,
+                   noise_levels: Sequence[float] = (), attributions: bool = False,
+                   early_subsets: str = "full", seed: int = 0) -> TargetResult:
+    """Fit and score `model_name` on every fold; see the module docstring for what is scored."""
+    mods = list(blocks)
+    n = len(y)
+    n_rep = max(f.repeat for f in folds) + 1
+    variants: dict[str, np.ndarray] = {}
+
+    def put(name: str, r: int, rows: np.ndarray, proba: np.ndarray) -> None:
+        if name not in variants:
+            variants[name] = np.full((n_rep, n, n_classes), np.nan)
+        variants[name][r, rows] = proba
+
+    regression = np.full((n_rep, n), np.nan) if score is not None else None
+    result = TargetResult(n_classes, variants, regression)
+    late = model_name == "late-fusion"
+    rng = np.random.default_rng(seed)
+    if attributions:
+        result.modality_contrib = np.full((n, len(mods)), np.nan)
+    for fold in folds:
+        tr, te, r = fold.train, fold.test, fold.repeat
+        inner = local_inner(fold, n)
+        btr = {m: X[tr] for m, X in blocks.items()}
+        bte = {m: X[te] for m, X in blocks.items()}
+        model = MODELS.get(model_name)(**model_params).fit(
+            btr, y[tr], task="classification", n_classes=n_classes, inner=inner, seed=fold.seed)
+        put("model", r, te, model.predict_proba(bte))
+        put("uncalibrated", r, te, model.uncalibrated_proba(bte))
+        if ablation:
+            for sub in subsets(mods):
+                tag = "+".join(sub)
+                if late:
+                    put(f"late:{tag}", r, te, model.predict_proba(bte, sub))
+                early_wanted = len(sub) == len(mods) or (early_subsets == "all" and len(sub) > 1)
+                if early_wanted or not late:
+                    early = EarlyFusion(learner=model.params.learner.model_dump(),
+                                        calibration=model.params.calibration).fit(
+                        {m: btr[m] for m in sub}, y[tr], task="classification", n_classes=n_classes,
+                        inner=inner, seed=fold.seed)
+                    put(f"early:{tag}", r, te, early.predict_proba({m: bte[m] for m in sub}))
+        if robustness:
+            for m in mods:
+                put(f"drop:{m}", r, te, model.predict_proba(bte, [x for x in mods if x != m]))
+                sd = np.nanstd(btr[m], axis=0)
+                for level in noise_levels:
+                    bn = dict(bte)
+                    bn[m] = noisy(bte[m], level, sd, rng)
+                    put(f"noise:{m}:{level:g}", r, te, model.predict_proba(bn))
+        if score is not None:
+            has = ~np.isnan(score[tr])
+            reg = MODELS.get(model_name)(**model_params).fit(
+                {m: X[has] for m, X in btr.items()}, score[tr][has], task="regression", n_classes=1,
+                inner=_restrict(inner, has), seed=fold.seed)
+            regression[r, te] = reg.predict(bte)
+        if attributions and r == 0:
+            contrib = model.modality_contributions(bte)
+            if contrib is not None:
+                result.modality_contrib[te] = contrib
+            pred = model.predict_proba(bte).argmax(1)
+            for m, c in model.feature_contributions(bte).items():
+                if c is None:
+                    continue
+                arr = result.feature_contrib.setdefault(m, np.full((n, c.shape[1]), np.nan))
+                arr[te] = c[np.arange(len(te)), :, pred]
+        fold_metrics = multiclass_metrics(y[te], variants["model"][r, te])
+        result.per_fold.append({"repeat": r, "fold": fold.fold, "n_test": len(te), **fold_metrics})
+        result.fitted.append({"repeat": r, "fold": fold.fold, **model.summary()})
+    return result
+
+
+def _restrict(inner, keep: np.ndarray):
+    """Inner folds limited to rows where `keep` (re-indexed)."""
+    pos = np.full(len(keep), -1)
+    pos[keep] = np.arange(keep.sum())
+    return [(pos[a][keep[a]], pos[b][keep[b]]) for a, b in inner]
+
+
+def summarise(result: TargetResult, y: np.ndarray, groups: np.ndarray, score: np.ndarray | None,
+              n_bootstrap: int, seed: int) -> None:
+    """Metrics per variant: mean ± sd over repeats and a subject-bootstrap 95 % interval."""
+    for name, P in result.variants.items():
+        scored = ~np.isnan(P[0]).any(1)
+        per_rep = [multiclass_metrics(y[scored], P[r, scored]) for r in range(len(P))]
+        out = {}
+        for metric in per_rep[0]:
+            mean, sd = mean_sd([m[metric] for m in per_rep])
+            out[metric] = {"mean": mean, "sd": sd}
+            headline = name in ("model", "uncalibrated") and metric in CI_METRICS
+            if n_bootstrap and (headline or metric in ("f1_weighted", "ece")):
+                lo, hi = bootstrap_ci(lambda yy, pp, _m=metric: multiclass_metrics(yy, pp)[_m],
+                                      y[scored], P[:, scored], groups[scored], n_bootstrap, seed)
+                out[metric].update(ci_low=lo, ci_high=hi)
+        result.metrics[name] = out
+    if result.regression is not None and score is not None:
+        R = result.regression
+        scored = ~np.isnan(R[0]) & ~np.isnan(score)
+        per_rep = [regression_metrics(score[scored], R[r, scored]) for r in range(len(R))]
+        out = {}
+        for metric in per_rep[0]:
+            mean, sd = mean_sd([m[metric] for m in per_rep])
+            lo, hi = bootstrap_ci(lambda yy, pp, _m=metric: regression_metrics(yy, pp)[_m],
+                                  score[scored], R[:, scored], groups[scored], n_bootstrap, seed)
+            out[metric] = {"mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi}
+        result.metrics["regression"] = out
+
+
+def decision_curve(result: TargetResult, y: np.ndarray, positive_from: int,
+                   thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Net benefit of the model (mean over repeats) for 'class ≥ positive_from'."""
+    thresholds = np.linspace(0.02, 0.8, 40) if thresholds is None else thresholds
+    P = result.variants["model"]
+    scored = ~np.isnan(P[0]).any(1)
+    positive = y[scored] >= positive_from
+    curves = [net_benefit(positive, P[r, scored][:, positive_from:].sum(1), thresholds) for r in range(len(P))]
+    out = dict(curves[0])
+    out["model"] = np.mean([c["model"] for c in curves], axis=0)
+    out["model_sd"] = np.std([c["model"] for c in curves], axis=0)
+    return out
+
+
+def modality_availability(blocks: Mapping[str, np.ndarray]) -> dict[str, int]:
+    return {m: int(available(X).sum()) for m, X in blocks.items()}

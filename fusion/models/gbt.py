@@ -1,0 +1,121 @@
+"""Gradient-boosted trees (XGBoost), with early stopping on a validation set when given."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from features.base import Params
+from fusion.models.learners import LEARNERS, Learner, balanced_weights
+
+
+class XGBParams(Params):
+    n_estimators: int = Field(400, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    max_depth: int = Field(3, ge=1)
+    min_child_weight: float = Field(1.0, ge=0)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.5, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0)
+    early_stopping_rounds: int = Field(30, ge=1)
+    class_weight: str | None = "balanced"
+    n_jobs: int = 2
+    device: str = "auto"
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@LEARNERS.register("xgboost")
+class XGBLearner(Learner):
+    """XGBoost (hist) classifier or regressor; early stopping on `eval_set` when one is given,
+    otherwise `n_iter` rounds (or `n_estimators`). GPU when present (`device: auto`)."""
+
+    Params = XGBParams
+
+    def fit(self, X, y, *, task="classification", n_classes=2, seed=0, eval_set=None, n_iter=None):
+        import xgboost as xgb
+
+        p = self.params
+        self.task, self.n_classes = task, n_classes
+        common = dict(n_estimators=n_iter or p.n_estimators, learning_rate=p.learning_rate,
+                      max_depth=p.max_depth, min_child_weight=p.min_child_weight, subsample=p.subsample,
+                      colsample_bytree=p.colsample_bytree, reg_lambda=p.reg_lambda, tree_method="hist",
+                      random_state=seed, n_jobs=p.n_jobs, device=_device(p.device),
+                      early_stopping_rounds=p.early_stopping_rounds if eval_set is not None else None)
+        if task == "classification":
+            obj = dict(objective="multi:softprob", num_class=n_classes) if n_classes > 2 else dict(
+                objective="binary:logistic")
+            self.model_ = xgb.XGBClassifier(**common, **obj, eval_metric="mlogloss" if n_classes > 2 else "logloss")
+            weights = balanced_weights(y) if p.class_weight == "balanced" else None
+            fit_kw = {"sample_weight": weights}
+            if eval_set is not None:
+                fit_kw["eval_set"] = [eval_set]
+                if weights is not None:
+                    fit_kw["sample_weight_eval_set"] = [balanced_weights(eval_set[1])]
+            self._fit_with_all_classes(X, y, n_classes, fit_kw)
+        else:
+            self.model_ = xgb.XGBRegressor(**common, objective="reg:squarederror")
+            self.model_.fit(X, y, eval_set=[eval_set] if eval_set is not None else None, verbose=False)
+        best = getattr(self.model_, "best_iteration", None)
+        self.n_iter_ = int(best) + 1 if eval_set is not None and best is not None else common["n_estimators"]
+        self.fitted_ = True
+        return self
+
+    def _fit_with_all_classes(self, X, y, n_classes, fit_kw):
+        # XGBoost wants labels 0..K-1 all present; a fold missing a rare class gets one
+        # zero-weight copy of a row per absent class, which changes nothing it learns.
+        missing = sorted(set(range(n_classes)) - set(np.unique(y).astype(int)))
+        if missing:
+            X = np.vstack([X, np.repeat(X[:1], len(missing), axis=0)])
+            y = np.concatenate([y, missing])
+            w = fit_kw.get("sample_weight")
+            w = np.ones(len(y) - len(missing)) if w is None else w
+            fit_kw["sample_weight"] = np.concatenate([w, np.zeros(len(missing))])
+        self.model_.fit(X, y, verbose=False, **fit_kw)
+
+    def save(self, prefix):
+        path = prefix.with_suffix(".xgb.json")
+        self.model_.save_model(path)
+        return {"task": self.task, "n_classes": self.n_classes, "params": self.params.model_dump(),
+                "n_iter": self.n_iter_, "file": path.name}
+
+    @classmethod
+    def load(cls, info, prefix):
+        import xgboost as xgb
+
+        self = cls(**info["params"])
+        self.task, self.n_classes, self.n_iter_ = info["task"], info["n_classes"], info["n_iter"]
+        self.model_ = xgb.XGBClassifier() if self.task == "classification" else xgb.XGBRegressor()
+        self.model_.load_model(prefix.parent / info["file"])
+        self.fitted_ = True
+        return self
+
+    def predict_proba(self, X):
+        self.check_fitted()
+        proba = self.model_.predict_proba(X)
+        return proba if proba.shape[1] == self.n_classes else np.column_stack([1 - proba[:, 0], proba[:, 0]])
+
+    def predict(self, X):
+        self.check_fitted()
+        return self.model_.predict(X)
+
+    def contributions(self, X):
+        """TreeSHAP values (XGBoost's own `pred_contribs`), per class margin."""
+        import xgboost as xgb
+
+        self.check_fitted()
+        booster = self.model_.get_booster()
+        contrib = booster.predict(xgb.DMatrix(X), pred_contribs=True,
+                                  iteration_range=(0, self.n_iter_ or 0))
+        if contrib.ndim == 2:  # binary or regression: (n, features + bias)
+            c = contrib[:, :-1]
+            if self.task == "regression":
+                return c[:, :, None]
+            return np.stack([-c / 2, c / 2], axis=2)
+        return np.transpose(contrib[:, :, :-1], (0, 2, 1))  # (n, classes, f+1) → (n, f, classes)

@@ -1,0 +1,156 @@
+"""Learners, calibration, late and early fusion, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusion.evaluate import ece_top_label, multiclass_metrics
+from fusion.models.calibration import Calibrator, nll, softmax
+from fusion.models.early_fusion import EarlyFusion
+from fusion.models.late_fusion import LateCalibratedFusion, LogLinearStacker
+from fusion.models.learners import LEARNERS
+from fusion.persist import load_model, save_model
+from fusion.registry import MODELS
+from fusion.splits import SplitConfig, grouped_kfold, make_folds
+
+
+def blocks_data(n=300, k=3, seed=0, strengths=(1.0, 1.0, 0.0)):
+    """Three modalities seeing a latent class through independent noise (the third: nothing)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    centres = rng.normal(0, 1, (k, 8))
+    blocks = {}
+    for name, s in zip(("a", "b", "c"), strengths, strict=True):
+        blocks[name] = s * centres[y] + rng.normal(0, 1.6, (n, 8))
+    groups = np.arange(n).astype(str)
+    return blocks, y, groups
+
+
+def inner(y, groups, n_splits=3):
+    return grouped_kfold(y, groups, n_splits, 0)
+
+
+@pytest.mark.parametrize("name", LEARNERS.names())
+def test_every_learner_classifies_regresses_and_keeps_all_classes(name):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 1).astype(int)  # 3 classes
+    params = {"max_epochs": 30} if name == "mlp" else {}
+    learner = LEARNERS.get(name)(**params).fit(X[:90], y[:90], n_classes=4, eval_set=(X[90:], y[90:]))
+    p = learner.predict_proba(X)
+    assert p.shape == (120, 4) and np.allclose(p.sum(1), 1)  # class 3 absent, column kept
+    assert (p.argmax(1) == y).mean() > 0.6
+    reg = LEARNERS.get(name)(**params).fit(X, X[:, 0] * 3, task="regression")
+    assert np.corrcoef(reg.predict(X), X[:, 0])[0, 1] > 0.8
+    with pytest.raises(ValueError, match="has no parameter"):
+        LEARNERS.get(name)(nonsense=1)
+
+
+@pytest.mark.parametrize("method", ["temperature", "isotonic", "sigmoid"])
+def test_calibration_repairs_overconfidence(method):
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 4000)
+    logits = np.eye(3)[y] * 1.0 + rng.normal(0, 1, (4000, 3))
+    over = softmax(logits * 4)  # far too confident
+    fit, test = slice(0, 2000), slice(2000, None)
+    cal = Calibrator(method).fit(over[fit], y[fit])
+    fixed = cal.transform(over[test])
+    assert ece_top_label(y[test], fixed) < 0.5 * ece_top_label(y[test], over[test])
+    assert nll(fixed, y[test]) < nll(over[test], y[test])
+    again = Calibrator.from_dict(cal.to_dict()).transform(over[test])
+    np.testing.assert_allclose(again, fixed, atol=1e-9)
+
+
+def test_stacker_weights_the_informative_modality():
+    blocks, y, groups = blocks_data(strengths=(1.2, 0.4, 0.0))
+    model = LateCalibratedFusion(learner={"name": "logreg", "params": {"C": 1.0}}).fit(
+        blocks, y, task="classification", n_classes=3, inner=inner(y, groups))
+    w = model.summary()["fusion_weights"]
+    assert w["a"] > w["b"] > w["c"] - 1e-9 and w["c"] < 0.3
+
+
+def test_late_fusion_beats_each_modality_and_masks_missing_ones():
+    tr_b, y, groups = blocks_data(n=600, seed=2)
+    te_b, y_te, _ = blocks_data(n=400, seed=3)
+    # the same class centres for train and test: draw both from one call
+    allb, yy, gg = blocks_data(n=1000, seed=4)
+    tr = {m: X[:600] for m, X in allb.items()}
+    te = {m: X[600:] for m, X in allb.items()}
+    model = LateCalibratedFusion().fit(tr, yy[:600], task="classification", n_classes=3,
+                                       inner=inner(yy[:600], gg[:600]))
+    f1 = lambda p: multiclass_metrics(yy[600:], p)["f1_weighted"]  # noqa: E731
+    fused = f1(model.predict_proba(te))
+    assert fused > f1(model.predict_proba(te, ["a"])) + 0.02
+    assert fused > f1(model.predict_proba(te, ["b"])) + 0.02
+    # a missing modality (NaN rows) adds no evidence: the product of the other experts
+    te_missing = dict(te)
+    te_missing["a"] = np.full_like(te["a"], np.nan)
+    st = model.stacker(["a", "b", "c"])
+    outs = model.modality_outputs(te)
+    z = st.bias_ + sum(w * np.log(outs[m]) for m, w in zip("bc", st.weights_[1:], strict=True))
+    np.testing.assert_allclose(model.predict_proba(te_missing), softmax(z), atol=1e-9)
+    assert np.isfinite(model.predict_proba(te_missing)).all()
+    contrib = model.modality_contributions(te_missing)
+    assert np.all(contrib[:, 0] == 0) and np.any(contrib[:, 1] != 0)
+
+
+def test_late_fusion_needs_inner_folds():
+    blocks, y, _ = blocks_data(n=60)
+    with pytest.raises(ValueError, match="inner folds"):
+        LateCalibratedFusion().fit(blocks, y, task="classification", n_classes=3, inner=[])
+
+
+def test_log_linear_stacker_recovers_known_weights():
+    rng = np.random.default_rng(5)
+    n, k = 3000, 3
+    y = rng.integers(0, k, n)
+    pa = softmax(np.eye(k)[y] * 1.5 + rng.normal(0, 1, (n, k)))
+    pb = softmax(rng.normal(0, 1, (n, k)))  # pure noise
+    st = LogLinearStacker(l2=0).fit([pa, pb], y)
+    assert st.weights_[0] > 0.5 and st.weights_[1] < 0.2
+
+
+def test_regression_head_fuses_scores():
+    allb, y, g = blocks_data(n=500, seed=6, strengths=(1.0, 1.0, 0.0))
+    score = y * 5.0 + np.random.default_rng(0).normal(0, 1, 500)
+    model = LateCalibratedFusion().fit({m: X[:400] for m, X in allb.items()}, score[:400], task="regression",
+                                       n_classes=1, inner=inner(y[:400], g[:400]))
+    pred = model.predict({m: X[400:] for m, X in allb.items()})
+    single = model.predict({m: X[400:] for m, X in allb.items()}, ["a"])
+    mae = lambda p: np.abs(p - score[400:]).mean()  # noqa: E731
+    assert mae(pred) < mae(single) and pred.min() >= score[:400].min()
+
+
+@pytest.mark.parametrize("model_name,learner", [("late-fusion", "logreg"), ("late-fusion", "xgboost"),
+                                                ("early-fusion", "logreg"), ("early-fusion", "xgboost")])
+def test_save_and_load_give_the_same_predictions(tmp_path, model_name, learner):
+    allb, y, g = blocks_data(n=200, seed=7)
+    params = {"learner": {"name": learner, "params": {"n_estimators": 50} if learner == "xgboost" else {}}}
+    model = MODELS.get(model_name)(**params).fit(allb, y, task="classification", n_classes=3,
+                                                 inner=inner(y, g))
+    save_model(model, tmp_path / "m", {m: [f"f{i}" for i in range(8)] for m in allb})
+    loaded = load_model(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict_proba(allb), model.predict_proba(allb), atol=1e-6)
+    assert not list((tmp_path / "m").glob("*.pkl"))
+
+
+def test_early_fusion_imputes_a_dropped_modality():
+    allb, y, g = blocks_data(n=300, seed=8)
+    model = EarlyFusion().fit(allb, y, task="classification", n_classes=3, inner=inner(y, g))
+    p = model.predict_proba(allb, ["a", "b"])
+    assert p.shape == (300, 3) and np.isfinite(p).all()
+
+
+def test_inner_validation_never_contains_the_scored_fold_nor_its_subjects():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(50).astype(str), 4)
+    y = np.repeat(rng.integers(0, 3, 50), 4)
+    folds = make_folds(SplitConfig(n_splits=5, n_repeats=2, inner_splits=3), y, groups)
+    for f in folds:
+        assert not set(groups[f.train]) & set(groups[f.test])
+        assert len(f.inner) == 3
+        for itr, iva in f.inner:
+            assert set(iva) <= set(f.train) and set(itr) <= set(f.train)
+            assert not set(iva) & set(f.test) and not set(groups[iva]) & set(groups[f.test])
+            assert not set(groups[itr]) & set(groups[iva])
