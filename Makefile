@@ -7,12 +7,12 @@ CONFIG ?=
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract clean
+.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## Create .venv and install the project with its test extras
 
@@ -45,13 +45,16 @@ lint: $(STAMP) ## ruff
 AFFECT_SHARED_DATA ?= $(wildcard ../shared/data)
 export AFFECT_SHARED_DATA
 
-bench: bench-demo bench-extract ## Run every benchmark (results go in BENCHMARKS.md by hand)
+bench: bench-demo bench-extract bench-train ## Run every benchmark (results go in BENCHMARKS.md by hand)
 
 bench-demo: $(STAMP) ## Wall time and peak memory of `fusion demo`, cold and warm
 	$(BIN)/python benchmarks/bench_demo.py $(ARGS)
 
 bench-extract: $(STAMP) ## eGeMAPS on RAVDESS and MiniLM on MELD: ours vs bare loops (needs AFFECT_SHARED_DATA)
 	$(BIN)/python benchmarks/bench_extract.py $(ARGS)
+
+bench-train: $(STAMP) ## Severity late fusion on 275 / 1,000 synthetic sessions: time, gains, ECE, paper protocol
+	$(BIN)/python benchmarks/bench_train.py $(ARGS)
 
 clean: ## Remove demo outputs (data/demo, features_store, mlruns, outputs)
 	rm -rf data/demo features_store mlruns outputs

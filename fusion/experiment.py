@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from fusion.evaluate import bootstrap_ci, mean_sd, multiclass_metrics, net_benefit, regression_metrics
+from fusion.evaluate import (
+    bootstrap_ci,
+    f1_scores,
+    mean_sd,
+    multiclass_metrics,
+    net_benefit,
+    regression_metrics,
+)
 from fusion.models.early_fusion import EarlyFusion
 from fusion.models.late_fusion import available
 from fusion.registry import MODELS
@@ -152,6 +159,9 @@ def summarise(result: TargetResult, y: np.ndarray, groups: np.ndarray, score: np
                 lo, hi = bootstrap_ci(lambda yy, pp, _m=metric: multiclass_metrics(yy, pp)[_m],
                                       y[scored], P[:, scored], groups[scored], n_bootstrap, seed)
                 out[metric].update(ci_low=lo, ci_high=hi)
+        if n_bootstrap and name.startswith(("late:", "early:")):
+            out["f1_weighted_gain_of_model"] = paired_gain(result.variants["model"], P, y, groups,
+                                                            n_bootstrap, seed)
         result.metrics[name] = out
     if result.regression is not None and score is not None:
         R = result.regression
@@ -164,6 +174,23 @@ def summarise(result: TargetResult, y: np.ndarray, groups: np.ndarray, score: np
                                   score[scored], R[:, scored], groups[scored], n_bootstrap, seed)
             out[metric] = {"mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi}
         result.metrics["regression"] = out
+
+
+def paired_gain(P_model: np.ndarray, P_other: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                n_bootstrap: int, seed: int) -> dict[str, float]:
+    """Weighted-F1 of the model minus that of another variant on the same samples: mean ± sd
+    over repeats and a paired subject-bootstrap interval (both resampled together)."""
+    k = P_model.shape[2]
+    scored = ~np.isnan(P_model[0]).any(1) & ~np.isnan(P_other[0]).any(1)
+
+    def gain(yy, pp):
+        return f1_scores(yy, pp[:, :k].argmax(1), k)[0] - f1_scores(yy, pp[:, k:].argmax(1), k)[0]
+
+    both = np.concatenate([P_model, P_other], axis=2)[:, scored]
+    per_rep = [gain(y[scored], both[r]) for r in range(len(both))]
+    mean, sd = mean_sd(per_rep)
+    lo, hi = bootstrap_ci(gain, y[scored], both, groups[scored], n_bootstrap, seed)
+    return {"mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi}
 
 
 def decision_curve(result: TargetResult, y: np.ndarray, positive_from: int,

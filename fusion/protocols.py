@@ -24,6 +24,7 @@ from features.store import FeatureStore
 from fusion.config import ConfigError, InputSpec, TrainConfig
 from fusion.datasets import build_dataset
 from fusion.evaluate import bootstrap_ci, multiclass_metrics
+from fusion.models.gbt import fit_all_classes
 from fusion.models.learners import balanced_weights
 from fusion.splits import grouped_kfold
 from fusion.train import load_input
@@ -68,7 +69,7 @@ def _ensemble(Xtr, ytr, Xes, yes, Xte, n_classes, seeds) -> np.ndarray:
     proba = np.zeros((len(Xte), n_classes))
     for s in seeds:
         model = _xgb(n_classes, s)
-        model.fit(Xtr, ytr, sample_weight=sw, eval_set=[(Xes, yes)], verbose=False)
+        fit_all_classes(model, Xtr, ytr, n_classes, {"sample_weight": sw, "eval_set": [(Xes, yes)]})
         p = model.predict_proba(Xte)
         proba += p if p.shape[1] == n_classes else np.column_stack([1 - p[:, 0], p[:, 0]])
     return proba / len(seeds)

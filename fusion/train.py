@@ -136,8 +136,10 @@ def tables(result: TargetResult, modalities: list[str]) -> dict[str, pd.DataFram
     for name, stats in m.items():
         if name == "model" or name.startswith(("late:", "early:")):
             kind, _, mods = name.partition(":")
+            gain = stats.get("f1_weighted_gain_of_model")
             rows.append({"variant": name, "fusion": kind if mods else "model", "modalities": mods or "all",
                          **{f"{k}": fmt(stats[k]) for k in ("f1_weighted", "accuracy", "qwk", "ece")},
+                         "model_minus_variant_f1_weighted": fmt(gain) if gain else "",
                          "f1_weighted_mean": stats["f1_weighted"]["mean"]})
     if len(rows) > 1:
         out["ablation"] = pd.DataFrame(rows).sort_values("f1_weighted_mean", ascending=False)
@@ -367,8 +369,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         for name in ("late:", "early:"):
             rows = [(k, v) for k, v in t["metrics"].items() if k.startswith(name)]
             if rows:
-                lines.append(f"  ablation ({name[:-1]} fusion), weighted F1:")
-                lines.extend(f"    {k.split(':', 1)[1]:<22} {fmt(v['f1_weighted'])}" for k, v in rows)
+                lines.append(f"  ablation ({name[:-1]} fusion), weighted F1; model minus variant (paired):")
+                lines.extend(f"    {k.split(':', 1)[1]:<22} {fmt(v['f1_weighted']):<32} "
+                             f"{fmt(v['f1_weighted_gain_of_model']) if 'f1_weighted_gain_of_model' in v else ''}"
+                             for k, v in rows)
         rows = [(k, v) for k, v in t["metrics"].items() if k.startswith(("drop:", "noise:"))]
         if rows:
             lines.append("  robustness, weighted F1 (drop vs. intact model):")

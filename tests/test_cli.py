@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from fusion.cli import main
@@ -118,3 +119,80 @@ def test_data_describe_with_folds(demo_corpus, tmp_path, capsys):
     d = json.loads(out.read_text())
     assert d["n_subjects"] == 6 and d["labels"]["PHQ8_Binary"]
     assert sum(f["n_test"] for f in d["folds"]) == 6
+
+
+@pytest.fixture(scope="module")
+def severity_corpus(tmp_path_factory):
+    """24 sessions with the severity model's features extracted."""
+    from fusion.datasets.synthetic import generate_demo_corpus
+
+    base = tmp_path_factory.mktemp("severity")
+    root, _ = generate_demo_corpus(base / "demo", n_sessions=24, seed=3, questions=3)
+    assert main(["extract", "--config", str(ROOT / "configs/extract/demo_multimodal.yaml"),
+                 "--set", f"dataset.root={root}", "--set", f"store={base / 'store'}", "--set", "progress=false",
+                 "--only", "logmel_session", "--only", "text_session", "--only", "face_session",
+                 "--only", "text_transcript"]) == 0
+    return root, base / "store"
+
+
+def severity_args(corpus, tmp_path):
+    root, store = corpus
+    return ["--config", str(ROOT / "configs/train/severity_late_fusion.yaml"),
+            "--set", f"extract.dataset.root={root}", "--set", f"extract.store={store}",
+            "--set", "cv.n_splits=2", "--set", "cv.n_repeats=1", "--set", "cv.inner_splits=2",
+            "--set", "evaluation.n_bootstrap=50", "--set", "evaluation.noise_levels=[1.0]",
+            "--set", f"tracking.uri=sqlite:///{tmp_path / 'ml.db'}", "--set", f"tracking.artifacts={tmp_path / 'art'}",
+            "--set", f"output_dir={tmp_path / 'out'}"]
+
+
+@pytest.mark.slow
+def test_train_severity_late_fusion_writes_everything(severity_corpus, tmp_path, capsys):
+    assert main(["train", *severity_args(severity_corpus, tmp_path), "--json", str(tmp_path / "s.json")]) == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    printed = capsys.readouterr().out
+    assert "ablation (late fusion)" in printed and "robustness" in printed and "top-label ECE" in printed
+    for target in ("depression", "ptsd"):
+        mets = s["targets"][target]["metrics"]
+        assert {"model", "uncalibrated", "late:text", "late:text+audio+face", "early:text+audio+face",
+                "drop:face", "noise:audio:1"} <= set(mets)
+        assert "f1_weighted_gain_of_model" in mets["late:face"]
+        assert len(s["targets"][target]["decision_curve"]["threshold"]) == 40
+    assert "regression" in s["targets"]["depression"]["metrics"]
+    out = Path(s["outputs"]["dir"])
+    for name in ("depression_ablation.csv", "depression_robustness.csv", "depression_calibration.csv",
+                 "ptsd_decision_curve.csv", "ptsd_attributions_per_prediction.csv",
+                 "depression_attributions_features.csv", "depression_confusion.png",
+                 "ptsd_reliability.png", "depression_decision_curve.png", "depression_ablation.png"):
+        assert (out / name).exists(), name
+    per = pd.read_csv(out / "depression_attributions_per_prediction.csv")
+    assert {"modality:text", "modality:audio", "modality:face", "top_features:face"} <= set(per.columns)
+    from fusion.persist import load_model
+
+    model = load_model(out / "model" / "ptsd")
+    assert model.modalities == ["text", "audio", "face"] and len(model.columns["face"]) > 100
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=s["tracking_uri"])
+    arts = {a.path for a in client.list_artifacts(s["run_id"])}
+    assert {"depression_ablation.csv", "ptsd_reliability.png", "model", "metrics.json"} <= arts
+    run = client.get_run(s["run_id"])
+    assert "ptsd.late.text_audio_face.f1_weighted.mean" in run.data.metrics
+    assert run.data.tags["features.face_session.param_hash"]
+
+
+@pytest.mark.slow
+def test_trimodal_paper_protocol_and_turn_level_warning(severity_corpus, tmp_path, capsys):
+    assert main(["train", *severity_args(severity_corpus, tmp_path), "--protocol", "trimodal-paper",
+                 "--set", "paper.n_splits=3", "--set", "paper.seeds=[0]", "--json", str(tmp_path / "p.json")]) == 0
+    captured = capsys.readouterr()
+    assert "optimistic" in captured.err and "optimistic" in captured.out
+    p = json.loads((tmp_path / "p.json").read_text())
+    assert p["n_features"] == 1536
+    assert set(p["targets"]["depression"]["metrics"]) == {
+        "paper (early stopping on the scored fold)", "paper features, early stopping on inner validation"}
+    assert main(["train", *severity_args(severity_corpus, tmp_path), "--split", "turn-level",
+                 "--set", "evaluation.ablation=false", "--set", "evaluation.robustness=false",
+                 "--set", "evaluation.save_model=false", "--set", "evaluation.plots=false"]) == 0
+    captured = capsys.readouterr()
+    assert "turn-level puts samples of one subject on both sides" in captured.err
+    assert "TURN-LEVEL folds" in captured.out

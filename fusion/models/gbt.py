@@ -31,6 +31,20 @@ def _device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def fit_all_classes(model, X: np.ndarray, y: np.ndarray, n_classes: int, fit_kw: dict) -> None:
+    """Fit an XGBClassifier so that it knows all `n_classes` labels even if a training fold
+    lacks some: each absent class gets one zero-weight copy of a row, which changes nothing
+    the model learns but keeps its output columns aligned with the class indices."""
+    missing = sorted(set(range(n_classes)) - set(np.unique(y).astype(int)))
+    if missing:
+        X = np.vstack([X, np.repeat(X[:1], len(missing), axis=0)])
+        y = np.concatenate([y, missing])
+        w = fit_kw.get("sample_weight")
+        w = np.ones(len(y) - len(missing)) if w is None else w
+        fit_kw = {**fit_kw, "sample_weight": np.concatenate([w, np.zeros(len(missing))])}
+    model.fit(X, y, verbose=False, **fit_kw)
+
+
 @LEARNERS.register("xgboost")
 class XGBLearner(Learner):
     """XGBoost (hist) classifier or regressor; early stopping on `eval_set` when one is given,
@@ -58,7 +72,7 @@ class XGBLearner(Learner):
                 fit_kw["eval_set"] = [eval_set]
                 if weights is not None:
                     fit_kw["sample_weight_eval_set"] = [balanced_weights(eval_set[1])]
-            self._fit_with_all_classes(X, y, n_classes, fit_kw)
+            fit_all_classes(self.model_, X, y, n_classes, fit_kw)
         else:
             self.model_ = xgb.XGBRegressor(**common, objective="reg:squarederror")
             self.model_.fit(X, y, eval_set=[eval_set] if eval_set is not None else None, verbose=False)
@@ -66,18 +80,6 @@ class XGBLearner(Learner):
         self.n_iter_ = int(best) + 1 if eval_set is not None and best is not None else common["n_estimators"]
         self.fitted_ = True
         return self
-
-    def _fit_with_all_classes(self, X, y, n_classes, fit_kw):
-        # XGBoost wants labels 0..K-1 all present; a fold missing a rare class gets one
-        # zero-weight copy of a row per absent class, which changes nothing it learns.
-        missing = sorted(set(range(n_classes)) - set(np.unique(y).astype(int)))
-        if missing:
-            X = np.vstack([X, np.repeat(X[:1], len(missing), axis=0)])
-            y = np.concatenate([y, missing])
-            w = fit_kw.get("sample_weight")
-            w = np.ones(len(y) - len(missing)) if w is None else w
-            fit_kw["sample_weight"] = np.concatenate([w, np.zeros(len(missing))])
-        self.model_.fit(X, y, verbose=False, **fit_kw)
 
     def save(self, prefix):
         path = prefix.with_suffix(".xgb.json")
