@@ -108,7 +108,8 @@ def main() -> None:
         if res is None:
             continue
         for tname, t in res["targets"].items():
-            print(f"| {label} | {tname} | {ci(t['metrics']['uncalibrated']['ece'])} | {ci(t['metrics']['model']['ece'])} |")
+            mets = t["metrics"]
+            print(f"| {label} | {tname} | {ci(mets['uncalibrated']['ece'])} | {ci(mets['model']['ece'])} |")
 
     print(f"\n### Protocols side by side ({args.sessions} sessions)")
     print("| target | protocol | accuracy | weighted F1 |")
