@@ -231,7 +231,7 @@ class SentenceEmbeddingExtractor(Extractor):
                 parts.append(emb[start:start + n].mean(axis=0))
             if self.params.session in ("concat", "both"):
                 parts.append(emb[start + n])
-                n_tokens = len(enc.tokenizer(texts[start + n], add_special_tokens=True)["input_ids"])
+                n_tokens = len(enc.tokenizer(texts[start + n], add_special_tokens=True, verbose=False)["input_ids"])
                 if enc.max_seq_length and n_tokens > enc.max_seq_length:
                     result.warnings.setdefault(sample.sample_id, []).append(
                         f"sample {sample.sample_id!r}: concatenated text has {n_tokens} tokens, encoder "
