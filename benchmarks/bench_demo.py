@@ -44,8 +44,8 @@ def main() -> None:
             if m.returncode != 0:
                 sys.exit(f"fusion demo failed ({phase}) with exit code {m.returncode}")
             res = json.loads(out.read_text())
-            auc = res["train"]["metrics"]["auc"]
-            bacc = res["train"]["metrics"]["balanced_accuracy"]
+            mets = res["train"]["targets"]["depression"]["metrics"]["model"]
+            auc, bacc = mets["auc_ovr"], mets["balanced_accuracy"]
             rows.append((phase, m.seconds, m.peak_rss_mib, res["corpus"]["n_sessions"], auc, bacc))
     print(f"\nmachine: {machine()}")
     print("| run | sessions | wall time (s) | peak RSS, process tree (MiB) "

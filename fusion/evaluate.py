@@ -49,29 +49,45 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return float(np.nanmean(v)), float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0
 
 
-def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray,
-                 scores: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Subject-level bootstrap interval of a metric averaged over repeats.
+def bootstrap_intervals(metrics: Callable[[np.ndarray, np.ndarray], dict[str, float]], y: np.ndarray,
+                        scores: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                        level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Subject-level bootstrap intervals of several metrics averaged over repeats.
 
     Args:
-        scores: (n_repeats, n_samples) out-of-fold scores, one row per CV repeat.
+        metrics: (y, scores of one repeat) → {name: value}; computed once per resample.
+        scores: (n_repeats, n_samples, …) out-of-fold scores, one row per CV repeat.
         groups: subject of each sample; subjects, not rows, are resampled.
     """
     if n_boot == 0:
-        return float("nan"), float("nan")
-    scores = np.atleast_2d(scores)
+        return {}
+    scores = np.asarray(scores)
+    if scores.ndim == 1:
+        scores = scores[None, :]
     subjects, inverse = np.unique(groups, return_inverse=True)
     members = [np.flatnonzero(inverse == k) for k in range(len(subjects))]
     rng = np.random.default_rng(seed)
-    stats = np.empty(n_boot)
-    for b in range(n_boot):
+    draws: dict[str, list[float]] = {}
+    for _ in range(n_boot):
         pick = rng.integers(0, len(subjects), len(subjects))
         idx = np.concatenate([members[k] for k in pick])
-        stats[b] = np.nanmean([metric(y[idx], s[idx]) for s in scores])
+        per_rep = [metrics(y[idx], s[idx]) for s in scores]
+        for name in per_rep[0]:
+            draws.setdefault(name, []).append(float(np.nanmean([m[name] for m in per_rep])))
     alpha = (1 - level) / 2
-    lo, hi = np.nanquantile(stats, [alpha, 1 - alpha])
-    return float(lo), float(hi)
+    return {name: tuple(float(v) for v in np.nanquantile(vals, [alpha, 1 - alpha]))
+            for name, vals in draws.items()}
+
+
+def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray,
+                 scores: np.ndarray, groups: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Subject-level bootstrap interval of one metric averaged over repeats (see
+    `bootstrap_intervals`)."""
+    if n_boot == 0:
+        return float("nan"), float("nan")
+    out = bootstrap_intervals(lambda yy, ss: {"m": metric(yy, ss)}, y, scores, groups, n_boot, seed, level)
+    return out["m"]
 
 
 # --- multi-class, ordinal, calibration and regression metrics ----------------------------

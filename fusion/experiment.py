@@ -20,6 +20,7 @@ import numpy as np
 
 from fusion.evaluate import (
     bootstrap_ci,
+    bootstrap_intervals,
     f1_scores,
     mean_sd,
     multiclass_metrics,
@@ -45,6 +46,7 @@ class TargetResult:
     per_fold: list[dict[str, Any]] = field(default_factory=list)
     modality_contrib: np.ndarray | None = None  # (n, modalities), repeat 0
     feature_contrib: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (n, features)
+    permutation: dict[str, list[np.ndarray]] = field(default_factory=dict)  # modality → per-fold importances
     fitted: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -127,7 +129,9 @@ def cross_validate(blocks: Mapping[str, np.ndarray], y: np.ndarray, folds: Seque
                 result.modality_contrib[te] = contrib
             pred = model.predict_proba(bte).argmax(1)
             for m, c in model.feature_contributions(bte).items():
-                if c is None:
+                if c is None:  # no exact attribution: permutation importance, cohort level only
+                    imp = permutation_importance(model, bte, y[te], m, rng)
+                    result.permutation.setdefault(m, []).append(imp)
                     continue
                 arr = result.feature_contrib.setdefault(m, np.full((n, c.shape[1]), np.nan))
                 arr[te] = c[np.arange(len(te)), :, pred]
@@ -135,6 +139,23 @@ def cross_validate(blocks: Mapping[str, np.ndarray], y: np.ndarray, folds: Seque
         result.per_fold.append({"repeat": r, "fold": fold.fold, "n_test": len(te), **fold_metrics})
         result.fitted.append({"repeat": r, "fold": fold.fold, **model.summary()})
     return result
+
+
+def permutation_importance(model, blocks: Mapping[str, np.ndarray], y: np.ndarray, modality: str,
+                           rng: np.random.Generator) -> np.ndarray:
+    """Increase of the fused model's log loss when each feature of `modality` is permuted
+    across the test samples (for learners without exact attributions)."""
+    def log_loss(p):
+        return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-9, 1))))
+
+    base = log_loss(model.predict_proba(blocks))
+    X = blocks[modality]
+    out = np.empty(X.shape[1])
+    for j in range(X.shape[1]):
+        shuffled = X.copy()
+        shuffled[:, j] = rng.permutation(shuffled[:, j])
+        out[j] = log_loss(model.predict_proba({**blocks, modality: shuffled})) - base
+    return out
 
 
 def _restrict(inner, keep: np.ndarray):
@@ -154,11 +175,12 @@ def summarise(result: TargetResult, y: np.ndarray, groups: np.ndarray, score: np
         for metric in per_rep[0]:
             mean, sd = mean_sd([m[metric] for m in per_rep])
             out[metric] = {"mean": mean, "sd": sd}
-            headline = name in ("model", "uncalibrated") and metric in CI_METRICS
-            if n_bootstrap and (headline or metric in ("f1_weighted", "ece")):
-                lo, hi = bootstrap_ci(lambda yy, pp, _m=metric: multiclass_metrics(yy, pp)[_m],
-                                      y[scored], P[:, scored], groups[scored], n_bootstrap, seed)
-                out[metric].update(ci_low=lo, ci_high=hi)
+        wanted = CI_METRICS if name in ("model", "uncalibrated") else ("f1_weighted", "ece")
+        cis = bootstrap_intervals(lambda yy, pp, _w=wanted: {k: v for k, v in multiclass_metrics(yy, pp).items()
+                                                             if k in _w},
+                                  y[scored], P[:, scored], groups[scored], n_bootstrap, seed)
+        for metric, (lo, hi) in cis.items():
+            out[metric].update(ci_low=lo, ci_high=hi)
         if n_bootstrap and name.startswith(("late:", "early:")):
             out["f1_weighted_gain_of_model"] = paired_gain(result.variants["model"], P, y, groups,
                                                             n_bootstrap, seed)
@@ -167,12 +189,14 @@ def summarise(result: TargetResult, y: np.ndarray, groups: np.ndarray, score: np
         R = result.regression
         scored = ~np.isnan(R[0]) & ~np.isnan(score)
         per_rep = [regression_metrics(score[scored], R[r, scored]) for r in range(len(R))]
+        cis = bootstrap_intervals(regression_metrics, score[scored], R[:, scored], groups[scored],
+                                  n_bootstrap, seed)
         out = {}
         for metric in per_rep[0]:
             mean, sd = mean_sd([m[metric] for m in per_rep])
-            lo, hi = bootstrap_ci(lambda yy, pp, _m=metric: regression_metrics(yy, pp)[_m],
-                                  score[scored], R[:, scored], groups[scored], n_bootstrap, seed)
-            out[metric] = {"mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi}
+            out[metric] = {"mean": mean, "sd": sd}
+            if metric in cis:
+                out[metric].update(ci_low=cis[metric][0], ci_high=cis[metric][1])
         result.metrics["regression"] = out
 
 

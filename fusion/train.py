@@ -181,18 +181,21 @@ def attribution_tables(result: TargetResult, ids: list[str], columns: dict[str, 
     rows = []
     for m in modalities:
         c = result.feature_contrib.get(m)
-        if c is None:
+        if c is not None:
+            imp, kind = np.nanmean(np.abs(c), axis=0), "mean |contribution| to the predicted class"
+        elif m in result.permutation:
+            imp, kind = np.mean(result.permutation[m], axis=0), "permutation: increase in log loss"
+        else:
             continue
-        imp = np.nanmean(np.abs(c), axis=0)
         for name, v in zip(columns[m], imp, strict=True):
             family = name.split("/", 1)[-1].split("__")[0]
-            rows.append({"modality": m, "feature": name, "family": family, "mean_abs_contribution": float(v)})
+            rows.append({"modality": m, "feature": name, "family": family, "importance": float(v),
+                         "measure": kind})
     if rows:
-        cohort = pd.DataFrame(rows).sort_values("mean_abs_contribution", ascending=False)
+        cohort = pd.DataFrame(rows).sort_values("importance", ascending=False)
         out["attributions_features"] = cohort
-        out["attributions_families"] = (cohort.groupby(["modality", "family"], as_index=False)
-                                        ["mean_abs_contribution"].sum()
-                                        .sort_values("mean_abs_contribution", ascending=False))
+        out["attributions_families"] = (cohort.groupby(["modality", "family", "measure"], as_index=False)
+                                        ["importance"].sum().sort_values("importance", ascending=False))
     if result.modality_contrib is not None and not np.isnan(result.modality_contrib).all():
         out["attributions_modalities"] = pd.DataFrame({
             "modality": modalities,

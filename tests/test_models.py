@@ -154,3 +154,29 @@ def test_inner_validation_never_contains_the_scored_fold_nor_its_subjects():
             assert set(iva) <= set(f.train) and set(itr) <= set(f.train)
             assert not set(iva) & set(f.test) and not set(groups[iva]) & set(groups[f.test])
             assert not set(groups[itr]) & set(groups[iva])
+
+
+def test_permutation_importance_finds_the_informative_features():
+    from fusion.experiment import permutation_importance
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = (X[:, 0] > 0).astype(int)
+    blocks = {"a": X}
+    model = MODELS.get("late-fusion")().fit(blocks, y, task="classification", n_classes=2,
+                                           inner=grouped_kfold(y, np.arange(300).astype(str), 3, 0))
+    imp = permutation_importance(model, blocks, y, "a", rng)
+    assert imp.argmax() == 0 and imp[0] > 0.2 and np.abs(imp[1:]).max() < 0.05
+
+
+@pytest.mark.slow
+def test_mlp_late_fusion_gets_permutation_attributions():
+    from fusion.experiment import cross_validate
+
+    allb, y, g = blocks_data(n=120, seed=9)
+    blocks = {"a": allb["a"], "b": allb["b"]}
+    folds = make_folds(SplitConfig(n_splits=2, n_repeats=1, inner_splits=2), y, g)
+    res = cross_validate(blocks, y, folds, model_name="late-fusion", n_classes=3, attributions=True,
+                         model_params={"learner": {"name": "mlp", "params": {"max_epochs": 5}}})
+    assert set(res.permutation) == {"a", "b"} and res.permutation["a"][0].shape == (8,)
+    assert not res.feature_contrib and np.isfinite(res.modality_contrib).all()

@@ -1,4 +1,7 @@
-"""A small multilayer perceptron trained with Lightning (`fusion.lit`), GPU when present."""
+"""A small multilayer perceptron trained with Lightning (`fusion.lit`), GPU when present.
+
+torch and Lightning are imported when the learner is used, not when it is registered.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +9,10 @@ import logging
 import warnings
 
 import numpy as np
-import torch
 from pydantic import Field
-from torch import nn
 
 from features.base import Params
 from fusion.models.learners import LEARNERS, Learner, balanced_weights
-
-
-class MLP(nn.Module):
-    """Linear → GELU → dropout blocks, then a linear head."""
-
-    def __init__(self, n_in: int, n_out: int, hidden: int = 64, layers: int = 1, dropout: float = 0.3):
-        super().__init__()
-        blocks, width = [], n_in
-        for _ in range(layers):
-            blocks += [nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout)]
-            width = hidden
-        self.body = nn.Sequential(*blocks)
-        self.head = nn.Linear(width, n_out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
 
 class MLPParams(Params):
@@ -50,9 +35,11 @@ class MLPLearner(Learner):
 
     def fit(self, X, y, *, task="classification", n_classes=2, seed=0, eval_set=None, n_iter=None):
         import lightning as L
+        import torch
         from lightning.pytorch.callbacks import EarlyStopping
 
         from fusion.lit import ArrayDataModule, LitModel
+        from fusion.models.nets import MLP
 
         p = self.params
         self.task, self.n_classes = task, n_classes
@@ -89,6 +76,8 @@ class MLPLearner(Learner):
         return self
 
     def save(self, prefix):
+        import torch
+
         path = prefix.with_suffix(".mlp.pt")
         torch.save(self.module_.net.state_dict(), path)
         return {"task": self.task, "n_classes": self.n_classes, "params": self.params.model_dump(),
@@ -97,7 +86,10 @@ class MLPLearner(Learner):
 
     @classmethod
     def load(cls, info, prefix):
+        import torch
+
         from fusion.lit import LitModel
+        from fusion.models.nets import MLP
 
         self = cls(**info["params"])
         p = self.params
@@ -113,10 +105,12 @@ class MLPLearner(Learner):
     def _scale(self, X):
         return ((np.where(np.isnan(X), self.median_, X) - self.mean_) / self.std_).astype(np.float32)
 
-    @torch.no_grad()
     def _forward(self, X):
+        import torch
+
         self.check_fitted()
-        return self.module_(torch.as_tensor(self._scale(X))).numpy()
+        with torch.no_grad():
+            return self.module_(torch.as_tensor(self._scale(X))).numpy()
 
     def predict_proba(self, X):
         out = self._forward(X)
