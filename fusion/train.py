@@ -182,7 +182,7 @@ def attribution_tables(result: TargetResult, ids: list[str], columns: dict[str, 
     for m in modalities:
         c = result.feature_contrib.get(m)
         if c is not None:
-            imp, kind = np.nanmean(np.abs(c), axis=0), "mean |contribution| to the predicted class"
+            imp, kind = np.nanmean(np.abs(c), axis=0), "mean |exact contribution| (linear or TreeSHAP)"
         elif m in result.permutation:
             imp, kind = np.mean(result.permutation[m], axis=0), "permutation: increase in log loss"
         else:
