@@ -111,6 +111,15 @@ def main() -> None:
             mets = t["metrics"]
             print(f"| {label} | {tname} | {ci(mets['uncalibrated']['ece'])} | {ci(mets['model']['ece'])} |")
 
+    from fusion.datasets.synthetic import leakage_probe
+
+    print("\n### Leakage guard: random labels per person, 15 turns per person with a personal offset")
+    print("| split | accuracy, mean ± sd [95% CI] | majority-class rate |")
+    print("|---|---|---|")
+    for scheme in ("grouped-kfold", "turn-level"):
+        acc, majority = leakage_probe(scheme)
+        print(f"| {scheme} | {ci(acc)} | {majority:.3f} |")
+
     print(f"\n### Protocols side by side ({args.sessions} sessions)")
     print("| target | protocol | accuracy | weighted F1 |")
     print("|---|---|---|---|")

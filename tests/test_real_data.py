@@ -71,3 +71,14 @@ def test_meld_counts_and_dialogue_grouping(shared_data):
     assert "company’s" in first.text  # curly quotes survive
     assert first.duration == pytest.approx(5.672)
     assert meld.problems == []
+
+
+def test_meld_attaches_utterance_videos_when_present(shared_data, tmp_path):
+    import shutil
+
+    shutil.copy(shared_data / "meld" / "dev_sent_emo.csv", tmp_path / "dev_sent_emo.csv")
+    (tmp_path / "dev_splits_complete").mkdir()
+    (tmp_path / "dev_splits_complete" / "dia0_utt1.mp4").write_bytes(b"\x00")
+    samples = {s.sample_id: s for s in Meld(tmp_path, splits=["dev"]).samples()}
+    assert samples["dev_dia0_utt1"].media["video"].name == "dia0_utt1.mp4"
+    assert samples["dev_dia0_utt0"].media == {}
