@@ -224,6 +224,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     dataset, labels, frames, provenance = load_blocks(cfg)
     modalities = list(frames)
     summary: dict[str, Any] = {"dataset": dataset.name, "model": cfg.model.name, "modalities": modalities,
+                               "calibration": cfg.model.params.get("calibration", "temperature"),
                                "protocol": "ours", "cv": cfg.cv.model_dump(), "feature_sets": provenance,
                                "warnings": warnings, "targets": {}}
     artifacts: dict[str, pd.DataFrame] = {}
@@ -382,7 +383,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             base = m["f1_weighted"]["mean"]
             lines.extend(f"    {k:<22} {v['f1_weighted']['mean']:.3f}  ({v['f1_weighted']['mean'] - base:+.3f})"
                          for k, v in rows)
-        if "uncalibrated" in t["metrics"]:
+        if "uncalibrated" in t["metrics"] and summary.get("calibration") != "none":
             u = t["metrics"]["uncalibrated"]
             lines.append(f"  top-label ECE: calibrated {fmt(m['ece'])} vs uncalibrated {fmt(u['ece'])}")
     cv = summary["cv"]
