@@ -23,27 +23,6 @@ def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def binary_metrics(y: np.ndarray, p1: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """AUC, balanced accuracy, F1 (positive class), accuracy and Brier score."""
-    y = np.asarray(y).astype(int)
-    p1 = np.asarray(p1, dtype=float)
-    pred = (p1 >= threshold).astype(int)
-    tp = int(((pred == 1) & (y == 1)).sum())
-    tn = int(((pred == 0) & (y == 0)).sum())
-    fp = int(((pred == 1) & (y == 0)).sum())
-    fn = int(((pred == 0) & (y == 1)).sum())
-    sens = tp / (tp + fn) if tp + fn else float("nan")
-    spec = tn / (tn + fp) if tn + fp else float("nan")
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
-    return {
-        "auc": roc_auc(y, p1),
-        "balanced_accuracy": float(np.nanmean([sens, spec])),
-        "f1": f1,
-        "accuracy": float((pred == y).mean()),
-        "brier": float(np.mean((p1 - y) ** 2)),
-    }
-
-
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     v = np.asarray(values, dtype=float)
     return float(np.nanmean(v)), float(np.nanstd(v, ddof=1)) if len(v) > 1 else 0.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusion.evaluate import binary_metrics, bootstrap_ci, roc_auc
+from fusion.evaluate import bootstrap_ci, multiclass_metrics, quadratic_kappa, roc_auc
 from fusion.splits import LeakageError, SplitConfig, SplitError, check_disjoint, grouped_kfold, make_folds
 
 
@@ -54,9 +54,24 @@ def test_metrics_on_known_values():
     assert roc_auc(y, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
     assert roc_auc(y, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
     assert np.isnan(roc_auc(np.array([1, 1]), np.array([0.2, 0.3])))
-    m = binary_metrics(y, np.array([0.1, 0.6, 0.7, 0.4]))
-    assert m["accuracy"] == 0.5 and m["balanced_accuracy"] == 0.5 and m["f1"] == 0.5
-    assert m["brier"] == pytest.approx((0.01 + 0.36 + 0.09 + 0.36) / 4)
+    p1 = np.array([0.1, 0.6, 0.7, 0.4])
+    m = multiclass_metrics(y, np.column_stack([1 - p1, p1]))
+    assert m["accuracy"] == 0.5 and m["balanced_accuracy"] == 0.5 and m["f1_macro"] == 0.5
+    assert m["brier"] == pytest.approx(2 * (0.01 + 0.36 + 0.09 + 0.36) / 4)  # summed over both classes
+    assert m["auc_ovr"] == 0.75
+
+
+def test_multiclass_metrics_on_known_values():
+    y = np.array([0, 1, 2, 2, 1, 0])
+    perfect = np.eye(3)[y] * 0.9 + 0.1 / 3
+    m = multiclass_metrics(y, perfect)
+    assert m["accuracy"] == 1 and m["f1_weighted"] == 1 and m["qwk"] == 1 and m["auc_ovr"] == 1
+    assert m["ece"] == pytest.approx(1 - (0.9 + 0.1 / 3))
+    off_by_one = np.eye(3)[[1, 2, 1, 1, 2, 1]]
+    m = multiclass_metrics(y, off_by_one)
+    assert m["accuracy"] == 0 and m["adjacent_accuracy"] == 1
+    # quadratic weights: an error of 2 classes costs 4 times an error of 1
+    assert quadratic_kappa(np.array([0, 2]), np.array([2, 0]), 3) < quadratic_kappa(np.array([0, 2]), np.array([1, 1]), 3)
 
 
 def test_bootstrap_interval_covers_estimate_and_shrinks_with_n():
