@@ -122,11 +122,15 @@ def test_regression_head_fuses_scores():
     assert mae(pred) < mae(single) and pred.min() >= score[:400].min()
 
 
+LEARNER_PARAMS = {"xgboost": {"n_estimators": 50}, "mlp": {"max_epochs": 5}}
+
+
 @pytest.mark.parametrize("model_name,learner", [("late-fusion", "logreg"), ("late-fusion", "xgboost"),
+                                                ("late-fusion", "ordinal"), ("late-fusion", "mlp"),
                                                 ("early-fusion", "logreg"), ("early-fusion", "xgboost")])
 def test_save_and_load_give_the_same_predictions(tmp_path, model_name, learner):
     allb, y, g = blocks_data(n=200, seed=7)
-    params = {"learner": {"name": learner, "params": {"n_estimators": 50} if learner == "xgboost" else {}}}
+    params = {"learner": {"name": learner, "params": LEARNER_PARAMS.get(learner, {})}}
     model = MODELS.get(model_name)(**params).fit(allb, y, task="classification", n_classes=3,
                                                  inner=inner(y, g))
     save_model(model, tmp_path / "m", {m: [f"f{i}" for i in range(8)] for m in allb})

@@ -55,6 +55,21 @@ class Learner:
         None when the learner has no exact attribution (permutation importance is used then)."""
         return None
 
+    def fit_scaling(self, X: np.ndarray) -> np.ndarray:
+        """Learn median imputation and z-scoring on training data; return it standardised."""
+        med = np.nanmedian(X, axis=0) if len(X) else np.zeros(X.shape[1])
+        self.median_ = np.where(np.isnan(med), 0.0, med)
+        filled = np.where(np.isnan(X), self.median_, X)
+        self.mean_ = filled.mean(0)
+        sd = filled.std(0)
+        self.scale_ = np.where(sd > 0, sd, 1.0)
+        return (filled - self.mean_) / self.scale_
+
+    def standardise(self, X: np.ndarray) -> np.ndarray:
+        """Impute and z-score with the training statistics."""
+        self.check_fitted()
+        return (np.where(np.isnan(X), self.median_, X) - self.mean_) / self.scale_
+
     def check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
             raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit() first")

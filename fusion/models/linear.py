@@ -42,13 +42,7 @@ class LinearLearner(Learner):
     def fit(self, X, y, *, task="classification", n_classes=2, seed=0, eval_set=None, n_iter=None):
         p = self.params
         self.task, self.n_classes = task, n_classes
-        med = np.nanmedian(X, axis=0) if len(X) else np.zeros(X.shape[1])
-        self.median_ = np.where(np.isnan(med), 0.0, med)
-        Xf = np.where(np.isnan(X), self.median_, X)
-        self.mean_ = Xf.mean(0)
-        sd = Xf.std(0)
-        self.scale_ = np.where(sd > 0, sd, 1.0)
-        Z = (Xf - self.mean_) / self.scale_
+        Z = self.fit_scaling(X)
         if task == "classification":
             model = LogisticRegression(C=p.C, class_weight=p.class_weight, max_iter=p.max_iter,
                                        random_state=seed).fit(Z, y)
@@ -61,12 +55,8 @@ class LinearLearner(Learner):
         self.fitted_ = True
         return self
 
-    def _z(self, X):
-        self.check_fitted()
-        return (np.where(np.isnan(X), self.median_, X) - self.mean_) / self.scale_
-
     def predict_proba(self, X):
-        z = self._z(X) @ self.coef_.T + self.intercept_
+        z = self.standardise(X) @ self.coef_.T + self.intercept_
         if self.coef_.shape[0] == 1:  # binary: the score of the second class
             p1 = 1 / (1 + np.exp(-z[:, 0]))
             proba = np.column_stack([1 - p1, p1])
@@ -75,11 +65,11 @@ class LinearLearner(Learner):
         return expand_proba(proba, self.classes_, self.n_classes)
 
     def predict(self, X):
-        return self._z(X) @ self.coef_[0] + self.intercept_[0]
+        return self.standardise(X) @ self.coef_[0] + self.intercept_[0]
 
     def contributions(self, X):
         """Exact for a linear model: coefficient × standardised deviation from the training mean."""
-        z = self._z(X)
+        z = self.standardise(X)
         if self.task == "regression":
             return (z * self.coef_[0])[:, :, None]
         coef = self.coef_

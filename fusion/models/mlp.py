@@ -43,10 +43,7 @@ class MLPLearner(Learner):
 
         p = self.params
         self.task, self.n_classes = task, n_classes
-        self.median_ = np.nanmedian(X, axis=0)
-        self.median_ = np.where(np.isnan(self.median_), 0.0, self.median_)
-        Xf = np.where(np.isnan(X), self.median_, X)
-        self.mean_, self.std_ = Xf.mean(0), Xf.std(0) + 1e-8
+        Z = self.fit_scaling(X).astype(np.float32)
         L.seed_everything(seed, workers=True, verbose=False)
         net = MLP(X.shape[1], n_classes if task == "classification" else 1, p.hidden, p.layers, p.dropout)
         weights = None
@@ -58,7 +55,7 @@ class MLPLearner(Learner):
             weights = torch.as_tensor(per_class, dtype=torch.float32)
         self.module_ = LitModel(net, task, n_classes, p.lr, p.weight_decay, weights)
         val = None if eval_set is None else (self._scale(eval_set[0]), eval_set[1])
-        data = ArrayDataModule(self._scale(X), y, task, p.batch_size, val, seed)
+        data = ArrayDataModule(Z, y, task, p.batch_size, val, seed)
         callbacks = [EarlyStopping("val_loss", patience=p.patience)] if val is not None else []
         accelerator = "gpu" if (p.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
         trainer = L.Trainer(max_epochs=n_iter or p.max_epochs, callbacks=callbacks, accelerator=accelerator,
@@ -82,7 +79,7 @@ class MLPLearner(Learner):
         torch.save(self.module_.net.state_dict(), path)
         return {"task": self.task, "n_classes": self.n_classes, "params": self.params.model_dump(),
                 "n_in": int(len(self.mean_)), "median": self.median_.tolist(), "mean": self.mean_.tolist(),
-                "std": self.std_.tolist(), "file": path.name}
+                "scale": self.scale_.tolist(), "file": path.name}
 
     @classmethod
     def load(cls, info, prefix):
@@ -94,7 +91,7 @@ class MLPLearner(Learner):
         self = cls(**info["params"])
         p = self.params
         self.task, self.n_classes = info["task"], info["n_classes"]
-        self.median_, self.mean_, self.std_ = (np.array(info[k]) for k in ("median", "mean", "std"))
+        self.median_, self.mean_, self.scale_ = (np.array(info[k]) for k in ("median", "mean", "scale"))
         net = MLP(info["n_in"], self.n_classes if self.task == "classification" else 1, p.hidden, p.layers,
                   p.dropout)
         net.load_state_dict(torch.load(prefix.parent / info["file"], weights_only=True))
@@ -103,7 +100,7 @@ class MLPLearner(Learner):
         return self
 
     def _scale(self, X):
-        return ((np.where(np.isnan(X), self.median_, X) - self.mean_) / self.std_).astype(np.float32)
+        return ((np.where(np.isnan(X), self.median_, X) - self.mean_) / self.scale_).astype(np.float32)
 
     def _forward(self, X):
         import torch

@@ -74,13 +74,7 @@ class OrdinalLearner(Learner):
 
     def fit(self, X, y, *, task="classification", n_classes=2, seed=0, eval_set=None, n_iter=None):
         self.task, self.n_classes = task, n_classes
-        med = np.nanmedian(X, axis=0)
-        self.median_ = np.where(np.isnan(med), 0.0, med)
-        Xf = np.where(np.isnan(X), self.median_, X)
-        self.mean_ = Xf.mean(0)
-        sd = Xf.std(0)
-        self.scale_ = np.where(sd > 0, sd, 1.0)
-        Z = (Xf - self.mean_) / self.scale_
+        Z = self.fit_scaling(X)
         target = np.asarray(y, dtype=float)
         self.coef_, self.intercept_, self.alpha_, loo = ridge_loo(Z, target, self.params.alphas)
         if task == "regression":
@@ -112,9 +106,7 @@ class OrdinalLearner(Learner):
         return unpack(res.x)
 
     def _score(self, X):
-        self.check_fitted()
-        Z = (np.where(np.isnan(X), self.median_, X) - self.mean_) / self.scale_
-        return Z @ self.coef_ + self.intercept_
+        return self.standardise(X) @ self.coef_ + self.intercept_
 
     def predict_proba(self, X):
         return cumulative_proba(self._score(X), self.slope_, self.cuts_)
@@ -125,8 +117,7 @@ class OrdinalLearner(Learner):
     def contributions(self, X):
         """Contributions to the latent severity score (positive: towards the higher classes),
         the same in every class column."""
-        Z = (np.where(np.isnan(X), self.median_, X) - self.mean_) / self.scale_
-        c = Z * self.coef_ * (self.slope_ if self.task == "classification" else 1.0)
+        c = self.standardise(X) * self.coef_ * (self.slope_ if self.task == "classification" else 1.0)
         return np.repeat(c[:, :, None], max(self.n_classes, 1), axis=2)
 
     def save(self, prefix):
