@@ -41,7 +41,7 @@ def prepare(n: int) -> tuple[Path, Path]:
     """A cached corpus of `n` sessions with the severity features extracted."""
     base = ROOT / "data" / "bench"
     root, store = base / f"demo{n}", base / "store"
-    from fusion.datasets.synthetic import generate_demo_corpus
+    from fusion.synthetic.demo_corpus import generate_demo_corpus
 
     generate_demo_corpus(root, n_sessions=n, seed=0, questions=10, n_jobs=2)
     only = [a for f in FEATURES for a in ("--only", f)]
@@ -111,7 +111,7 @@ def main() -> None:
             mets = t["metrics"]
             print(f"| {label} | {tname} | {ci(mets['uncalibrated']['ece'])} | {ci(mets['model']['ece'])} |")
 
-    from fusion.datasets.synthetic import leakage_probe
+    from fusion.synthetic.leakage import leakage_probe
 
     print("\n### Leakage guard: random labels per person, 15 turns per person with a personal offset")
     print("| split | accuracy, mean ± sd [95% CI] | majority-class rate |")

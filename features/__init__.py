@@ -1,11 +1,6 @@
 """Feature extraction and the Parquet feature store.
 
-Importing this package registers every extractor in `features.registry.EXTRACTORS`.
+`features.registry.EXTRACTORS` finds the extractors in this package's modules (`audio`,
+`text`, `face`) when it is first asked for one; `features.store.FeatureStore` is the cache
+and `features.runner.run_extraction` runs an extractor over a dataset.
 """
-
-from features import audio, face, text  # noqa: F401  (registers extractors)
-from features.base import INDEX, ExtractionError, Extractor, Sample, Segment
-from features.registry import EXTRACTORS
-from features.store import FeatureStore
-
-__all__ = ["EXTRACTORS", "INDEX", "ExtractionError", "Extractor", "FeatureStore", "Sample", "Segment"]

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.base import INDEX
+from features.files import atomic_replace, atomic_write_text
 
 META_KEY = b"fusion.features"
 FORMAT_VERSION = 1
@@ -58,25 +58,8 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _atomic_replace(write, path: Path) -> None:
-    """Call `write(tmp_path)`, then rename the temporary file onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_table(table: pa.Table, path: Path) -> None:
-    _atomic_replace(lambda tmp: pq.write_table(table, tmp), path)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    _atomic_replace(lambda tmp: tmp.write_text(text, encoding="utf-8"), path)
+    atomic_replace(lambda tmp: pq.write_table(table, tmp), path)
 
 
 class SourceHasher:

@@ -1,3 +1,3 @@
-"""Datasets, models, training, sweeps and reports: everything after the feature cache."""
+"""Datasets, fusion models, training, evaluation and tracking: everything after the feature cache."""
 
 __version__ = "0.1.0"

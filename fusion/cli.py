@@ -26,7 +26,7 @@ DEFAULT_CONFIGS = {
 
 def _write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path:
-        from features.store import atomic_write_text
+        from features.files import atomic_write_text
 
         atomic_write_text(json.dumps(payload, indent=2, default=str) + "\n", Path(path))
 
@@ -41,10 +41,11 @@ def _common(p: argparse.ArgumentParser, config: str | None) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
-    from fusion.config import DemoConfig, load_config
+    from fusion.config.load import load_config
+    from fusion.config.schema import DemoConfig
     from fusion.demo import run_demo
+    from fusion.evaluation.tables import format_summary
     from fusion.extract import format_extract
-    from fusion.train import format_summary
 
     cfg = load_config(DemoConfig, args.config, args.overrides)
     result = run_demo(cfg)
@@ -63,7 +64,8 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
-    from fusion.config import ExtractConfig, load_config
+    from fusion.config.load import load_config
+    from fusion.config.schema import ExtractConfig
     from fusion.extract import extract, format_extract
 
     cfg = load_config(ExtractConfig, args.config, args.overrides)
@@ -73,8 +75,8 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    from fusion.config import TrainConfig, load_config
-    from fusion.train import format_summary, train
+    from fusion.config.load import load_config
+    from fusion.config.schema import TrainConfig
 
     overrides = list(args.overrides)
     if args.protocol:
@@ -82,21 +84,26 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.split:
         overrides.append(f"cv.scheme={args.split}")
     cfg = load_config(TrainConfig, args.config, overrides)
-    result = train(cfg)
-    if result["protocol"] == "trimodal-paper":
-        from fusion.protocols import format_paper
+    if cfg.protocol == "trimodal-paper":
+        from fusion.baselines.trimodal_paper import format_paper, run_trimodal_paper
 
+        result = run_trimodal_paper(cfg)
         print(format_paper(result))
-    else:
-        print(f"{result['model']} on {', '.join(result['feature_sets'])}")
-        print(format_summary(result))
-        print(f"outputs: {result['outputs']['dir']}")
+        return result
+    from fusion.evaluation.tables import format_summary
+    from fusion.train import train
+
+    result = train(cfg)
+    print(f"{result['model']} on {', '.join(result['feature_sets'])}")
+    print(format_summary(result))
+    print(f"outputs: {result['outputs']['dir']}")
     return result
 
 
 def cmd_data_describe(args: argparse.Namespace) -> dict[str, Any]:
-    from fusion.config import DataConfig, load_config
-    from fusion.data import describe, format_description
+    from fusion.config.load import load_config
+    from fusion.config.schema import DataConfig
+    from fusion.describe import describe, format_description
 
     cfg = load_config(DataConfig, args.config, args.overrides)
     result = describe(cfg)
@@ -189,9 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
-    from fusion.config import ConfigError
+    from fusion.config.schema import ConfigError
     from fusion.datasets.base import DatasetError
-    from fusion.splits import SplitError
+    from fusion.evaluation.splits import SplitError
 
     try:
         result = func(args)

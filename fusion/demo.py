@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fusion.config import DemoConfig
-from fusion.datasets.synthetic import generate_demo_corpus
+from fusion.config.schema import DemoConfig
 from fusion.extract import extract
+from fusion.synthetic.demo_corpus import generate_demo_corpus
 from fusion.train import train
 
 

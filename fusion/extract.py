@@ -6,11 +6,11 @@ import time
 from typing import Any
 
 from features.align import Segmenter
+from features.registry import build_extractor
 from features.runner import run_extraction
 from features.store import FeatureStore
-from fusion.config import ConfigError, ExtractConfig
-from fusion.datasets import build_dataset
-from fusion.train import build_extractor
+from fusion.config.schema import ConfigError, ExtractConfig
+from fusion.datasets.base import build_dataset
 
 
 def extract(cfg: ExtractConfig, only: list[str] | None = None) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def extract(cfg: ExtractConfig, only: list[str] | None = None) -> dict[str, Any]
     for name in names:
         spec = cfg.features[name]
         summary = run_extraction(
-            samples, build_extractor(spec), store, cfg.dataset.store_id,
+            samples, build_extractor(spec.extractor.name, spec.extractor.params), store, cfg.dataset.store_id,
             segmenter=Segmenter(spec.segmentation), n_jobs=cfg.n_jobs,
             executor=cfg.executor, scheduler=cfg.scheduler, progress=cfg.progress,
         )

@@ -1,78 +1,297 @@
-"""The one LightningModule (and data module) used by every neural model in the project.
+"""Lightning in one place: the one `LightningModule` every neural model trains through, and the
+one helper that builds and runs the `Trainer`.
 
-A network is a plain `nn.Module`; `LitModel` owns the loss, the metrics (one torchmetrics
-object per stage) and the optimiser.
+A network is a plain `nn.Module` (`fusion.models.nets`) whose `forward(**inputs)` returns one
+output per head (a dict, or a tensor for a single head). `LitModule` owns the losses, the
+metrics (one torchmetrics object per head and stage) and the optimiser and schedule. Heads are
+multiclass (cross-entropy, optional class weights), multilabel (binary cross-entropy,
+optional positive weights) or regression (MSE or smooth L1). A head's missing targets (class
+-1, or NaN) are left out of its loss, so heads trained jointly may have labels for different
+samples.
+
+`fit_module` builds the Trainer — early stopping and checkpointing on the given (inner)
+validation data only, deterministic seeds, gradient clipping, `accelerator="auto"`, mixed
+precision on a GPU, a selectable strategy (e.g. DDP) — runs it, and restores the best weights.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
 import lightning as L
-import numpy as np
 import torch
 import torchmetrics
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
+
+HeadTask = Literal["multiclass", "multilabel", "regression"]
 
 
-class LitModel(L.LightningModule):
-    """Cross-entropy (classification, optional class weights) or MSE (regression) training."""
+@dataclass(frozen=True)
+class Head:
+    """One output of a network and how it is trained.
 
-    def __init__(self, net: nn.Module, task: str, n_classes: int = 2, lr: float = 1e-3,
-                 weight_decay: float = 1e-4, class_weights: torch.Tensor | None = None) -> None:
+    Args:
+        name: the key of the network's output (and of the targets).
+        task: "multiclass", "multilabel" or "regression".
+        n_out: classes, labels, or 1 for a score.
+        weight: the head's weight in the total loss.
+        class_weights: multiclass: per-class loss weights; multilabel: positive-class weights.
+        loss: regression only: "mse" or "smooth_l1".
+    """
+
+    name: str
+    task: HeadTask
+    n_out: int
+    weight: float = 1.0
+    class_weights: tuple[float, ...] | None = None
+    loss: Literal["mse", "smooth_l1"] = "mse"
+
+
+def head_loss(head: Head, out: torch.Tensor, target: torch.Tensor,
+              weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head's loss over its rows with a target, and the mask of those rows."""
+    out = out.float()
+    if head.task == "multiclass":
+        keep = target >= 0
+        if not keep.any():
+            return out.sum() * 0.0, keep
+        return nn.functional.cross_entropy(out[keep], target[keep], weight=weights), keep
+    if head.task == "multilabel":
+        keep = ~torch.isnan(target).any(dim=1)
+        if not keep.any():
+            return out.sum() * 0.0, keep
+        return nn.functional.binary_cross_entropy_with_logits(out[keep], target[keep], pos_weight=weights), keep
+    out = out.reshape(target.shape)
+    keep = ~torch.isnan(target)
+    if not keep.any():
+        return out.sum() * 0.0, keep
+    fn = nn.functional.smooth_l1_loss if head.loss == "smooth_l1" else nn.functional.mse_loss
+    return fn(out[keep], target[keep]), keep
+
+
+def _metric(head: Head) -> torchmetrics.Metric:
+    if head.task == "multiclass":
+        return torchmetrics.Accuracy(task="multiclass", num_classes=head.n_out)
+    if head.task == "multilabel":
+        return torchmetrics.classification.MultilabelAveragePrecision(num_labels=head.n_out)
+    return torchmetrics.MeanAbsoluteError()
+
+
+class LitModule(L.LightningModule):
+    """Losses, metrics and optimisation of any network with one or more heads.
+
+    Args:
+        net: the network; `net(**inputs)` returns {head name: output} (or one tensor).
+        heads: the heads trained, with their tasks and loss weights.
+        lr, weight_decay: AdamW.
+        warmup_epochs: linear warm-up of the learning rate over this many epochs.
+        schedule: "constant" after warm-up, or "cosine" decay to zero at the last epoch.
+    """
+
+    def __init__(self, net: nn.Module, heads: Sequence[Head], lr: float = 1e-3, weight_decay: float = 1e-4,
+                 warmup_epochs: float = 0.0, schedule: Literal["constant", "cosine"] = "constant") -> None:
         super().__init__()
-        self.net, self.task, self.lr, self.weight_decay = net, task, lr, weight_decay
-        self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(
-            max(n_classes, 1)))
-        if task == "classification":
-            self.metrics = nn.ModuleDict({s: torchmetrics.Accuracy(task="multiclass", num_classes=n_classes)
-                                          for s in ("train_", "val_")})
-        else:
-            self.metrics = nn.ModuleDict({s: torchmetrics.MeanAbsoluteError() for s in ("train_", "val_")})
+        if not heads:
+            raise ValueError("LitModule needs at least one head")
+        self.net = net
+        self.heads = list(heads)
+        self.lr, self.weight_decay = lr, weight_decay
+        self.warmup_epochs, self.schedule = warmup_epochs, schedule
+        for h in self.heads:
+            w = torch.as_tensor(h.class_weights, dtype=torch.float32) if h.class_weights else None
+            self.register_buffer(f"weights_{h.name}", w)
+        self.metrics = nn.ModuleDict({f"{stage}_{h.name}": _metric(h)
+                                      for stage in ("train", "val") for h in self.heads})
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.net(**inputs)
+        return out if isinstance(out, Mapping) else {self.heads[0].name: out}
 
     def _step(self, batch, stage: str) -> torch.Tensor:
-        x, y = batch
-        out = self(x)
-        if self.task == "classification":
-            loss = nn.functional.cross_entropy(out, y, weight=self.class_weights)
-            self.metrics[stage](out.argmax(1), y)
-        else:
-            out = out.squeeze(-1)
-            loss = nn.functional.mse_loss(out, y)
-            self.metrics[stage](out, y)
-        self.log(f"{stage}loss", loss, prog_bar=False, on_epoch=True, on_step=False)
-        self.log(f"{stage}metric", self.metrics[stage], on_epoch=True, on_step=False)
-        return loss
+        inputs, targets = batch
+        out = self(**inputs)
+        total = 0.0
+        n = len(next(iter(targets.values())))
+        for h in self.heads:
+            loss, keep = head_loss(h, out[h.name], targets[h.name], getattr(self, f"weights_{h.name}"))
+            total = total + h.weight * loss
+            if keep.any():
+                metric = self.metrics[f"{stage}_{h.name}"]
+                pred = out[h.name][keep].float()
+                target = targets[h.name][keep]
+                if h.task == "multiclass":
+                    metric.update(pred.argmax(1), target)
+                elif h.task == "multilabel":
+                    metric.update(torch.sigmoid(pred), target.long())
+                else:
+                    metric.update(pred.reshape(target.shape), target)
+        self.log(f"{stage}_loss", total, on_epoch=True, on_step=False, batch_size=n)
+        return total
+
+    def on_train_epoch_end(self) -> None:
+        self._log_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def _log_metrics(self, stage: str) -> None:
+        for h in self.heads:
+            metric = self.metrics[f"{stage}_{h.name}"]
+            if metric.update_count:
+                self.log(f"{stage}_{h.name}_metric", metric.compute())
+            metric.reset()
 
     def training_step(self, batch, _):
-        return self._step(batch, "train_")
+        return self._step(batch, "train")
 
     def validation_step(self, batch, _):
-        self._step(batch, "val_")
+        self._step(batch, "val")
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.schedule == "constant" and self.warmup_epochs == 0:
+            return opt
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        per_epoch = max(total / max(self.trainer.max_epochs or 1, 1), 1.0)
+        warmup = int(self.warmup_epochs * per_epoch)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if self.schedule == "cosine":
+                progress = (step - warmup) / max(total - warmup, 1)
+                return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            return 1.0
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-class ArrayDataModule(L.LightningDataModule):
-    """Numpy arrays → training and validation loaders."""
+class TensorDictDataset(Dataset):
+    """Rows of named inputs and named targets: tensors, or one level of dicts of tensors (such
+    as one tensor per modality), all with the same first axis."""
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, task: str, batch_size: int = 64,
-                 val: tuple[np.ndarray, np.ndarray] | None = None, seed: int = 0) -> None:
-        super().__init__()
-        self.task, self.batch_size, self.seed = task, batch_size, seed
-        self.train = self._dataset(X, y)
-        self.val = self._dataset(*val) if val is not None else None
+    def __init__(self, inputs: Mapping[str, Any], targets: Mapping[str, torch.Tensor]) -> None:
+        leaves = [t for v in (*inputs.values(), *targets.values())
+                  for t in (v.values() if isinstance(v, Mapping) else [v])]
+        sizes = {len(t) for t in leaves}
+        if len(sizes) != 1:
+            raise ValueError(f"inputs and targets must have the same number of rows, got sizes {sorted(sizes)}")
+        self.inputs, self.targets = dict(inputs), dict(targets)
+        self.n = sizes.pop()
 
-    def _dataset(self, X, y) -> TensorDataset:
-        ty = torch.long if self.task == "classification" else torch.float32
-        return TensorDataset(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=ty))
+    def __len__(self) -> int:
+        return self.n
 
-    def train_dataloader(self):
-        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(self.seed))
+    def __getitem__(self, i):
+        def pick(v):
+            return {k: t[i] for k, t in v.items()} if isinstance(v, Mapping) else v[i]
 
-    def val_dataloader(self):
-        return DataLoader(self.val, batch_size=len(self.val)) if self.val is not None else []
+        return {k: pick(v) for k, v in self.inputs.items()}, {k: v[i] for k, v in self.targets.items()}
+
+
+def loaders(train: TensorDictDataset, val: TensorDictDataset | None, batch_size: int,
+            seed: int) -> tuple[DataLoader, DataLoader | None]:
+    """Shuffled training batches (seeded) and validation batches."""
+    tr = DataLoader(train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    va = None if val is None or len(val) == 0 else DataLoader(val, batch_size=max(batch_size, 1024))
+    return tr, va
+
+
+def accelerator(device: str) -> str:
+    """"auto"/"cuda" → "gpu" where CUDA is present, else "cpu"; anything else as given."""
+    if device in ("auto", "cuda", "gpu"):
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_precision(setting: str, accel: str) -> str:
+    """"auto": bf16 (or fp16) mixed precision on a GPU, full precision on the CPU."""
+    if setting != "auto":
+        return setting
+    if accel == "gpu":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+@dataclass
+class FitResult:
+    """What a `fit_module` run did: epochs run, and the epoch whose weights were kept with its
+    validation loss."""
+
+    epochs: int
+    best_epoch: int | None
+    best_score: float | None = None
+
+
+def fit_module(module: LitModule, train: DataLoader, val: DataLoader | None, *, seed: int,
+               max_epochs: int, patience: int = 15, device: str = "auto", precision: str = "auto",
+               strategy: str = "auto", devices: int | str = 1, gradient_clip: float | None = None) -> FitResult:
+    """Train `module` with the project's Trainer settings, then keep its best weights.
+
+    With validation data, early stopping (after `patience` epochs without improvement) and
+    checkpointing both monitor the validation loss, and the best checkpoint's weights are
+    restored; without it the module trains for `max_epochs` epochs.
+
+    Args:
+        device: "auto" (a GPU when present), "cpu", "cuda"/"gpu", or any Lightning accelerator.
+        precision: "auto" (bf16/fp16 mixed precision on a GPU, 32-bit on the CPU) or a
+            Lightning precision such as "32-true".
+        strategy, devices: Lightning's (e.g. strategy "ddp" with devices 2).
+    """
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    accel = accelerator(device)
+    with tempfile.TemporaryDirectory(prefix="fusion-ckpt-") as ckpt_dir:
+        callbacks = []
+        checkpoint = None
+        if val is not None:
+            checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor="val_loss", mode="min", save_top_k=1,
+                                         save_weights_only=True, filename="best")
+            callbacks = [EarlyStopping("val_loss", patience=patience), checkpoint]
+        with quiet_lightning():
+            trainer = L.Trainer(
+                max_epochs=max_epochs, callbacks=callbacks, accelerator=accel, devices=devices,
+                strategy=strategy, precision=resolve_precision(precision, accel),
+                gradient_clip_val=gradient_clip, deterministic=True if accel == "cpu" else "warn",
+                logger=False, enable_checkpointing=checkpoint is not None, enable_progress_bar=False,
+                enable_model_summary=False, num_sanity_val_steps=0,
+                limit_val_batches=0 if val is None else 1.0)
+            trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
+        result = FitResult(int(trainer.current_epoch), None)
+        if checkpoint is not None and checkpoint.best_model_path:
+            state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+            module.load_state_dict(state["state_dict"])
+            result = FitResult(result.epochs, int(state["epoch"]), float(checkpoint.best_model_score))
+    module.eval().cpu()
+    return result
+
+
+class quiet_lightning:
+    """Silence Lightning's banners and the warnings it raises for small in-memory datasets."""
+
+    def __enter__(self) -> quiet_lightning:
+        self._levels = {}
+        for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+            log = logging.getLogger(name)
+            self._levels[name] = log.level
+            log.setLevel(logging.ERROR)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        for pattern in (".*does not have many workers.*", ".*val_dataloader.*", ".*LeafSpec.*",
+                        ".*TreeSpec.*", ".*number of training batches.*", ".*GPU available.*"):
+            warnings.filterwarnings("ignore", message=pattern)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._warnings.__exit__(*exc)
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)

@@ -1,106 +1,83 @@
-"""Saving and loading fitted fusion models: a folder with a JSON manifest, each learner in
-JSON or its library's own format (XGBoost JSON, torch state dict loaded weights-only) — never a
-pickle, so a model folder is safe to open."""
+"""Model folders: a fitted fusion model saved as `manifest.json` plus files in JSON or a
+library's own safe format (XGBoost JSON, safetensors / weights-only torch state) — never a
+pickle, so that a model folder is safe to open. Loading opens only files inside the folder.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
+from features.files import atomic_write_text
+from fusion.models.base import MODELS, FusionModel
 
-from features.store import atomic_write_text
-from fusion.models.calibration import Calibrator
-from fusion.models.early_fusion import EarlyFusion
-from fusion.models.late_fusion import (
-    LateCalibratedFusion,
-    LinearPoolStacker,
-    LogLinearStacker,
-    RegressionStacker,
-)
-from fusion.models.learners import LEARNERS
-
-STACKERS = {"LogLinearStacker": LogLinearStacker, "LinearPoolStacker": LinearPoolStacker,
-            "RegressionStacker": RegressionStacker}
+MANIFEST = "manifest.json"
+FORMAT = 2
 
 
-def _learner_name(learner) -> str:
-    return next(n for n in LEARNERS.names() if isinstance(learner, LEARNERS.get(n)))
-
-
-def save_model(model: Any, folder: Path, columns: dict[str, list[str]]) -> Path:
-    """Write a fitted late- or early-fusion model to `folder` (manifest.json + learner files)."""
+def save_model(model: FusionModel, folder: str | Path,
+               columns: Mapping[str, Sequence[str]] | None = None) -> Path:
+    """Write a fitted model (any registered fusion model) to `folder`."""
+    model.check_fitted()
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {"model": type(model).__name__, "params": model.params.model_dump(),
-                                "task": model.task, "n_classes": model.n_classes,
-                                "modalities": model.modalities, "columns": columns}
-    if isinstance(model, LateCalibratedFusion):
-        manifest["learners"] = {}
-        for m, learner in model.learners_.items():
-            manifest["learners"][m] = {"name": _learner_name(learner), **learner.save(folder / f"learner_{m}")}
-        manifest["calibrators"] = {m: c.to_dict() for m, c in model.calibrators_.items()}
-        st = model.stacker(model.modalities)
-        manifest["stacker"] = {"type": type(st).__name__, **{k: _plain(v) for k, v in vars(st).items()}}
-    else:
-        manifest["learner"] = {"name": _learner_name(model.learner_), **model.learner_.save(folder / "learner")}
-        manifest["widths"] = model.widths_
-        if model.task == "classification":
-            manifest["calibrator"] = model.calibrator_.to_dict()
-    atomic_write_text(json.dumps(manifest, indent=1), folder / "manifest.json")
+    manifest = {"format": FORMAT, "model": MODELS.name_of(model), "params": model.params.model_dump(),
+                "task": model.task, "n_classes": model.n_classes, "modalities": list(model.modalities),
+                "columns": {m: list(c) for m, c in (columns or {}).items()},
+                "state": model.save_state(folder)}
+    atomic_write_text(json.dumps(manifest, indent=1), folder / MANIFEST)
     return folder
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, tuple):
-        return list(v)
-    return v
+def load_model(folder: str | Path) -> FusionModel:
+    """Rebuild a model written by `save_model`; its predictions equal the saved model's.
 
-
-def load_model(folder: Path) -> Any:
-    """Rebuild a model written by `save_model` (predictions match the saved model's)."""
-    manifest = json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
-    if manifest["model"] == "LateCalibratedFusion":
-        model = LateCalibratedFusion(**manifest["params"])
-        model.learners_ = {m: LEARNERS.get(info["name"]).load(info, Path(folder) / f"learner_{m}")
-                           for m, info in manifest["learners"].items()}
-        model.calibrators_ = {m: Calibrator.from_dict(d) for m, d in manifest["calibrators"].items()}
-        info = dict(manifest["stacker"])
-        st = STACKERS[info.pop("type")]()
-        for k, v in info.items():
-            setattr(st, k, np.array(v) if isinstance(v, list) and k != "range_" else
-                    (tuple(v) if k == "range_" else v))
-        model._stackers = {tuple(manifest["modalities"]): st}
-    else:
-        model = EarlyFusion(**manifest["params"])
-        info = manifest["learner"]
-        model.learner_ = LEARNERS.get(info["name"]).load(info, Path(folder) / "learner")
-        model.widths_ = manifest["widths"]
-        if manifest["task"] == "classification":
-            model.calibrator_ = Calibrator.from_dict(manifest["calibrator"])
-    model.task, model.n_classes, model.modalities = manifest["task"], manifest["n_classes"], manifest["modalities"]
-    model.columns = manifest["columns"]
+    Raises:
+        FileNotFoundError: when the folder has no manifest.
+        ValueError: for a manifest that is not one, or names files outside the folder.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    model = MODELS.get(manifest["model"])(**manifest["params"])
+    model.task, model.n_classes = manifest["task"], manifest["n_classes"]
+    model.modalities = list(manifest["modalities"])
+    model.columns = manifest.get("columns", {})
+    model.load_state(manifest["state"], folder)
     model.fitted_ = True
     return model
 
 
-def fit_and_save_final(cfg, labels: pd.DataFrame, frames: dict[str, pd.DataFrame], folder: Path) -> Path:
-    """Fit the configured model on every labelled sample (inner folds for calibration and
-    stacking drawn from all of them) for each target, and save each under `folder/<target>`."""
-    from fusion.registry import MODELS
-    from fusion.splits import inner_folds
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no saved model here (expected the {MANIFEST} that "
+                                "fusion.persist.save_model writes)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a valid model manifest ({err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "model" not in manifest:
+        raise ValueError(f"{path}: not a model manifest of format {FORMAT}")
+    return manifest
 
-    for tname, t in cfg.targets.items():
-        keep = labels[t.label].notna().to_numpy()
-        y = labels.loc[keep, t.label].to_numpy().astype(int)
-        groups = labels.loc[keep, "subject_id"].astype(str).to_numpy()
-        inner = (inner_folds(y, groups, np.arange(len(y)), cfg.cv.inner_splits, cfg.cv.seed)
-                 if cfg.cv.inner_splits > 1 else [])
-        blocks = {m: f[keep].to_numpy(dtype=np.float64) for m, f in frames.items()}
-        model = MODELS.get(cfg.model.name)(**cfg.model.params).fit(
-            blocks, y, task="classification", n_classes=t.n_classes, inner=inner, seed=cfg.cv.seed)
-        save_model(model, folder / tname, {m: [str(c) for c in f.columns] for m, f in frames.items()})
-    return folder
+
+def model_file(folder: Path, name: Any) -> Path:
+    """The file `name` of a saved model, refused unless it lies inside `folder`.
+
+    A manifest is data: an entry such as `../../x` or an absolute path must not make loading
+    open a file elsewhere.
+
+    Raises:
+        ValueError: naming the entry when it points outside the model folder.
+    """
+    if not isinstance(name, str) or not name or Path(name).is_absolute():
+        raise ValueError(f"{Path(folder) / MANIFEST}: model file entry {name!r} must be a file name "
+                         "inside the model folder")
+    root = Path(folder).resolve()
+    path = (root / name).resolve()
+    if path.parent != root:
+        raise ValueError(f"{Path(folder) / MANIFEST}: model file entry {name!r} points outside the "
+                         f"model folder {root}")
+    return path

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fusion.config import TrackingConfig
+from fusion.config.schema import TrackingConfig
 
 
 def git_info(cwd: str | Path | None = None) -> dict[str, str]:

@@ -35,7 +35,7 @@ def tone(seconds: float, f0: float = 150.0, sr: int = 16_000, seed: int = 0) -> 
 @pytest.fixture(scope="session")
 def demo_corpus_master(tmp_path_factory) -> Path:
     """A 6-session demo corpus (generated once per test session; copy it before changing it)."""
-    from fusion.datasets.synthetic import generate_demo_corpus
+    from fusion.synthetic.demo_corpus import generate_demo_corpus
 
     root = tmp_path_factory.mktemp("demo_master") / "demo"
     generate_demo_corpus(root, n_sessions=6, seed=7, questions=3)

@@ -124,7 +124,7 @@ def test_data_describe_with_folds(demo_corpus, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def severity_corpus(tmp_path_factory):
     """24 sessions with the severity model's features extracted."""
-    from fusion.datasets.synthetic import generate_demo_corpus
+    from fusion.synthetic.demo_corpus import generate_demo_corpus
 
     base = tmp_path_factory.mktemp("severity")
     root, _ = generate_demo_corpus(base / "demo", n_sessions=24, seed=3, questions=3)
@@ -150,7 +150,7 @@ def test_train_severity_late_fusion_writes_everything(severity_corpus, tmp_path,
     assert main(["train", *severity_args(severity_corpus, tmp_path), "--json", str(tmp_path / "s.json")]) == 0
     s = json.loads((tmp_path / "s.json").read_text())
     printed = capsys.readouterr().out
-    assert "ablation (late fusion)" in printed and "robustness" in printed and "top-label ECE" in printed
+    assert "ablation (late)" in printed and "ablation (early)" in printed and "robustness" in printed and "top-label ECE" in printed
     for target in ("depression", "ptsd"):
         mets = s["targets"][target]["metrics"]
         assert {"model", "uncalibrated", "late:text", "late:text+audio+face", "early:text+audio+face",
@@ -196,3 +196,4 @@ def test_trimodal_paper_protocol_and_turn_level_warning(severity_corpus, tmp_pat
     captured = capsys.readouterr()
     assert "turn-level puts samples of one subject on both sides" in captured.err
     assert "TURN-LEVEL folds" in captured.out
+

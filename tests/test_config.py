@@ -6,15 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fusion.config import (
-    ConfigError,
-    DataConfig,
-    DemoConfig,
-    ExtractConfig,
-    TrainConfig,
-    load_config,
-    parse_override,
-)
+from fusion.config.load import load_config, parse_override
+from fusion.config.schema import ConfigError, DataConfig, DemoConfig, ExtractConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,10 +7,10 @@ import pytest
 from corpora import write_cexpr, write_daic_extras, write_edaic, write_emotic_csv, write_emotic_mat
 
 from fusion.datasets.base import DatasetError
-from fusion.datasets.cexpr import CexprDb
+from fusion.datasets.c_expr_db import CexprDb
 from fusion.datasets.combined import Combined
-from fusion.datasets.daic import DaicWoz
-from fusion.datasets.edaic import Edaic
+from fusion.datasets.daic_woz import DaicWoz
+from fusion.datasets.e_daic import Edaic
 from fusion.datasets.emotic import Emotic, category_column
 from fusion.datasets.folder import Folder
 from fusion.datasets.labels import phq8_severity, ptsd_class
@@ -97,7 +97,7 @@ def test_daic_and_edaic_combined_share_subjects(demo_corpus, tmp_path):
     assert "daic-woz:300" in labels.index and "e-daic:300" in labels.index
     assert labels.loc["daic-woz:300", "subject_id"] == labels.loc["e-daic:300", "subject_id"]
     assert any("appear in more than one corpus" in p for p in ds.problems)
-    from fusion.splits import SplitConfig, make_folds
+    from fusion.evaluation.splits import SplitConfig, make_folds
     y = labels["PHQ8_Binary"].fillna(0).astype(int).to_numpy()
     for fold in make_folds(SplitConfig(n_splits=3, n_repeats=2), y, labels["subject_id"].to_numpy()):
         train_subjects = set(labels["subject_id"].to_numpy()[fold.train])

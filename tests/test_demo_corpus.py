@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from fusion.datasets.daic import PHQ8_ITEMS, DaicWoz
-from fusion.datasets.synthetic import AU_C, AU_R, GAZE, POSE, generate_demo_corpus
+from fusion.datasets.daic_woz import PHQ8_ITEMS, DaicWoz
+from fusion.synthetic.demo_corpus import AU_C, AU_R, GAZE, POSE, generate_demo_corpus
 
 SPLIT_COLUMNS = ["Participant_ID", "PHQ8_Binary", "PHQ8_Score", "Gender", *PHQ8_ITEMS,
                  "PTSD Severity", "PCL-C (PTSD)"]

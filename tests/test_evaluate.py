@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusion.evaluate import bootstrap_ci, multiclass_metrics, quadratic_kappa, roc_auc
-from fusion.splits import LeakageError, SplitConfig, SplitError, check_disjoint, grouped_kfold, make_folds
+from fusion.evaluation.metrics import bootstrap_ci, multiclass_metrics, quadratic_kappa, roc_auc
+from fusion.evaluation.splits import LeakageError, SplitConfig, SplitError, check_disjoint, grouped_kfold, make_folds
 
 
 def data(n_subjects=30, per_subject=4, seed=0):

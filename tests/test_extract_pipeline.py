@@ -15,8 +15,9 @@ from features.align import SegmentationConfig, Segmenter
 from features.audio import OpenSmileExtractor
 from features.runner import run_extraction
 from features.store import FeatureStore
-from fusion.config import ExtractConfig, load_config
-from fusion.datasets.daic import DaicWoz
+from fusion.config.load import load_config
+from fusion.config.schema import ExtractConfig
+from fusion.datasets.daic_woz import DaicWoz
 from fusion.extract import extract
 
 ROOT = Path(__file__).resolve().parents[1]

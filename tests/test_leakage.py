@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from fusion.datasets.synthetic import leakage_corpus, leakage_probe
-from fusion.splits import SplitConfig, make_folds
+from fusion.evaluation.splits import SplitConfig, make_folds
+from fusion.synthetic.leakage import leakage_corpus, leakage_probe
 
 
 @pytest.mark.slow

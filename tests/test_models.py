@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusion.evaluate import ece_top_label, multiclass_metrics
+from fusion.evaluation.metrics import ece_top_label, multiclass_metrics
+from fusion.evaluation.splits import SplitConfig, grouped_kfold, make_folds
+from fusion.models.base import MODELS
 from fusion.models.calibration import Calibrator, nll, softmax
 from fusion.models.early_fusion import EarlyFusion
-from fusion.models.late_fusion import LateCalibratedFusion, LogLinearStacker
-from fusion.models.learners import LEARNERS
+from fusion.models.late_fusion import LateCalibratedFusion
+from fusion.models.learners.base import LEARNERS
+from fusion.models.stacking import LogLinearStacker
 from fusion.persist import load_model, save_model
-from fusion.registry import MODELS
-from fusion.splits import SplitConfig, grouped_kfold, make_folds
 
 
 def blocks_data(n=300, k=3, seed=0, strengths=(1.0, 1.0, 0.0)):
@@ -161,7 +162,7 @@ def test_inner_validation_never_contains_the_scored_fold_nor_its_subjects():
 
 
 def test_permutation_importance_finds_the_informative_features():
-    from fusion.experiment import permutation_importance
+    from fusion.evaluation.crossval import permutation_importance
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 4))
@@ -175,12 +176,12 @@ def test_permutation_importance_finds_the_informative_features():
 
 @pytest.mark.slow
 def test_mlp_late_fusion_gets_permutation_attributions():
-    from fusion.experiment import cross_validate
+    from fusion.evaluation.crossval import ModelSpec, cross_validate
 
     allb, y, g = blocks_data(n=120, seed=9)
     blocks = {"a": allb["a"], "b": allb["b"]}
     folds = make_folds(SplitConfig(n_splits=2, n_repeats=1, inner_splits=2), y, g)
-    res = cross_validate(blocks, y, folds, model_name="late-fusion", n_classes=3, attributions=True,
-                         model_params={"learner": {"name": "mlp", "params": {"max_epochs": 5}}})
+    res = cross_validate(blocks, y, folds, n_classes=3, attributions=True,
+                         model=ModelSpec("late-fusion", {"learner": {"name": "mlp", "params": {"max_epochs": 5}}}))
     assert set(res.permutation) == {"a", "b"} and res.permutation["a"][0].shape == (8,)
     assert not res.feature_contrib and np.isfinite(res.modality_contrib).all()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from features.base import Extractor
-from fusion.registry import DATASETS, EXTRACTORS, MODELS, Registry, UnknownNameError
+from features.registry import EXTRACTORS, Registry, UnknownNameError
+from fusion.datasets.base import DATASETS
+from fusion.models.base import MODELS
 
 
 @pytest.mark.parametrize("registry,kind", [(EXTRACTORS, "extractor"), (DATASETS, "dataset"),
@@ -34,23 +36,3 @@ def test_every_extractor_builds_with_defaults(name):
     assert ext.media
     with pytest.raises(ValueError, match="has no parameter 'nonsense'"):
         EXTRACTORS.get(name)(nonsense=1)
-
-
-@pytest.mark.parametrize("name", MODELS.names())
-def test_every_model_fits_and_predicts(name):
-    import numpy as np
-
-    from fusion.splits import grouped_kfold
-
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(80, 5))
-    y = (X[:, 0] + 0.3 * rng.normal(size=80) > 0).astype(int)
-    blocks = {"a": X[:, :3], "b": X[:, 3:]}
-    inner = grouped_kfold(y, np.arange(80).astype(str), 3, 0)
-    model = MODELS.get(name)().fit(blocks, y, task="classification", n_classes=2, inner=inner)
-    p = model.predict_proba(blocks)
-    assert p.shape == (80, 2) and np.allclose(p.sum(1), 1)
-    assert ((p[:, 1] > 0.5) == y).mean() > 0.8
-    assert set(model.summary()["modalities"]) == {"a", "b"}
-    with pytest.raises(ValueError, match="has no parameter"):
-        MODELS.get(name)(nonsense=1)

@@ -21,7 +21,7 @@ from features.audio import OpenSmileExtractor
 from features.base import INDEX
 from features.runner import feature_set_key, run_extraction
 from features.store import FeatureStore, read_journal
-from fusion.datasets.daic import DaicWoz
+from fusion.datasets.daic_woz import DaicWoz
 
 TESTS = Path(__file__).resolve().parent
 TURNS = Segmenter(SegmentationConfig(level="turn"))
@@ -131,7 +131,7 @@ def test_corrupt_wav_and_empty_transcript_are_recorded_others_kept(demo_corpus, 
     # once fixed, only the two are computed and the errors table empties
     import shutil
     src = demo_corpus.parent / "fixed"
-    from fusion.datasets.synthetic import generate_demo_corpus
+    from fusion.synthetic.demo_corpus import generate_demo_corpus
     generate_demo_corpus(src, n_sessions=6, seed=7, questions=3)
     shutil.copy(src / "301_P" / "301_AUDIO.wav", demo_corpus / "301_P" / "301_AUDIO.wav")
     shutil.copy(src / "302_P" / "302_TRANSCRIPT.csv", demo_corpus / "302_P" / "302_TRANSCRIPT.csv")
@@ -184,7 +184,7 @@ sys.path.insert(0, {str(TESTS)!r})
 from extractors import RmsExtractor
 from features.runner import run_extraction
 from features.store import FeatureStore, read_journal
-from fusion.datasets.daic import DaicWoz
+from fusion.datasets.daic_woz import DaicWoz
 samples = DaicWoz({str(demo_corpus)!r}).samples()
 run_extraction(samples, RmsExtractor(delay=0.6), FeatureStore({str(store_root)!r}), "demo", progress=False)
 """

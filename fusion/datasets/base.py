@@ -10,6 +10,9 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from features.base import Params, Sample, validate_params
+from features.registry import Registry
+
+DATASETS: Registry[type] = Registry("dataset", package="fusion.datasets")
 
 
 class DatasetError(ValueError):
@@ -82,3 +85,8 @@ class DatasetAdapter(ABC):
                 out["labels"][col] = {"min": float(values.min()), "max": float(values.max()),
                                       "mean": round(float(values.mean()), 3), "n": int(len(values))}
         return out
+
+
+def build_dataset(spec) -> DatasetAdapter:
+    """Instantiate the adapter a dataset spec (`name`, `root`, `params`) names."""
+    return DATASETS.get(spec.name)(spec.root, **spec.params)

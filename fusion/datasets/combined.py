@@ -12,8 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from features.base import Params, Sample
-from fusion.datasets.base import DatasetAdapter, DatasetError
-from fusion.registry import DATASETS
+from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
 
 
 class CombinedParams(Params):

@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 
 from features.base import Params, Sample
-from fusion.datasets.base import DatasetAdapter, DatasetError
-from fusion.registry import DATASETS
+from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
 
 CATEGORIES = ["Affection", "Anger", "Annoyance", "Anticipation", "Aversion", "Confidence",
               "Disapproval", "Disconnection", "Disquietment", "Doubt/Confusion", "Embarrassment",

@@ -16,8 +16,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.base import Params, Sample
-from fusion.datasets.base import DatasetAdapter, DatasetError
-from fusion.registry import DATASETS
+from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
 
 ROLES = ("audio", "video", "image", "transcript", "face", "face_au", "face_gaze", "face_pose")
 EXTENSIONS = {".wav": "audio", ".flac": "audio", ".mp3": "audio", ".ogg": "audio",

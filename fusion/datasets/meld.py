@@ -15,8 +15,7 @@ import pandas as pd
 from pydantic import Field
 
 from features.base import Params, Sample
-from fusion.datasets.base import DatasetAdapter, DatasetError
-from fusion.registry import DATASETS
+from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
 
 CSV = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 VIDEO_DIRS = {"train": ["train_splits", "train"], "dev": ["dev_splits_complete", "dev"],

@@ -12,8 +12,7 @@ import re
 from typing import Literal
 
 from features.base import Params, Sample
-from fusion.datasets.base import DatasetAdapter, DatasetError
-from fusion.registry import DATASETS
+from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
 
 EMOTIONS = {1: "neutral", 2: "calm", 3: "happy", 4: "sad", 5: "angry", 6: "fearful",
             7: "disgust", 8: "surprised"}

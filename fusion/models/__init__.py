@@ -1,7 +1,3 @@
-"""Learners (one feature matrix → predictions) and fusion models (modality blocks →
-predictions), one file per method; importing this package registers them."""
-
-from fusion.models import early_fusion, gbt, late_fusion, linear, mlp, ordinal  # noqa: F401
-from fusion.models.learners import LEARNERS
-
-__all__ = ["LEARNERS"]
+"""Fusion models (modality blocks → predictions), one file per registered model, beside the
+`FusionModel` contract and the `MODELS` registry in `base.py`; `learners/` holds the
+single-matrix learners they use and `nets/` the plain `nn.Module` networks."""

@@ -1,4 +1,5 @@
-"""Probability calibration fitted on inner-validation predictions only.
+"""Probability calibration fitted on inner-validation predictions only (scikit-learn is imported
+only by the isotonic and sigmoid methods).
 
 `temperature` (one temperature for all classes, Guo et al. 2017), `isotonic` and `sigmoid`
 (Platt) one-vs-rest with renormalisation, or `none`.
@@ -10,8 +11,6 @@ from typing import Literal
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 EPS = 1e-7
 Method = Literal["temperature", "isotonic", "sigmoid", "none"]
@@ -46,9 +45,13 @@ class Calibrator:
                                   bounds=(np.log(0.05), np.log(20.0)), method="bounded")
             self.temperature_ = float(np.exp(res.x))
         elif self.method == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
+
             self.maps_ = [IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(proba[:, c], y == c)
                           for c in range(k)]
         elif self.method == "sigmoid":
+            from sklearn.linear_model import LogisticRegression
+
             self.maps_ = []
             for c in range(k):
                 target = (y == c).astype(int)
@@ -97,12 +100,16 @@ class Calibrator:
         if self.method == "temperature":
             self.temperature_ = d["temperature"]
         elif self.method == "isotonic":
+            from sklearn.isotonic import IsotonicRegression
+
             self.maps_ = []
             for m in d["maps"]:
                 iso = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1)
                 iso.fit(m["x"], m["y"])
                 self.maps_.append(iso)
         elif self.method == "sigmoid":
+            from sklearn.linear_model import LogisticRegression
+
             self.maps_ = []
             for m in d["maps"]:
                 if m is None:

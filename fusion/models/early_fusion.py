@@ -8,16 +8,17 @@ branches) — the weakness that late fusion's availability mask avoids.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
-from features.base import Params, validate_params
+from features.base import Params
+from fusion.data.sequences import missing_like
+from fusion.models.base import MODELS, Blocks, FusionModel, Inner, Task
 from fusion.models.calibration import Calibrator
-from fusion.models.late_fusion import Blocks, LearnerSpec, cross_fit
-from fusion.models.learners import Task
-from fusion.registry import MODELS
+from fusion.models.learners.base import LearnerSpec, cross_fit, load_learner, save_learner
 
 
 class EarlyFusionParams(Params):
@@ -26,34 +27,29 @@ class EarlyFusionParams(Params):
 
 
 @MODELS.register("early-fusion")
-class EarlyFusion:
+class EarlyFusion(FusionModel):
     """Concatenate every modality's features, fit one learner, calibrate on inner-OOF output.
 
     Args:
         learner: {name, params} of the learner.
-        calibration: "temperature", "isotonic", "sigmoid" or "none".
+        calibration: "temperature", "isotonic", "sigmoid" or "none" (without inner folds the
+            model is left uncalibrated).
     """
 
     Params = EarlyFusionParams
-
-    def __init__(self, **params: Any) -> None:
-        self.params = validate_params(type(self).__name__, self.Params, params)
+    tag = "early"
 
     def _concat(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
-        parts = []
-        for m in self.modalities:
-            X = blocks[m]
-            parts.append(X if modalities is None or m in modalities else np.full_like(X, np.nan))
-        return np.hstack(parts)
+        keep = self._selected(modalities)
+        return np.hstack([blocks[m] if m in keep else missing_like(blocks[m]) for m in self.modalities])
 
-    def fit(self, blocks: Blocks, y: np.ndarray, *, task: Task, n_classes: int,
-            inner: Sequence[tuple[np.ndarray, np.ndarray]], seed: int = 0) -> EarlyFusion:
-        self.task, self.n_classes, self.modalities = task, n_classes, list(blocks)
+    def fit(self, blocks: Blocks, y: np.ndarray, *, task: Task, n_classes: int, inner: Inner,
+            seed: int = 0) -> EarlyFusion:
+        self._start_fit(blocks, task, n_classes)
         self.widths_ = {m: blocks[m].shape[1] for m in self.modalities}
         X = self._concat(blocks)
         y = np.asarray(y)
         oof, self.learner_ = cross_fit(self.params.learner, X, y, inner, task, n_classes, seed)
-        self.oof_raw_ = oof
         if task == "classification":
             has = ~np.isnan(oof).any(1)
             method = self.params.calibration if inner else "none"
@@ -64,15 +60,17 @@ class EarlyFusion:
 
     def predict_proba(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
         """Probabilities; modalities left out of `modalities` are imputed as missing."""
+        self.check_fitted()
         return self.calibrator_.transform(self.learner_.predict_proba(self._concat(blocks, modalities)))
 
-    def uncalibrated_proba(self, blocks: Blocks) -> np.ndarray:
-        return self.learner_.predict_proba(self._concat(blocks))
-
-    def predict(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
-        if self.task == "classification":
-            return self.predict_proba(blocks, modalities).argmax(1)
+    def predict_score(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
+        self.check_fitted()
         return self.learner_.predict(self._concat(blocks, modalities))
+
+    def uncalibrated_proba(self, blocks: Blocks) -> np.ndarray | None:
+        if self.calibrator_.method == "none":
+            return None
+        return self.learner_.predict_proba(self._concat(blocks))
 
     def feature_contributions(self, blocks: Blocks) -> dict[str, np.ndarray | None]:
         c = self.learner_.contributions(self._concat(blocks))
@@ -98,3 +96,15 @@ class EarlyFusion:
         if self.task == "classification":
             d["calibration"] = self.calibrator_.to_dict()
         return d
+
+    def save_state(self, folder: Path) -> dict[str, Any]:
+        state = {"learner": save_learner(self.learner_, folder / "learner"), "widths": self.widths_}
+        if self.task == "classification":
+            state["calibrator"] = self.calibrator_.to_dict()
+        return state
+
+    def load_state(self, state: dict[str, Any], folder: Path) -> None:
+        self.learner_ = load_learner(state["learner"], folder / "learner")
+        self.widths_ = dict(state["widths"])
+        if self.task == "classification":
+            self.calibrator_ = Calibrator.from_dict(state["calibrator"])

@@ -9,8 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
-from fusion.evaluate import confusion, reliability  # noqa: E402
+from fusion.evaluation.metrics import confusion, reliability  # noqa: E402
 
 
 def _pooled(P: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,35 +75,39 @@ def decision_figure(title: str, dc: dict[str, Any]):
     return fig
 
 
-def ablation_figure(title: str, metrics: dict[str, dict[str, dict[str, float]]]):
-    rows = [(k, v["f1_weighted"]) for k, v in metrics.items() if k.startswith(("late:", "early:"))]
+def ablation_figure(title: str, metrics: dict[str, dict[str, dict[str, float]]],
+                    ablation: dict[str, tuple[str, str]]):
+    rows = [(k, v["f1_weighted"]) for k, v in metrics.items() if k in ablation]
     if not rows:
         return None
+    fusions = list(dict.fromkeys(f for f, _ in ablation.values()))
+    palette = {f: f"C{i % 10}" for i, f in enumerate(fusions)}
     rows.sort(key=lambda kv: kv[1]["mean"])
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(rows) + 1.2))
     means = [r[1]["mean"] for r in rows]
     err = [[r[1]["mean"] - r[1].get("ci_low", r[1]["mean"]) for r in rows],
            [r[1].get("ci_high", r[1]["mean"]) - r[1]["mean"] for r in rows]]
-    colors = ["tab:blue" if k.startswith("late:") else "tab:orange" for k, _ in rows]
+    colors = [palette.get(ablation[k][0], "grey") for k, _ in rows]
     ax.barh(range(len(rows)), means, xerr=err, color=colors, capsize=2)
     ax.set_yticks(range(len(rows)), [k for k, _ in rows], fontsize=8)
     ax.set_xlabel("weighted F1 (mean over seeds, 95 % CI)")
-    ax.set_title(f"{title}\nblue: late fusion, orange: early fusion", fontsize=9)
+    ax.legend(handles=[Patch(color=c, label=f) for f, c in palette.items()], fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=9)
     return fig
 
 
 def target_figures(tname: str, spec, result, y: np.ndarray, dc: dict[str, Any] | None):
     names = [str(k) for k in range(spec.n_classes)]
+    curves = {"model": result.variants["model"]}
+    if "uncalibrated" in result.variants:
+        curves = {"calibrated": result.variants["model"], "uncalibrated": result.variants["uncalibrated"]}
     figs = [(f"{tname}_confusion", confusion_figure(f"{tname}: confusion (out-of-fold)", y,
                                                      result.variants["model"], names)),
-            (f"{tname}_reliability", reliability_figure(
-                f"{tname}: reliability of the fused prediction", y,
-                {"calibrated fusion": result.variants["model"],
-                 "uncalibrated fusion": result.variants["uncalibrated"]}))]
+            (f"{tname}_reliability", reliability_figure(f"{tname}: reliability of the prediction", y, curves))]
     if dc is not None:
         figs.append((f"{tname}_decision_curve", decision_figure(
             f"{tname}: decision curve for {spec.positive_name or f'class ≥ {spec.positive_from}'}", dc)))
-    fig = ablation_figure(f"{tname}: ablation", result.metrics)
+    fig = ablation_figure(f"{tname}: ablation", result.metrics, result.ablation)
     if fig is not None:
         figs.append((f"{tname}_ablation", fig))
     return figs

@@ -21,13 +21,13 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
 from features.store import FeatureStore
-from fusion.config import ConfigError, InputSpec, TrainConfig
-from fusion.datasets import build_dataset
-from fusion.evaluate import bootstrap_ci, multiclass_metrics
-from fusion.models.gbt import fit_all_classes
-from fusion.models.learners import balanced_weights
-from fusion.splits import grouped_kfold
-from fusion.train import load_input
+from fusion.config.schema import ConfigError, InputSpec, TrainConfig
+from fusion.data.blocks import load_input, select_target
+from fusion.datasets.base import build_dataset
+from fusion.evaluation.metrics import bootstrap_ci, multiclass_metrics
+from fusion.evaluation.splits import grouped_kfold
+from fusion.models.learners.base import balanced_weights
+from fusion.models.learners.xgboost import fit_all_classes
 
 WARNING = ("WARNING: --protocol trimodal-paper reproduces a published setup whose figures are "
            "optimistic: early stopping is done on the fold that is then scored, and missing "
@@ -43,17 +43,24 @@ def _fit_width(X: np.ndarray, width: int) -> np.ndarray:
     return np.hstack([X, np.zeros((len(X), width - X.shape[1]))])
 
 
-def paper_features(cfg: TrainConfig, labels: pd.DataFrame) -> tuple[np.ndarray, dict]:
+def paper_blocks(cfg: TrainConfig, labels: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict]:
+    """The paper's three feature blocks (audio, face statistics, text) aligned on `labels`,
+    missing modalities still NaN, and their provenance."""
     store = FeatureStore(cfg.extract.store)
     p = cfg.paper
-    parts, provenance = [], {}
-    for name, width, cols in ((p.audio, 256, None), (p.face, p.face_dim, ["*__mean", "*__std"]),
-                              (p.text, p.text_dim, None)):
+    blocks, provenance = {}, {}
+    for modality, name, cols in (("audio", p.audio, None), ("face", p.face, ["*__mean", "*__std"]),
+                                 ("text", p.text, None)):
         frame, provenance[name] = load_input(store, cfg.extract, InputSpec(features=name, columns=cols))
-        X = frame.reindex(labels.index).to_numpy(dtype=np.float64)
-        X = np.nan_to_num(X, nan=0.0)  # the paper's zero-filling of missing modalities, kept on purpose
-        parts.append(_fit_width(X, width))
-    return np.hstack(parts), provenance
+        blocks[modality] = frame.reindex(labels.index).to_numpy(dtype=np.float64)
+    return blocks, provenance
+
+
+def paper_matrix(blocks: dict[str, np.ndarray], cfg: TrainConfig) -> np.ndarray:
+    """The paper's 1,536-d concatenation: missing modalities zero-filled (the paper's choice,
+    kept on purpose), each block zero-padded or cut to the paper's width."""
+    widths = {"audio": 256, "face": cfg.paper.face_dim, "text": cfg.paper.text_dim}
+    return np.hstack([_fit_width(np.nan_to_num(blocks[m], nan=0.0), widths[m]) for m in ("audio", "face", "text")])
 
 
 def _xgb(n_classes: int, seed: int):
@@ -82,15 +89,14 @@ def run_trimodal_paper(cfg: TrainConfig) -> dict[str, Any]:
         raise ConfigError("train config has no `extract` section (or file) telling where the features are")
     dataset = build_dataset(cfg.extract.dataset)
     labels = dataset.labels()
-    X_all, provenance = paper_features(cfg, labels)
+    blocks, provenance = paper_blocks(cfg, labels)
     p = cfg.paper
     summary: dict[str, Any] = {"protocol": "trimodal-paper", "dataset": dataset.name, "warnings": [WARNING],
-                               "n_features": int(X_all.shape[1]), "feature_sets": provenance, "targets": {}}
+                               "n_features": int(paper_matrix(blocks, cfg).shape[1]), "feature_sets": provenance,
+                               "targets": {}}
     for tname, t in cfg.targets.items():
-        keep = labels[t.label].notna().to_numpy()
-        y = labels.loc[keep, t.label].to_numpy().astype(int)
-        groups = labels.loc[keep, "subject_id"].astype(str).to_numpy()
-        X = X_all[keep]
+        target = select_target(tname, t, labels, blocks, dataset.name)
+        y, groups, X = target.y, target.groups, paper_matrix(target.blocks, cfg)
         seeds = p.seeds
         variants = {"paper (early stopping on the scored fold)": np.full((1, len(y), t.n_classes), np.nan),
                     "paper features, early stopping on inner validation": np.full((1, len(y), t.n_classes),

@@ -1,4 +1,4 @@
-"""Evaluation used by every model: metrics, seeds and intervals (splits: `fusion.splits`).
+"""Evaluation used by every model: metrics, seeds and intervals (splits: `fusion.evaluation.splits`).
 
 Figures are reported as mean ± sd over repeated cross-validation (different seeds)
 with a subject-level bootstrap 95 % interval, never as the best of several runs.

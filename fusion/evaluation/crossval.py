@@ -1,10 +1,12 @@
 """Cross-validation of a fusion model with everything a reviewer asks for.
 
 For each outer fold (subject-grouped, repeated over seeds) the model is fitted on the training
-part only — its calibration and fusion layer on inner-validation predictions of that part —
-and then scored on the test part: the model itself, each modality subset (ablation), early
-fusion of the same subsets, the uncalibrated fusion, the model with each modality dropped or
-noised (robustness), an optional regression head, and per-prediction attributions. Metrics
+part only — whatever it fits on held-out data (calibration, a fusion layer, early stopping)
+on inner-validation data of that part — and then scored on the test part: the model itself,
+each modality subset (ablation), its baselines (e.g. early fusion for late fusion), the
+uncalibrated model, the model with each modality dropped or noised (robustness), an optional
+regression head, and per-prediction attributions. Models are known only through the
+`FusionModel` contract (`fusion.models.base`). Metrics
 are computed per repeat on the out-of-fold predictions, then reported as mean ± sd over
 repeats with a subject-level bootstrap interval.
 """
@@ -18,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from fusion.evaluate import (
+from fusion.data.sequences import Block, SequenceBlock, add_noise, available, block_shape, feature_sd
+from fusion.evaluation.metrics import (
     bootstrap_ci,
     bootstrap_intervals,
     f1_scores,
@@ -27,17 +30,19 @@ from fusion.evaluate import (
     net_benefit,
     regression_metrics,
 )
-from fusion.models.early_fusion import EarlyFusion
-from fusion.models.late_fusion import available
-from fusion.registry import MODELS
-from fusion.splits import Fold
+from fusion.evaluation.splits import Fold
+from fusion.models.base import MODELS, FusionModel
 
 CI_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "qwk", "auc_ovr", "ece", "brier")
 
 
 @dataclass
 class TargetResult:
-    """Out-of-fold predictions of every variant and condition, and their metrics."""
+    """Out-of-fold predictions of every variant and condition, and their metrics.
+
+    `ablation` names the ablation variants: variant → (fusion, modalities), where fusion is the
+    model's tag or a baseline's.
+    """
 
     n_classes: int
     variants: dict[str, np.ndarray]            # name → (repeats, n, K) probabilities
@@ -48,6 +53,18 @@ class TargetResult:
     feature_contrib: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (n, features)
     permutation: dict[str, list[np.ndarray]] = field(default_factory=dict)  # modality → per-fold importances
     fitted: list[dict[str, Any]] = field(default_factory=list)
+    ablation: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered fusion model by name, with its parameters."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self) -> FusionModel:
+        return MODELS.get(self.name)(**self.params)
 
 
 def subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
@@ -61,99 +78,117 @@ def local_inner(fold: Fold, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(pos[a], pos[b]) for a, b in fold.inner]
 
 
-def noisy(X: np.ndarray, level: float, sd: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def noisy(X: Block, level: float, sd: np.ndarray, rng: np.random.Generator) -> Block:
     """`X` plus Gaussian noise of `level` training standard deviations per feature."""
-    return X + rng.normal(0, 1, X.shape) * level * sd[None, :]
+    return add_noise(X, rng.normal(0, 1, block_shape(X)) * level * sd)
 
 
-def cross_validate(blocks: Mapping[str, np.ndarray], y: np.ndarray, folds: Sequence[Fold], *,
-                   model_name: str, model_params: Mapping[str, Any], n_classes: int,
-                   score: np.ndarray | None = None, ablation: bool = False, robustness: bool = False,
-                   noise_levels: Sequence[float] = (), attributions: bool = False,
-                   early_subsets: str = "full", seed: int = 0) -> TargetResult:
-    """Fit and score `model_name` on every fold; see the module docstring for what is scored."""
+def rows(blocks: Mapping[str, Block], idx: np.ndarray, modalities: Sequence[str] | None = None) -> dict[str, Block]:
+    return {m: blocks[m][idx] for m in (modalities or blocks)}
+
+
+def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[Fold], *,
+                   model: ModelSpec, n_classes: int, score: np.ndarray | None = None,
+                   ablation: bool = False, baselines: Mapping[str, ModelSpec] | None = None,
+                   robustness: bool = False, noise_levels: Sequence[float] = (), attributions: bool = False,
+                   seed: int = 0) -> TargetResult:
+    """Fit and score `model` on every fold; see the module docstring for what is scored.
+
+    Ablation scores the model on every subset of modalities — by prediction when the model
+    can drop modalities, by a refit on the subset otherwise — and each baseline (the model's
+    own `baselines()` plus `baselines`) fitted on all modalities.
+    """
     mods = list(blocks)
     n = len(y)
     n_rep = max(f.repeat for f in folds) + 1
     variants: dict[str, np.ndarray] = {}
 
-    def put(name: str, r: int, rows: np.ndarray, proba: np.ndarray) -> None:
+    def put(name: str, r: int, rows_: np.ndarray, proba: np.ndarray | None) -> None:
+        if proba is None:
+            return
         if name not in variants:
             variants[name] = np.full((n_rep, n, n_classes), np.nan)
-        variants[name][r, rows] = proba
+        variants[name][r, rows_] = proba
 
     regression = np.full((n_rep, n), np.nan) if score is not None else None
     result = TargetResult(n_classes, variants, regression)
-    late = model_name == "late-fusion"
     rng = np.random.default_rng(seed)
     if attributions:
         result.modality_contrib = np.full((n, len(mods)), np.nan)
+    fit_kw = {"task": "classification", "n_classes": n_classes}
     for fold in folds:
         tr, te, r = fold.train, fold.test, fold.repeat
         inner = local_inner(fold, n)
-        btr = {m: X[tr] for m, X in blocks.items()}
-        bte = {m: X[te] for m, X in blocks.items()}
-        model = MODELS.get(model_name)(**model_params).fit(
-            btr, y[tr], task="classification", n_classes=n_classes, inner=inner, seed=fold.seed)
-        put("model", r, te, model.predict_proba(bte))
-        put("uncalibrated", r, te, model.uncalibrated_proba(bte))
+        btr, bte = rows(blocks, tr), rows(blocks, te)
+        fitted = model.build().fit(btr, y[tr], inner=inner, seed=fold.seed, **fit_kw)
+        put("model", r, te, fitted.predict_proba(bte))
+        put("uncalibrated", r, te, fitted.uncalibrated_proba(bte))
         if ablation:
             for sub in subsets(mods):
-                tag = "+".join(sub)
-                if late:
-                    put(f"late:{tag}", r, te, model.predict_proba(bte, sub))
-                early_wanted = len(sub) == len(mods) or (early_subsets == "all" and len(sub) > 1)
-                if early_wanted or not late:
-                    early = EarlyFusion(learner=model.params.learner.model_dump(),
-                                        calibration=model.params.calibration).fit(
-                        {m: btr[m] for m in sub}, y[tr], task="classification", n_classes=n_classes,
-                        inner=inner, seed=fold.seed)
-                    put(f"early:{tag}", r, te, early.predict_proba({m: bte[m] for m in sub}))
+                name = f"{fitted.tag}:{'+'.join(sub)}"
+                result.ablation[name] = (fitted.tag, "+".join(sub))
+                if fitted.drops_modalities:
+                    put(name, r, te, fitted.predict_proba(bte, sub))
+                elif len(sub) == len(mods):
+                    put(name, r, te, variants["model"][r, te])
+                else:
+                    sub_model = model.build().fit(rows(btr, np.arange(len(tr)), sub), y[tr], inner=inner,
+                                                  seed=fold.seed, **fit_kw)
+                    put(name, r, te, sub_model.predict_proba(rows(bte, np.arange(len(te)), sub)))
+            for tag, spec in {**{k: ModelSpec(*v) for k, v in fitted.baselines().items()},
+                              **(baselines or {})}.items():
+                name = f"{tag}:{'+'.join(mods)}"
+                result.ablation[name] = (tag, "+".join(mods))
+                base = spec.build().fit(btr, y[tr], inner=inner, seed=fold.seed, **fit_kw)
+                put(name, r, te, base.predict_proba(bte))
         if robustness:
             for m in mods:
-                put(f"drop:{m}", r, te, model.predict_proba(bte, [x for x in mods if x != m]))
-                sd = np.nanstd(btr[m], axis=0)
+                put(f"drop:{m}", r, te, fitted.predict_proba(bte, [x for x in mods if x != m]))
+                sd = feature_sd(btr[m])
                 for level in noise_levels:
-                    bn = dict(bte)
-                    bn[m] = noisy(bte[m], level, sd, rng)
-                    put(f"noise:{m}:{level:g}", r, te, model.predict_proba(bn))
+                    put(f"noise:{m}:{level:g}", r, te, fitted.predict_proba({**bte, m: noisy(bte[m], level, sd, rng)}))
         if score is not None:
             has = ~np.isnan(score[tr])
-            reg = MODELS.get(model_name)(**model_params).fit(
-                {m: X[has] for m, X in btr.items()}, score[tr][has], task="regression", n_classes=1,
-                inner=_restrict(inner, has), seed=fold.seed)
+            reg = model.build().fit(rows(btr, np.flatnonzero(has)), score[tr][has], task="regression",
+                                    n_classes=1, inner=_restrict(inner, has), seed=fold.seed)
             regression[r, te] = reg.predict(bte)
         if attributions and r == 0:
-            contrib = model.modality_contributions(bte)
+            contrib = fitted.modality_contributions(bte)
             if contrib is not None:
                 result.modality_contrib[te] = contrib
-            pred = model.predict_proba(bte).argmax(1)
-            for m, c in model.feature_contributions(bte).items():
+            pred = fitted.predict_proba(bte).argmax(1)
+            for m, c in fitted.feature_contributions(bte).items():
                 if c is None:  # no exact attribution: permutation importance, cohort level only
-                    imp = permutation_importance(model, bte, y[te], m, rng)
+                    imp = permutation_importance(fitted, bte, y[te], m, rng)
                     result.permutation.setdefault(m, []).append(imp)
                     continue
                 arr = result.feature_contrib.setdefault(m, np.full((n, c.shape[1]), np.nan))
                 arr[te] = c[np.arange(len(te)), :, pred]
         fold_metrics = multiclass_metrics(y[te], variants["model"][r, te])
         result.per_fold.append({"repeat": r, "fold": fold.fold, "n_test": len(te), **fold_metrics})
-        result.fitted.append({"repeat": r, "fold": fold.fold, **model.summary()})
+        result.fitted.append({"repeat": r, "fold": fold.fold, **fitted.summary()})
     return result
 
 
-def permutation_importance(model, blocks: Mapping[str, np.ndarray], y: np.ndarray, modality: str,
+def permutation_importance(model: FusionModel, blocks: Mapping[str, Block], y: np.ndarray, modality: str,
                            rng: np.random.Generator) -> np.ndarray:
     """Increase of the fused model's log loss when each feature of `modality` is permuted
-    across the test samples (for learners without exact attributions)."""
+    across the test samples (for models without exact attributions); a sequence modality's
+    feature is permuted as whole sequences."""
     def log_loss(p):
         return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-9, 1))))
 
     base = log_loss(model.predict_proba(blocks))
     X = blocks[modality]
-    out = np.empty(X.shape[1])
-    for j in range(X.shape[1]):
-        shuffled = X.copy()
-        shuffled[:, j] = rng.permutation(shuffled[:, j])
+    out = np.empty(block_shape(X)[-1])
+    for j in range(len(out)):
+        if isinstance(X, SequenceBlock):
+            values = X.values.copy()
+            values[:, :, j] = values[rng.permutation(len(values)), :, j]
+            shuffled = X.with_values(values)
+        else:
+            shuffled = X.copy()
+            shuffled[:, j] = rng.permutation(shuffled[:, j])
         out[j] = log_loss(model.predict_proba({**blocks, modality: shuffled})) - base
     return out
 
@@ -231,5 +266,5 @@ def decision_curve(result: TargetResult, y: np.ndarray, positive_from: int,
     return out
 
 
-def modality_availability(blocks: Mapping[str, np.ndarray]) -> dict[str, int]:
+def modality_availability(blocks: Mapping[str, Block]) -> dict[str, int]:
     return {m: int(available(X).sum()) for m, X in blocks.items()}

@@ -6,7 +6,8 @@ import numpy as np
 from pydantic import Field
 
 from features.base import Params
-from fusion.models.learners import LEARNERS, Learner, balanced_weights
+from fusion.models.learners.base import LEARNERS, Learner, balanced_weights
+from fusion.persist import model_file
 
 
 class XGBParams(Params):
@@ -94,7 +95,7 @@ class XGBLearner(Learner):
         self = cls(**info["params"])
         self.task, self.n_classes, self.n_iter_ = info["task"], info["n_classes"], info["n_iter"]
         self.model_ = xgb.XGBClassifier() if self.task == "classification" else xgb.XGBRegressor()
-        self.model_.load_model(prefix.parent / info["file"])
+        self.model_.load_model(model_file(prefix.parent, info["file"]))
         self.fitted_ = True
         return self
 

@@ -1,13 +1,16 @@
-"""Plain `nn.Module` networks (trained through `fusion.lit.LitModel`)."""
+"""A multilayer perceptron: Linear → GELU → dropout blocks, then a linear head."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from fusion.models.nets.base import NETS, Net
 
-class MLP(nn.Module):
-    """Linear → GELU → dropout blocks, then a linear head."""
+
+@NETS.register("mlp")
+class MLP(Net):
+    """`forward(x)`: (n, n_in) → (n, n_out)."""
 
     def __init__(self, n_in: int, n_out: int, hidden: int = 64, layers: int = 1, dropout: float = 0.3):
         super().__init__()
@@ -20,3 +23,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
+
+    @classmethod
+    def example(cls, batch: int = 4):
+        return cls(6, 3, hidden=8), {"x": torch.randn(batch, 6)}, {"y": (batch, 3)}

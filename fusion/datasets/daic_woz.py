@@ -21,9 +21,8 @@ import pandas as pd
 from pydantic import Field
 
 from features.base import Params, Sample
-from fusion.datasets.base import DatasetAdapter, DatasetError
+from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
 from fusion.datasets.labels import PTSD_BINS, add_severity_labels
-from fusion.registry import DATASETS
 
 SPLIT_FILES = {
     "train": "train_split_Depression_AVEC2017.csv",

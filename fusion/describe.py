@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from fusion.config import DataConfig
-from fusion.datasets import build_dataset
-from fusion.splits import make_folds
+from fusion.config.schema import ConfigError, DataConfig
+from fusion.datasets.base import build_dataset
+from fusion.evaluation.splits import make_folds
 
 
 def describe(cfg: DataConfig) -> dict[str, Any]:
@@ -18,8 +18,6 @@ def describe(cfg: DataConfig) -> dict[str, Any]:
     if cfg.cv is not None:
         labels = dataset.labels()
         if cfg.target is None or cfg.target not in labels.columns:
-            from fusion.config import ConfigError
-
             raise ConfigError(f"describing folds needs `target`, one of the labels: "
                               f"{', '.join(labels.columns.drop(['subject_id', 'split']))}")
         labels = labels[labels[cfg.target].notna()]

@@ -16,7 +16,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from features.base import Params
-from fusion.models.learners import LEARNERS, Learner, balanced_weights
+from fusion.models.learners.base import LEARNERS, Learner, balanced_weights
 
 
 class OrdinalParams(Params):

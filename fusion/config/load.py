@@ -1,9 +1,13 @@
-"""Typed configuration: YAML files validated by pydantic models, plus `--set` overrides.
+"""Loading configurations: YAML files validated against `fusion.config.schema`, `--set`
+overrides, and error messages that name the key, where it came from and what was valid.
 
 Every model forbids unknown keys. A typo is reported with the key, the file it came from
 (or the `--set` that introduced it) and the keys that would have been valid there. A field
 that holds a sub-configuration may instead name another YAML file, relative to the file
-that names it; that is how `configs/demo.yaml` reuses the extract and train configs.
+that names it; that is how `configs/demo.yaml` reuses the extract and train configs. Component
+names (extractors, datasets, models, and components named inside their parameters such as a
+late-fusion model's learner) are checked against their registries, and their parameters
+against each component's own parameter model.
 """
 
 from __future__ import annotations
@@ -12,154 +16,24 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from features.align import SegmentationConfig
-from fusion.splits import SplitConfig
+from features.registry import EXTRACTORS, Registry, UnknownNameError
+from fusion.config.schema import (
+    ConfigError,
+    DataConfig,
+    DemoConfig,
+    ExtractConfig,
+    TrainConfig,
+)
+from fusion.datasets.base import DATASETS
+from fusion.models.base import MODELS
 
 T = TypeVar("T", bound=BaseModel)
 
-
-class ConfigError(ValueError):
-    """A configuration could not be loaded or validated; the message says where and why."""
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ComponentSpec(StrictModel):
-    """A registered component (extractor, dataset, model) by name, with its parameters."""
-
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class DatasetSpec(StrictModel):
-    """A corpus: adapter name, its folder, adapter parameters, and its feature-store folder."""
-
-    name: str = "daic-woz"
-    root: Path
-    params: dict[str, Any] = Field(default_factory=dict)
-    id: str | None = None
-
-    @property
-    def store_id(self) -> str:
-        """Folder name of this corpus in the feature store (default: name-rootfolder)."""
-        return self.id or f"{self.name}-{self.root.resolve().name}"
-
-
-class FeatureSetSpec(StrictModel):
-    """One feature set: an extractor and how samples are segmented for it."""
-
-    extractor: ComponentSpec
-    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
-
-
-class ExtractConfig(StrictModel):
-    dataset: DatasetSpec
-    store: Path = Path("features_store")
-    features: dict[str, FeatureSetSpec]
-    n_jobs: int = Field(1, ge=1)
-    executor: Literal["local", "dask"] = "local"
-    scheduler: str | None = None
-    progress: bool = True
-
-
-class InputSpec(StrictModel):
-    """A feature set fed to a model, how its rows are pooled to one row per sample, and
-    optionally which of its columns to keep (shell-style patterns, e.g. "mean_*")."""
-
-    features: str
-    pool: list[Literal["mean", "std", "min", "max", "median"]] = Field(default_factory=lambda: ["mean"])
-    columns: list[str] | None = None
-
-
-class TargetSpec(StrictModel):
-    """A classification target (classes 0..n_classes-1), what counts as positive for the
-    decision curve, and an optional score label fused by the same model (regression head)."""
-
-    label: str
-    n_classes: int = Field(ge=2)
-    positive_from: int | None = None
-    positive_name: str | None = None
-    score: str | None = None
-
-
-class EvaluationConfig(StrictModel):
-    ablation: bool = False
-    robustness: bool = False
-    noise_levels: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
-    decision_curves: bool = False
-    attributions: bool = False
-    plots: bool = False
-    n_bootstrap: int = Field(1000, ge=0)
-    save_model: bool = False
-
-
-class PaperProtocolConfig(StrictModel):
-    """The tri-modal paper's public-code setup, for `--protocol trimodal-paper`."""
-
-    audio: str = "logmel_session"
-    face: str = "face_frames"
-    text: str = "text_transcript"
-    text_dim: int = 768
-    face_dim: int = 512
-    n_splits: int = 7
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-
-
-class TrackingConfig(StrictModel):
-    enabled: bool = True
-    uri: str = "sqlite:///mlruns/mlflow.db"
-    artifacts: Path = Path("mlruns/artifacts")
-    experiment: str = "default"
-    run_name: str | None = None
-
-
-class TrainConfig(StrictModel):
-    """`fusion train`: modalities (each one or more pooled feature sets), targets, a fusion
-    model from the registry, the evaluation split, what to evaluate, and tracking."""
-
-    extract: ExtractConfig | None = None
-    modalities: dict[str, list[InputSpec]]
-    targets: dict[str, TargetSpec]
-    model: ComponentSpec
-    cv: SplitConfig = Field(default_factory=SplitConfig)
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    protocol: Literal["ours", "trimodal-paper"] = "ours"
-    paper: PaperProtocolConfig = Field(default_factory=PaperProtocolConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    output_dir: Path = Path("outputs")
-
-
-class CorpusConfig(StrictModel):
-    """The synthetic demo corpus (written into the extract config's dataset root)."""
-
-    n_sessions: int = Field(60, ge=4)
-    seed: int = 0
-    questions: int = Field(10, ge=2)
-    dev_fraction: float = Field(0.3, ge=0.0, lt=1.0)
-
-
-class DataConfig(StrictModel):
-    """`fusion data describe`: a dataset, and optionally the split to check on it."""
-
-    dataset: DatasetSpec
-    cv: SplitConfig | None = None
-    target: str | None = None
-
-
-class DemoConfig(StrictModel):
-    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
-    extract: ExtractConfig
-    train: TrainConfig
-
-
-# --- loading ------------------------------------------------------------------------------
 
 def _unwrap(tp: Any) -> Any:
     """Strip Optional/Union to the first pydantic model (or the type itself)."""
@@ -279,16 +153,26 @@ def _origin(loc: Sequence[Any], origins: Mapping[tuple, str], default: str) -> s
     return best
 
 
-def format_errors(model: type[BaseModel], err: ValidationError, origins: Mapping[tuple, str],
+def format_errors(model: type[BaseModel], err: ValidationError | list[dict], origins: Mapping[tuple, str],
                   source: str, prefix: tuple = ()) -> list[str]:
-    """One line per validation error: the full key, where it came from, what was expected."""
+    """One line per validation error: the full key, where it came from, what was expected.
+
+    Errors of a component named inside parameters (`features.registry.ComponentRef`) are
+    expanded: an unknown name is reported at `….name`, a bad parameter at `….params.<key>`
+    with the component's own valid keys.
+    """
     lines = []
-    for e in err.errors():
+    for e in err.errors(include_url=False) if isinstance(err, ValidationError) else err:
         loc = [p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         full = list(prefix) + loc
         key = ".".join(str(p) for p in full)
         where = _origin(full, origins, source)
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "component_name":
+            lines.append(f"invalid value for {key + '.name'!r} in {where}: {e['ctx']['message']}")
+        elif e["type"] == "component_params":
+            lines.extend(format_errors(e["ctx"]["schema"], e["ctx"]["errors"], origins, source,
+                                       tuple(full) + ("params",)))
+        elif e["type"] == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             is_model = isinstance(parent, type) and issubclass(parent, BaseModel)
             valid = ", ".join(parent.model_fields) if is_model else "?"
@@ -333,9 +217,7 @@ def load_config(model: type[T], path: str | Path | None = None, overrides: Seque
 
 
 def _components(cfg: BaseModel, prefix: tuple = ()):
-    """Yield (loc, kind, spec) for every registered component named in a config."""
-    from fusion.registry import DATASETS, EXTRACTORS, MODELS
-
+    """Yield (loc, registry, spec) for every registered component a config names."""
     if isinstance(cfg, DataConfig):
         yield prefix + ("dataset",), DATASETS, cfg.dataset
     elif isinstance(cfg, ExtractConfig):
@@ -346,58 +228,37 @@ def _components(cfg: BaseModel, prefix: tuple = ()):
         if cfg.extract is not None:
             yield from _components(cfg.extract, prefix + ("extract",))
         yield prefix + ("model",), MODELS, cfg.model
+        for tag, spec in cfg.evaluation.baselines.items():
+            yield prefix + ("evaluation", "baselines", tag), MODELS, spec
     elif isinstance(cfg, DemoConfig):
         yield from _components(cfg.extract, prefix + ("extract",))
         yield from _components(cfg.train, prefix + ("train",))
 
 
 def check_components(cfg: BaseModel, origins: Mapping[tuple, str], source: str) -> list[str]:
-    """Check component names against their registries and their params against their models."""
-    from features.registry import UnknownNameError
-
+    """Check component names against their registries and their params against their models
+    (which check the components named inside them)."""
     problems = []
     for loc, registry, spec in _components(cfg):
-        try:
-            cls = registry.get(spec.name)
-        except UnknownNameError as err:
-            where = _origin(loc + ("name",), origins, source)
-            problems.append(f"invalid value for {'.'.join(loc + ('name',))!r} in {where}: {err}")
-            continue
-        params_model = getattr(cls, "Params", None)
-        if params_model is None:
-            continue
-        try:
-            params = params_model.model_validate(spec.params)
-        except ValidationError as err:
-            problems.extend(format_errors(params_model, err, origins, source, loc + ("params",)))
-            continue
-        problems.extend(_check_learners(params, loc, origins, source))
+        problems.extend(check_component(registry, spec.name, spec.params, loc, origins, source))
     return problems
 
 
-def _check_learners(params: BaseModel, loc: tuple, origins: Mapping[tuple, str], source: str) -> list[str]:
-    """A fusion model's `learner` / `learners.<modality>` name their own registered learner."""
-    from features.registry import UnknownNameError
-    from fusion.models.learners import LEARNERS
-
-    specs = []
-    if hasattr(params, "learner"):
-        specs.append((loc + ("params", "learner"), params.learner))
-    for m, spec in getattr(params, "learners", {}).items():
-        specs.append((loc + ("params", "learners", m), spec))
-    problems = []
-    for where, spec in specs:
-        try:
-            cls = LEARNERS.get(spec.name)
-        except UnknownNameError as err:
-            problems.append(f"invalid value for {'.'.join(where + ('name',))!r} in "
-                            f"{_origin(where, origins, source)}: {err}")
-            continue
-        try:
-            cls.Params.model_validate(spec.params)
-        except ValidationError as err:
-            problems.extend(format_errors(cls.Params, err, origins, source, where + ("params",)))
-    return problems
+def check_component(registry: Registry, name: str, params: Mapping[str, Any], loc: tuple,
+                    origins: Mapping[tuple, str], source: str) -> list[str]:
+    try:
+        cls = registry.get(name)
+    except UnknownNameError as err:
+        where = _origin(loc + ("name",), origins, source)
+        return [f"invalid value for {'.'.join(loc + ('name',))!r} in {where}: {err}"]
+    params_model = getattr(cls, "Params", None)
+    if params_model is None:
+        return []
+    try:
+        params_model.model_validate(params)
+    except ValidationError as err:
+        return format_errors(params_model, err, origins, source, loc + ("params",))
+    return []
 
 
 def to_yaml(cfg: BaseModel) -> str:

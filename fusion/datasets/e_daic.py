@@ -22,9 +22,8 @@ import pandas as pd
 from pydantic import Field
 
 from features.base import Params, Sample
-from fusion.datasets.base import DatasetAdapter, DatasetError
+from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
 from fusion.datasets.labels import PTSD_BINS, add_severity_labels
-from fusion.registry import DATASETS
 
 LABEL_FILES = {"train": "train_split.csv", "dev": "dev_split.csv", "test": "test_split.csv"}
 DETAILED = "Detailed_PHQ8_Labels.csv"

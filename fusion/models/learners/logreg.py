@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from features.base import Params
 from fusion.models.calibration import softmax
-from fusion.models.learners import LEARNERS, Learner, expand_proba
+from fusion.models.learners.base import LEARNERS, Learner, expand_proba
 
 ARRAYS = ("median_", "mean_", "scale_", "coef_", "intercept_", "classes_")
 

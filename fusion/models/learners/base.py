@@ -9,15 +9,17 @@ of training without seeing validation data again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from features.base import Params, validate_params
-from features.registry import Registry
+from features.registry import ComponentRef, Registry
+from fusion.data.sequences import available
 
-LEARNERS: Registry[type] = Registry("learner")
+LEARNERS: Registry[type] = Registry("learner", package="fusion.models.learners")
 Task = Literal["classification", "regression"]
 
 
@@ -87,3 +89,45 @@ def expand_proba(proba: np.ndarray, classes: np.ndarray, n_classes: int, eps: fl
     out = np.full((len(proba), n_classes), eps)
     out[:, classes.astype(int)] = np.maximum(proba, eps)
     return out / out.sum(1, keepdims=True)
+
+
+class LearnerSpec(ComponentRef):
+    """A learner by registered name with its parameters, checked when validated."""
+
+    registry = LEARNERS
+    name: str = "logreg"
+
+
+def build_learner(spec: LearnerSpec) -> Learner:
+    return spec.build()
+
+
+def save_learner(learner: Learner, prefix: Path) -> dict[str, Any]:
+    """The learner's own `save` output, with its registered name (what `load_learner` needs)."""
+    return {"name": LEARNERS.name_of(learner), **learner.save(prefix)}
+
+
+def load_learner(info: dict[str, Any], prefix: Path) -> Learner:
+    return LEARNERS.get(info["name"]).load(info, prefix)
+
+
+def cross_fit(spec: LearnerSpec, X: np.ndarray, y: np.ndarray, inner: Sequence[tuple[np.ndarray, np.ndarray]],
+              task: Task, n_classes: int, seed: int) -> tuple[np.ndarray, Learner]:
+    """Out-of-fold predictions over `inner` folds (early stopping on each validation fold),
+    then a refit on every available row with the median number of rounds."""
+    avail = available(X)
+    n = len(y)
+    oof = np.full((n, n_classes), np.nan) if task == "classification" else np.full(n, np.nan)
+    rounds = []
+    for i, (tr, va) in enumerate(inner):
+        tr, va = tr[avail[tr]], va[avail[va]]
+        if not len(va) or not len(tr) or (task == "classification" and len(np.unique(y[tr])) < 2):
+            continue
+        learner = build_learner(spec).fit(X[tr], y[tr], task=task, n_classes=n_classes, seed=seed + i,
+                                          eval_set=(X[va], y[va]))
+        oof[va] = learner.predict_proba(X[va]) if task == "classification" else learner.predict(X[va])
+        if learner.n_iter_ is not None:
+            rounds.append(learner.n_iter_)
+    final = build_learner(spec).fit(X[avail], y[avail], task=task, n_classes=n_classes, seed=seed,
+                                    n_iter=int(np.median(rounds)) if rounds else None)
+    return oof, final

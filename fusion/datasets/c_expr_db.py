@@ -22,8 +22,7 @@ import pandas as pd
 from pydantic import Field
 
 from features.base import Params, Sample
-from fusion.datasets.base import DatasetAdapter, DatasetError
-from fusion.registry import DATASETS
+from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
 
 COMPOUND = ["Fearfully Surprised", "Happily Surprised", "Sadly Surprised", "Disgustedly Surprised",
             "Angrily Surprised", "Sadly Fearful", "Sadly Angry"]

@@ -1,0 +1,1 @@
+"""Published protocols reproduced for comparison, selected on the command line (`--protocol`)."""

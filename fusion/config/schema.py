@@ -1,0 +1,172 @@
+"""The configuration schema: one pydantic model per command's config, unknown keys forbidden.
+
+Loading, `--set` overrides and error messages are in `fusion.config.load`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from features.align import SegmentationConfig
+from fusion.evaluation.splits import SplitConfig
+
+
+class ConfigError(ValueError):
+    """A configuration could not be loaded or validated; the message says where and why."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentSpec(StrictModel):
+    """A registered component (extractor, dataset, model) by name, with its parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DatasetSpec(StrictModel):
+    """A corpus: adapter name, its folder, adapter parameters, and its feature-store folder."""
+
+    name: str = "daic-woz"
+    root: Path
+    params: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = None
+
+    @property
+    def store_id(self) -> str:
+        """Folder name of this corpus in the feature store (default: name-rootfolder)."""
+        return self.id or f"{self.name}-{self.root.resolve().name}"
+
+
+class FeatureSetSpec(StrictModel):
+    """One feature set: an extractor and how samples are segmented for it."""
+
+    extractor: ComponentSpec
+    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
+
+
+class ExtractConfig(StrictModel):
+    dataset: DatasetSpec
+    store: Path = Path("features_store")
+    features: dict[str, FeatureSetSpec]
+    n_jobs: int = Field(1, ge=1)
+    executor: Literal["local", "dask"] = "local"
+    scheduler: str | None = None
+    progress: bool = True
+
+
+PoolStat = Literal["mean", "std", "min", "max", "median"]
+
+
+class InputSpec(StrictModel):
+    """A feature set fed to a model and how its rows (turns, windows, frames) become model
+    input: pooled to one row per sample by the statistics in `pool`, or kept as a per-segment
+    sequence (`pool: sequence`, at most `max_len` segments per sample); optionally only the
+    columns matching shell-style patterns (e.g. "mean_*")."""
+
+    features: str
+    pool: list[PoolStat] | Literal["sequence"] = Field(default_factory=lambda: ["mean"])
+    max_len: int | None = Field(None, ge=1)
+    columns: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _max_len_for_sequences(self) -> InputSpec:
+        if self.max_len is not None and self.pool != "sequence":
+            raise ValueError("max_len applies only to `pool: sequence` inputs")
+        return self
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.pool == "sequence"
+
+
+class TargetSpec(StrictModel):
+    """A classification target (classes 0..n_classes-1), what counts as positive for the
+    decision curve, and an optional score label fused by the same model (regression head)."""
+
+    label: str
+    n_classes: int = Field(ge=2)
+    positive_from: int | None = None
+    positive_name: str | None = None
+    score: str | None = None
+
+
+class EvaluationConfig(StrictModel):
+    """What is evaluated besides the model: `ablation` (every modality subset, and the
+    model's own baselines plus `baselines`, each a registered model by name and params),
+    `robustness` (each modality dropped or noised), decision curves, attributions, plots."""
+
+    ablation: bool = False
+    baselines: dict[str, ComponentSpec] = Field(default_factory=dict)
+    robustness: bool = False
+    noise_levels: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
+    decision_curves: bool = False
+    attributions: bool = False
+    plots: bool = False
+    n_bootstrap: int = Field(1000, ge=0)
+    save_model: bool = False
+
+
+class PaperProtocolConfig(StrictModel):
+    """The tri-modal paper's public-code setup, for `--protocol trimodal-paper`."""
+
+    audio: str = "logmel_session"
+    face: str = "face_frames"
+    text: str = "text_transcript"
+    text_dim: int = 768
+    face_dim: int = 512
+    n_splits: int = 7
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+
+
+class TrackingConfig(StrictModel):
+    enabled: bool = True
+    uri: str = "sqlite:///mlruns/mlflow.db"
+    artifacts: Path = Path("mlruns/artifacts")
+    experiment: str = "default"
+    run_name: str | None = None
+
+
+class TrainConfig(StrictModel):
+    """`fusion train`: modalities (each one or more feature sets, pooled or as sequences),
+    targets, a fusion model from the registry, the evaluation split, what to evaluate, and
+    tracking. `protocol` selects the runner (`fusion.cli`): ours, or a published baseline."""
+
+    extract: ExtractConfig | None = None
+    modalities: dict[str, list[InputSpec]]
+    targets: dict[str, TargetSpec]
+    model: ComponentSpec
+    cv: SplitConfig = Field(default_factory=SplitConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    protocol: Literal["ours", "trimodal-paper"] = "ours"
+    paper: PaperProtocolConfig = Field(default_factory=PaperProtocolConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    output_dir: Path = Path("outputs")
+
+
+class CorpusConfig(StrictModel):
+    """The synthetic demo corpus (written into the extract config's dataset root)."""
+
+    n_sessions: int = Field(60, ge=4)
+    seed: int = 0
+    questions: int = Field(10, ge=2)
+    dev_fraction: float = Field(0.3, ge=0.0, lt=1.0)
+
+
+class DataConfig(StrictModel):
+    """`fusion data describe`: a dataset, and optionally the split to check on it."""
+
+    dataset: DatasetSpec
+    cv: SplitConfig | None = None
+    target: str | None = None
+
+
+class DemoConfig(StrictModel):
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    extract: ExtractConfig
+    train: TrainConfig

@@ -1,0 +1,1 @@
+"""Evaluation in one home: splits, metrics, cross-validation, tables and plots."""

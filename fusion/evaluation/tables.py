@@ -1,0 +1,180 @@
+"""Tables and the printed report of an evaluation: chance levels, ablation, robustness,
+calibration, attributions, predictions."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusion.data.blocks import TargetData
+from fusion.evaluation.crossval import TargetResult
+
+HEADLINE = ["accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "qwk", "auc_ovr",
+            "adjacent_accuracy", "ece", "brier"]
+
+
+def chance_levels(y: np.ndarray, k: int) -> dict[str, float]:
+    """Scores of always predicting the majority class (and of a constant prior)."""
+    prior = np.bincount(y, minlength=k) / len(y)
+    p = prior.max()
+    maj = int(prior.argmax())
+    return {"accuracy": p, "balanced_accuracy": 1 / k, "f1_weighted": p * 2 * p / (1 + p),
+            "f1_macro": 2 * p / (1 + p) / k, "qwk": 0.0, "auc_ovr": 0.5,
+            "adjacent_accuracy": float(prior[max(0, maj - 1):maj + 2].sum()), "ece": float("nan"),
+            "brier": float(1 - (prior ** 2).sum())}
+
+
+def mlflow_key(name: str) -> str:
+    """An MLflow-safe metric key."""
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", name.replace(":", ".").replace("+", "_"))
+
+
+def fmt(stat: dict[str, float]) -> str:
+    s = f"{stat['mean']:.3f} ± {stat['sd']:.3f}"
+    if "ci_low" in stat:
+        s += f" [{stat['ci_low']:.3f}, {stat['ci_high']:.3f}]"
+    return s
+
+
+def tables(result: TargetResult) -> dict[str, pd.DataFrame]:
+    """Ablation, robustness and calibration tables of one target."""
+    out: dict[str, pd.DataFrame] = {}
+    m = result.metrics
+    rows = []
+    for name, stats in m.items():
+        if name == "model" or name in result.ablation:
+            fusion, mods = result.ablation.get(name, ("model", "all"))
+            gain = stats.get("f1_weighted_gain_of_model")
+            rows.append({"variant": name, "fusion": fusion, "modalities": mods,
+                         **{f"{k}": fmt(stats[k]) for k in ("f1_weighted", "accuracy", "qwk", "ece")},
+                         "model_minus_variant_f1_weighted": fmt(gain) if gain else "",
+                         "f1_weighted_mean": stats["f1_weighted"]["mean"]})
+    if len(rows) > 1:
+        out["ablation"] = pd.DataFrame(rows).sort_values("f1_weighted_mean", ascending=False)
+    base = m["model"]["f1_weighted"]["mean"]
+    rows = []
+    for name, stats in m.items():
+        if name.startswith(("drop:", "noise:")):
+            rows.append({"condition": name, "f1_weighted": fmt(stats["f1_weighted"]),
+                         "f1_weighted_drop": base - stats["f1_weighted"]["mean"],
+                         "accuracy_drop": m["model"]["accuracy"]["mean"] - stats["accuracy"]["mean"]})
+    if rows:
+        out["robustness"] = pd.DataFrame(rows)
+    if "uncalibrated" in m:
+        out["calibration"] = pd.DataFrame([
+            {"fusion": label, "ece": fmt(m[v]["ece"]), "brier": fmt(m[v]["brier"]),
+             "f1_weighted": fmt(m[v]["f1_weighted"])}
+            for v, label in (("uncalibrated", "uncalibrated"), ("model", "calibrated (ours)"))])
+    return out
+
+
+def predictions_table(target: TargetData, result: TargetResult) -> pd.DataFrame:
+    """Every sample's out-of-fold probabilities (and predicted score) per repeat."""
+    preds = pd.DataFrame({"sample_id": target.index, "subject_id": target.groups, "y": target.y})
+    P = result.variants["model"]
+    for r in range(len(P)):
+        for k in range(result.n_classes):
+            preds[f"p{k}_repeat{r}"] = P[r, :, k]
+    if result.regression is not None:
+        preds["score"] = target.score
+        for r in range(len(result.regression)):
+            preds[f"score_pred_repeat{r}"] = result.regression[r]
+    return preds
+
+
+def metric_keys(target: str, metrics: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """Nested metrics → flat MLflow-safe keys `target.variant.metric.stat`."""
+    flat = {}
+    for variant, stats in metrics.items():
+        for metric, s in stats.items():
+            for stat, v in s.items():
+                flat[mlflow_key(f"{target}.{variant}.{metric}.{stat}")] = v
+    return flat
+
+
+def attribution_tables(result: TargetResult, ids: list[str], columns: dict[str, list[str]],
+                       modalities: list[str]) -> dict[str, pd.DataFrame]:
+    """Per-prediction and cohort attributions (repeat 0 out-of-fold predictions)."""
+    out = {}
+    if result.modality_contrib is not None and not np.isnan(result.modality_contrib).all():
+        per = pd.DataFrame(result.modality_contrib, columns=[f"modality:{m}" for m in modalities])
+        per.insert(0, "sample_id", ids)
+        proba = result.variants["model"][0]
+        per.insert(1, "predicted_class", np.nanargmax(np.nan_to_num(proba, nan=-1), axis=1))
+        per.insert(2, "confidence", np.nanmax(proba, axis=1))
+        for m in modalities:
+            if m in result.feature_contrib:
+                c = result.feature_contrib[m]
+                top = np.argsort(-np.abs(np.nan_to_num(c)), axis=1)[:, :3]
+                per[f"top_features:{m}"] = [", ".join(f"{columns[m][j]} ({c[i, j]:+.3f})" for j in top[i])
+                                            if not np.isnan(c[i]).all() else "" for i in range(len(ids))]
+        out["attributions_per_prediction"] = per
+    rows = []
+    for m in modalities:
+        c = result.feature_contrib.get(m)
+        if c is not None:
+            imp, kind = np.nanmean(np.abs(c), axis=0), "mean |exact contribution| (linear or TreeSHAP)"
+        elif m in result.permutation:
+            imp, kind = np.mean(result.permutation[m], axis=0), "permutation: increase in log loss"
+        else:
+            continue
+        for name, v in zip(columns[m], imp, strict=True):
+            family = name.split("/", 1)[-1].split("__")[0]
+            rows.append({"modality": m, "feature": name, "family": family, "importance": float(v),
+                         "measure": kind})
+    if rows:
+        cohort = pd.DataFrame(rows).sort_values("importance", ascending=False)
+        out["attributions_features"] = cohort
+        out["attributions_families"] = (cohort.groupby(["modality", "family", "measure"], as_index=False)
+                                        ["importance"].sum().sort_values("importance", ascending=False))
+    if result.modality_contrib is not None and not np.isnan(result.modality_contrib).all():
+        out["attributions_modalities"] = pd.DataFrame({
+            "modality": modalities,
+            "mean_abs_share_of_margin": np.nanmean(np.abs(result.modality_contrib), axis=0)})
+    return out
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Plain-text report: headline metrics against chance, then ablation / robustness tables."""
+    lines = []
+    for w in summary.get("warnings", []):
+        lines.append(w)
+    for tname, t in summary["targets"].items():
+        m, chance = t["metrics"]["model"], t["chance"]
+        lines.append(f"\n{tname}: {t['label']} ({t['n_classes']} classes, counts {t['class_counts']}); "
+                     f"{t['n_samples']} samples, {t['n_subjects']} subjects")
+        lines.append(f"  {'metric':<18} {'mean ± sd [95% CI]':>34} {'chance':>8}")
+        for k in HEADLINE:
+            if k in m and not (k == "adjacent_accuracy" and t["n_classes"] == 2):
+                lines.append(f"  {k:<18} {fmt(m[k]):>34} {chance[k]:>8.3f}")
+        if "regression" in t["metrics"]:
+            r = t["metrics"]["regression"]
+            lines.append(f"  {'score MAE':<18} {fmt(r['mae']):>34}")
+        ablation = t.get("ablation", {})
+        for fusion in dict.fromkeys(f for f, _ in ablation.values()):
+            rows = [(mods, t["metrics"][k]) for k, (f, mods) in ablation.items() if f == fusion and k in t["metrics"]]
+            if rows:
+                lines.append(f"  ablation ({fusion}), weighted F1; model minus variant (paired):")
+                lines.extend(f"    {mods:<22} {fmt(v['f1_weighted']):<32} "
+                             f"{fmt(v['f1_weighted_gain_of_model']) if 'f1_weighted_gain_of_model' in v else ''}"
+                             for mods, v in rows)
+        rows = [(k, v) for k, v in t["metrics"].items() if k.startswith(("drop:", "noise:"))]
+        if rows:
+            lines.append("  robustness, weighted F1 (drop vs. intact model):")
+            base = m["f1_weighted"]["mean"]
+            lines.extend(f"    {k:<22} {v['f1_weighted']['mean']:.3f}  ({v['f1_weighted']['mean'] - base:+.3f})"
+                         for k, v in rows)
+        if "uncalibrated" in t["metrics"]:
+            u = t["metrics"]["uncalibrated"]
+            lines.append(f"  top-label ECE: calibrated {fmt(m['ece'])} vs uncalibrated {fmt(u['ece'])}")
+    cv = summary["cv"]
+    scheme = {"grouped-kfold": f"{cv['n_splits']}-fold subject-grouped CV × {cv['n_repeats']} seeds",
+              "loso": "leave-one-subject-out",
+              "official": f"official splits {'+'.join(cv['train_splits'])} → {'+'.join(cv['test_splits'])}",
+              "turn-level": "TURN-LEVEL folds (not subject-grouped: leaky)"}[cv["scheme"]]
+    inner = f", {cv['inner_splits']} inner folds" if cv["inner_splits"] > 1 else ""
+    lines.append(f"({summary['model']}; {scheme}{inner}; CI: subject bootstrap)")
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""The contract every fusion model keeps, and the registry of fusion models.
+
+A fusion model maps modality blocks — pooled (n, d) arrays or `SequenceBlock`s of
+(n, T, d) segments — to predictions. Cross-validation, ablation, robustness, attributions and
+persistence use a model only through this contract: they never branch on a model's name nor
+read another model's parameters. Each model validates its own parameters on construction.
+
+Missing data: a sample without a modality has an all-NaN row (pooled) or no present segment
+(sequence), and the model decides what that means (a mask, never a silent zero). In
+`predict_proba(blocks, modalities)` the modalities left out of `modalities` play no part. A
+model whose `drops_modalities` is True predicts from any subset without refitting what it
+learned per modality (late fusion refits only its fusion layer on its stored inner
+predictions; the neural models mask), so the evaluator scores modality subsets by prediction;
+other models (early fusion imputes the left-out features) are refitted on each subset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from features.base import Params, validate_params
+from features.registry import Registry
+from fusion.data.sequences import Block
+
+MODELS: Registry[type] = Registry("model", package="fusion.models")
+Task = Literal["classification", "regression"]
+Blocks = Mapping[str, Block]
+Inner = Sequence[tuple[np.ndarray, np.ndarray]]
+
+
+class FusionModel:
+    """Base class of every registered fusion model.
+
+    Class attributes a model sets:
+        Params: its parameter model (unknown parameters are errors).
+        tag: the short name of its ablation variants ("late", "early", …).
+        drops_modalities: True when `predict_proba(blocks, modalities)` on a subset is a model of
+            that subset (no refit needed for the ablation).
+        inputs: the block kinds it takes: "pooled" (n, d) and/or "sequence" (n, T, d).
+        needs_inner: True when it cannot be fitted without inner folds (calibration,
+            stacking or early stopping on inner-validation data).
+    """
+
+    Params: ClassVar[type[Params]] = Params
+    tag: ClassVar[str] = "model"
+    drops_modalities: ClassVar[bool] = False
+    inputs: ClassVar[frozenset[str]] = frozenset({"pooled"})
+    needs_inner: ClassVar[bool] = False
+
+    def __init__(self, **params: Any) -> None:
+        self.params = validate_params(type(self).__name__, self.Params, params)
+
+    # --- the contract ------------------------------------------------------------------------
+    def fit(self, blocks: Blocks, y: np.ndarray, *, task: Task, n_classes: int, inner: Inner,
+            seed: int = 0) -> FusionModel:
+        """Fit on `blocks` (modality → block) and labels `y` (class indices, or scores when
+        `task` is "regression"); `inner` are (train, validation) index pairs into these rows
+        for whatever the model fits on held-out data."""
+        raise NotImplementedError
+
+    def predict_proba(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
+        """(n, n_classes) probabilities; modalities not in `modalities` are treated as missing."""
+        raise NotImplementedError
+
+    def predict(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
+        """Class indices (classification) or scores (regression)."""
+        self.check_fitted()
+        if self.task == "classification":
+            return self.predict_proba(blocks, modalities).argmax(1)
+        return self.predict_score(blocks, modalities)
+
+    def predict_score(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} has no regression head")
+
+    # --- optional ----------------------------------------------------------------------------
+    def uncalibrated_proba(self, blocks: Blocks) -> np.ndarray | None:
+        """The model's probabilities before calibration, when it calibrates (None otherwise)."""
+        return None
+
+    def modality_contributions(self, blocks: Blocks) -> np.ndarray | None:
+        """(n, modalities) each modality's share of the predicted class's margin, or None."""
+        return None
+
+    def feature_contributions(self, blocks: Blocks) -> dict[str, np.ndarray | None]:
+        """Per modality, exact (n, features, classes) contributions, or None for a modality
+        without exact attributions (the evaluator then uses permutation importance)."""
+        return dict.fromkeys(self.modalities)
+
+    def baselines(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Other registered models this one is compared with in the ablation: variant tag →
+        (model name, params)."""
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        """Fitted quantities worth tracking (JSON-able)."""
+        return {"modalities": list(self.modalities)}
+
+    # --- persistence (see `fusion.persist`) ------------------------------------------------------
+    def save_state(self, folder: Path) -> dict[str, Any]:
+        """Write the fitted state's files into `folder`; return the JSON part of the state."""
+        raise NotImplementedError
+
+    def load_state(self, state: dict[str, Any], folder: Path) -> None:
+        """Restore what `save_state` wrote (opening files only through `fusion.persist.model_file`)."""
+        raise NotImplementedError
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _start_fit(self, blocks: Blocks, task: Task, n_classes: int) -> None:
+        if task not in ("classification", "regression"):
+            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        if not blocks:
+            raise ValueError(f"{type(self).__name__}.fit needs at least one modality block")
+        self.task, self.n_classes, self.modalities = task, n_classes, list(blocks)
+
+    def _selected(self, modalities: Sequence[str] | None) -> list[str]:
+        """The model's modalities that `modalities` keeps (all when None), checked."""
+        if modalities is None:
+            return list(self.modalities)
+        unknown = [m for m in modalities if m not in self.modalities]
+        if unknown:
+            raise ValueError(f"unknown modality(ies) {unknown}; the model was fitted on {self.modalities}")
+        return [m for m in self.modalities if m in modalities]
+
+    def check_fitted(self) -> None:
+        if not getattr(self, "fitted_", False):
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit() first")

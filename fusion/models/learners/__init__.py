@@ -1,0 +1,1 @@
+"""Learners: one feature matrix → class probabilities or a score; `LEARNERS` in `base.py`."""

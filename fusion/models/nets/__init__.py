@@ -1,0 +1,1 @@
+"""Plain `nn.Module` networks, trained through `fusion.lit`; `NETS` in `base.py`."""

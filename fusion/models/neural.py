@@ -1,0 +1,287 @@
+"""What every neural fusion model shares: training settings, input scaling, cross-fitting over
+the inner folds, calibration and persistence. Networks are in `fusion.models.nets`; training
+goes through `fusion.lit`. torch and Lightning are imported when a model is fitted or loaded,
+not when it is registered.
+
+Fitting (`NeuralFusionModel.fit`): for each inner fold the network is trained on the inner
+training part with early stopping and checkpointing on the inner validation part; its
+predictions on that validation part, for every subset of modalities (the others masked as
+missing), are kept. A temperature per subset is fitted on those out-of-fold predictions (the
+calibration of the fused output). The final network is trained on all the training data for
+the median best number of epochs (`refit`), or is the first inner fold's network.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from features.base import Params
+from fusion.data.sequences import SequenceBlock, available
+from fusion.models.base import Blocks, FusionModel, Inner, Task
+from fusion.models.calibration import Calibrator, softmax
+
+
+class TrainingParams(Params):
+    """Optimisation and Trainer settings shared by every neural model and the MLP learner."""
+
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(64, ge=1)
+    max_epochs: int = Field(200, ge=1)
+    patience: int = Field(15, ge=1)
+    warmup_epochs: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    gradient_clip: float | None = Field(None, gt=0)
+    device: str = "auto"
+    precision: str = "auto"
+    strategy: str = "auto"
+    devices: int | str = 1
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """The `fusion.lit.fit_module` settings among these parameters."""
+        return {"patience": self.patience, "device": self.device, "precision": self.precision,
+                "strategy": self.strategy, "devices": self.devices, "gradient_clip": self.gradient_clip}
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """The `fusion.lit.LitModule` optimisation settings among these parameters."""
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "warmup_epochs": self.warmup_epochs,
+                "schedule": self.schedule}
+
+
+class NeuralParams(TrainingParams):
+    hidden: int = Field(64, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    modality_dropout: float = Field(0.2, ge=0, lt=1)
+    calibration: Literal["temperature", "none"] = "temperature"
+    refit: bool = True
+    max_inner: int | None = Field(None, ge=1)
+
+
+class Scaler:
+    """Per-feature mean and sd of one modality over the training rows (pooled) or the present
+    segments (sequences); standardised values with NaN set to 0 and a presence mask."""
+
+    def __init__(self, mean: np.ndarray, sd: np.ndarray) -> None:
+        self.mean, self.sd = mean, sd
+
+    @classmethod
+    def fit(cls, X: np.ndarray | SequenceBlock) -> Scaler:
+        values = X.values.reshape(-1, X.values.shape[2]) if isinstance(X, SequenceBlock) else X
+        rows = values[~np.isnan(values).all(axis=1)]
+        if not len(rows):
+            return cls(np.zeros(values.shape[1]), np.ones(values.shape[1]))
+        mean = np.nan_to_num(np.nanmean(rows, axis=0))
+        sd = np.nan_to_num(np.nanstd(rows, axis=0))
+        return cls(mean, np.where(sd > 0, sd, 1.0))
+
+    def transform(self, X: np.ndarray | SequenceBlock) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(standardised values, presence mask, segment start times or None)."""
+        if isinstance(X, SequenceBlock):
+            mask = X.mask
+            z = (X.values - self.mean) / self.sd
+            return np.nan_to_num(z).astype(np.float32), mask, np.nan_to_num(X.starts).astype(np.float32)
+        mask = available(X)
+        return np.nan_to_num((X - self.mean) / self.sd).astype(np.float32), mask, None
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "sd": self.sd.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list[float]]) -> Scaler:
+        return cls(np.array(d["mean"], dtype=float), np.array(d["sd"], dtype=float))
+
+
+def nonempty_subsets(items: Sequence[str]) -> list[tuple[str, ...]]:
+    return [c for r in range(1, len(items) + 1) for c in itertools.combinations(items, r)]
+
+
+class NeuralFusionModel(FusionModel):
+    """Base of the neural fusion models (see the module docstring for how they are fitted).
+
+    Subclasses set `net_name` and implement `net_kwargs`; they may add auxiliary heads.
+    """
+
+    Params = NeuralParams
+    drops_modalities = True
+    needs_inner = True
+    net_name: ClassVar[str]
+
+    # --- what a subclass defines --------------------------------------------------------------
+    def net_kwargs(self, dims: dict[str, int], sequence: list[str], n_out: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def heads(self, n_out: int) -> list:
+        from fusion.lit import Head
+
+        task = "multiclass" if self.task == "classification" else "regression"
+        return [Head("y", task, n_out, class_weights=self._class_weights)]
+
+    def targets(self, y: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": y}
+
+    # --- fitting ------------------------------------------------------------------------------
+    def fit(self, blocks: Blocks, y: np.ndarray, *, task: Task, n_classes: int, inner: Inner,
+            seed: int = 0) -> NeuralFusionModel:
+        if not inner:
+            raise ValueError(f"{type(self).__name__} early-stops and calibrates on inner-validation data: "
+                             "it needs inner folds (cv.inner_splits ≥ 2)")
+        self._start_fit(blocks, task, n_classes)
+        p = self.params
+        y = np.asarray(y)
+        self.sequence_ = [m for m in self.modalities if isinstance(blocks[m], SequenceBlock)]
+        self.dims_ = {m: int(blocks[m].shape[-1]) for m in self.modalities}
+        self.n_out_ = n_classes if task == "classification" else 1
+        if task == "regression":
+            self.y_mean_, self.y_sd_ = float(np.mean(y)), float(np.std(y) or 1.0)
+        self._class_weights = None
+        if task == "classification":
+            counts = np.bincount(y.astype(int), minlength=n_classes).astype(float)
+            present = counts > 0
+            w = np.where(present, len(y) / (present.sum() * np.maximum(counts, 1)), 1.0)
+            self._class_weights = tuple(float(v) for v in w)
+        subsets = nonempty_subsets(self.modalities)
+        oof = {s: np.full((len(y), self.n_out_), np.nan) for s in subsets}
+        best, first = [], None
+        for i, (tr, va) in enumerate(inner[:p.max_inner] if p.max_inner else inner):
+            net, scalers, result = self._train(blocks, y, tr, va, seed + i)
+            if result.best_epoch is not None:
+                best.append(result.best_epoch + 1)
+            for s in subsets:
+                oof[s][va] = self._forward(net, scalers, {m: blocks[m][va] for m in self.modalities}, s)
+            if first is None:
+                first = (net, scalers)
+        if p.refit:
+            epochs = int(np.median(best)) if best else p.max_epochs
+            self.net_, self.scalers_, _ = self._train(blocks, y, np.arange(len(y)), None, seed, epochs)
+        else:
+            self.net_, self.scalers_ = first
+        self.temperatures_: dict[tuple[str, ...], float] = {}
+        if task == "classification" and p.calibration == "temperature":
+            for s, logits in oof.items():
+                ok = ~np.isnan(logits).any(1)
+                if ok.sum() >= 2:
+                    cal = Calibrator("temperature").fit(softmax(logits[ok]), y[ok].astype(int))
+                    self.temperatures_[s] = cal.temperature_
+        self.best_epochs_ = best
+        self.fitted_ = True
+        return self
+
+    def _train(self, blocks: Blocks, y: np.ndarray, tr: np.ndarray, va: np.ndarray | None, seed: int,
+               epochs: int | None = None):
+        import torch
+
+        from fusion.lit import LitModule, TensorDictDataset, fit_module, loaders
+        from fusion.models.nets.base import NETS
+
+        p = self.params
+        scalers = {m: Scaler.fit(blocks[m][tr]) for m in self.modalities}
+        torch.manual_seed(seed)
+        net = NETS.get(self.net_name)(**self.net_kwargs(self.dims_, self.sequence_, self.n_out_))
+
+        def dataset(rows):
+            inputs = self._tensors(scalers, {m: blocks[m][rows] for m in self.modalities})
+            masks = {m: inputs["mask"][m].numpy() for m in self.modalities}
+            if self.sequence_:
+                masks.update({m: masks[m].any(axis=1) for m in self.sequence_})
+            targets = self.targets(self._target(y[rows]), masks)
+            return TensorDictDataset(inputs, {k: torch.as_tensor(v) for k, v in targets.items()})
+
+        train, val = loaders(dataset(tr), dataset(va) if va is not None else None, p.batch_size, seed)
+        module = LitModule(net, self.heads(self.n_out_), **p.module_kwargs())
+        result = fit_module(module, train, val, seed=seed, max_epochs=epochs or p.max_epochs,
+                            **p.trainer_kwargs())
+        return module.net, scalers, result
+
+    def _target(self, y: np.ndarray) -> np.ndarray:
+        if self.task == "classification":
+            return y.astype(np.int64)
+        return ((y - self.y_mean_) / self.y_sd_).astype(np.float32)
+
+    def _tensors(self, scalers: dict[str, Scaler], blocks: Blocks) -> dict[str, dict]:
+        import torch
+
+        out: dict[str, dict] = {"x": {}, "mask": {}}
+        for m in self.modalities:
+            z, mask, times = scalers[m].transform(blocks[m])
+            out["x"][m], out["mask"][m] = torch.as_tensor(z), torch.as_tensor(mask)
+            if times is not None:
+                out.setdefault("times", {})[m] = torch.as_tensor(times)
+        return out
+
+    def _forward(self, net, scalers, blocks: Blocks, subset: Sequence[str], key: str = "y") -> np.ndarray:
+        """The network's raw output for `blocks` with the modalities outside `subset` masked."""
+        import torch
+
+        inputs = self._tensors(scalers, blocks)
+        for m in self.modalities:
+            if m not in subset:
+                inputs["mask"][m] = torch.zeros_like(inputs["mask"][m])
+        n = len(next(iter(inputs["x"].values())))
+        outs = []
+        net.eval()
+        with torch.no_grad():
+            for a in range(0, n, 2048):
+                part = {k: {m: t[a:a + 2048] for m, t in v.items()} for k, v in inputs.items()}
+                out = net(**part)
+                out = out[key] if isinstance(out, dict) else out
+                outs.append(out.float().numpy())
+        return np.concatenate(outs) if outs else np.empty((0, self.n_out_))
+
+    # --- prediction ---------------------------------------------------------------------------
+    def logits(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
+        self.check_fitted()
+        keep = self._selected(modalities)
+        return self._forward(self.net_, self.scalers_, {m: blocks[m] for m in self.modalities}, keep)
+
+    def predict_proba(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
+        keep = tuple(self._selected(modalities))
+        z = self.logits(blocks, keep)
+        return softmax(z / self.temperatures_.get(keep, 1.0))
+
+    def uncalibrated_proba(self, blocks: Blocks) -> np.ndarray | None:
+        return softmax(self.logits(blocks)) if self.temperatures_ else None
+
+    def predict_score(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
+        return self.logits(blocks, modalities)[:, 0] * self.y_sd_ + self.y_mean_
+
+    def summary(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"modalities": self.modalities, "best_epochs": self.best_epochs_}
+        if self.temperatures_:
+            d["temperature"] = self.temperatures_.get(tuple(self.modalities))
+        return d
+
+    # --- persistence --------------------------------------------------------------------------
+    def save_state(self, folder: Path) -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        weights = f"{folder.name}.net.safetensors" if folder.name else "net.safetensors"
+        save_file({k: v.contiguous() for k, v in self.net_.state_dict().items()}, str(folder / weights))
+        state = {"net_file": weights, "dims": self.dims_, "sequence": self.sequence_, "n_out": self.n_out_,
+                 "scalers": {m: s.to_dict() for m, s in self.scalers_.items()},
+                 "temperatures": [[list(k), v] for k, v in self.temperatures_.items()],
+                 "best_epochs": self.best_epochs_}
+        if self.task == "regression":
+            state.update(y_mean=self.y_mean_, y_sd=self.y_sd_)
+        return state
+
+    def load_state(self, state: dict[str, Any], folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        from fusion.models.nets.base import NETS
+        from fusion.persist import model_file
+
+        self.dims_, self.sequence_, self.n_out_ = dict(state["dims"]), list(state["sequence"]), state["n_out"]
+        self.scalers_ = {m: Scaler.from_dict(d) for m, d in state["scalers"].items()}
+        self.temperatures_ = {tuple(k): float(v) for k, v in state["temperatures"]}
+        self.best_epochs_ = list(state["best_epochs"])
+        if self.task == "regression":
+            self.y_mean_, self.y_sd_ = state["y_mean"], state["y_sd"]
+        self.net_ = NETS.get(self.net_name)(**self.net_kwargs(self.dims_, self.sequence_, self.n_out_))
+        self.net_.load_state_dict(load_file(str(model_file(folder, state["net_file"]))))
+        self.net_.eval()

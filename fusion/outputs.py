@@ -1,0 +1,85 @@
+"""Where a run's results go: a folder `outputs/<experiment>/<run id>/` written atomically, and
+the same files, parameters, metrics and tags in the MLflow run (`fusion.tracking`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.files import atomic_write_text
+from fusion.config.schema import TrackingConfig
+from fusion.tracking import Tracker
+
+
+def to_json(o: Any) -> Any:
+    """JSON fallback for numpy values (and anything else, as text)."""
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
+
+
+class RunOutput:
+    """A context manager around one run: opens the MLflow run (when tracking is enabled),
+    names the output folder after it, and logs every file written through it."""
+
+    def __init__(self, tracking: TrackingConfig, output_dir: Path, run_name: str) -> None:
+        self.tracker = Tracker(tracking, run_name=run_name)
+        self.tracking = tracking
+        self.output_dir = Path(output_dir)
+        self.files: list[Path] = []
+
+    def __enter__(self) -> RunOutput:
+        self.tracker.__enter__()
+        stamp = self.tracker.run_id or time.strftime("%Y%m%d-%H%M%S")
+        self.dir = self.output_dir / self.tracking.experiment / stamp
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.tracker.__exit__(*exc)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.tracker.run_id
+
+    def text(self, name: str, text: str) -> Path:
+        path = self.dir / name
+        atomic_write_text(text, path)
+        self.files.append(path)
+        return path
+
+    def table(self, name: str, table: pd.DataFrame) -> Path:
+        return self.text(f"{name}.csv", table.to_csv(index=False))
+
+    def json(self, name: str, payload: Any) -> Path:
+        return self.text(f"{name}.json", json.dumps(payload, indent=1, default=to_json))
+
+    def figure(self, name: str, fig) -> Path:
+        path = self.dir / f"{name}.png"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        self.files.append(path)
+        return path
+
+    def track(self, *, tags: Mapping[str, Any], params: Mapping[str, Any],
+              metrics: Mapping[str, float], steps: list[tuple[int, Mapping[str, float]]] = (),
+              folders: list[Path] = ()) -> None:
+        """Log tags, parameters, metrics (and per-step metrics), every file written and
+        `folders` (e.g. the saved model) to the MLflow run; `steps` are (step, metrics) pairs
+        such as per-fold figures."""
+        self.tracker.set_tags(tags)
+        self.tracker.log_params(params)
+        self.tracker.log_metrics(metrics)
+        for step, row in steps:
+            self.tracker.log_metrics(row, step=step)
+        for path in self.files:
+            self.tracker.log_artifact(path)
+        for folder in folders:
+            self.tracker.log_artifact(folder)

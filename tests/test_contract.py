@@ -1,0 +1,158 @@
+"""One contract, checked on every registered fusion model and every registered network (timm
+style: a new model or network is covered by registering it)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fusion.data.sequences import SequenceBlock, missing_like
+from fusion.evaluation.splits import grouped_kfold
+from fusion.models.base import MODELS, FusionModel
+from fusion.models.nets.base import NETS
+from fusion.persist import load_model, save_model
+
+N, K = 96, 3
+
+
+def fast(name: str) -> dict:
+    """Short training for neural models (any model whose parameters include max_epochs)."""
+    fields = MODELS.get(name).Params.model_fields
+    return {"max_epochs": 25, "patience": 5} if "max_epochs" in fields else {}
+
+
+def dataset(sequence: bool, seed: int = 0):
+    """Three modalities seeing a class through noise; `c` carries nothing. With `sequence`, `a`
+    is a (n, T, d) sequence whose later segments are padding for some samples."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(N) % K
+    centres = rng.normal(0, 1.5, (K, 6))
+    a = centres[y] + rng.normal(0, 1.0, (N, 6))
+    blocks = {"a": a, "b": centres[y][:, :4] + rng.normal(0, 1.2, (N, 4)), "c": rng.normal(0, 1, (N, 3))}
+    if sequence:
+        t = 5
+        values = centres[y][:, None, :] + rng.normal(0, 1.5, (N, t, 6))
+        lengths = rng.integers(2, t + 1, N)
+        pad = np.arange(t)[None, :] >= lengths[:, None]
+        values[pad] = np.nan
+        starts = np.where(pad, np.nan, np.arange(t)[None, :] * 4.0)
+        blocks["a"] = SequenceBlock(values, starts, starts + 3.0, lengths, tuple(f"f{i}" for i in range(6)))
+    groups = np.arange(N).astype(str)
+    return blocks, y, groups
+
+
+def cases():
+    for name in MODELS.names():
+        kinds = MODELS.get(name).inputs
+        yield pytest.param(name, False, id=f"{name}-pooled")
+        if "sequence" in kinds:
+            yield pytest.param(name, True, id=f"{name}-sequence")
+
+
+def fit(name: str, blocks, y, groups, task="classification", seed=0) -> FusionModel:
+    inner = grouped_kfold(np.arange(N) % K, groups, 3, 0)
+    n_classes = K if task == "classification" else 1
+    return MODELS.get(name)(**fast(name)).fit(blocks, y, task=task, n_classes=n_classes, inner=inner, seed=seed)
+
+
+@pytest.mark.parametrize("name,sequence", list(cases()))
+def test_fusion_model_contract(name, sequence, tmp_path):
+    blocks, y, groups = dataset(sequence)
+    model = fit(name, blocks, y, groups)
+    p = model.predict_proba(blocks)
+    assert p.shape == (N, K) and np.isfinite(p).all() and np.allclose(p.sum(1), 1)
+    assert (p.argmax(1) == y).mean() > 0.6, "the model learned nothing on an easy problem"
+    assert np.array_equal(model.predict(blocks), p.argmax(1))
+
+    # a modality missing for some samples, and dropped for all
+    partial = dict(blocks)
+    holes = np.arange(N) % 4 == 0
+    partial["b"] = blocks["b"].copy()
+    partial["b"][holes] = np.nan
+    assert np.isfinite(model.predict_proba(partial)).all()
+    sub = model.predict_proba(blocks, ["a", "c"])
+    assert sub.shape == (N, K) and np.allclose(sub.sum(1), 1)
+    # a dropped modality's values play no part
+    np.testing.assert_allclose(sub, model.predict_proba({**blocks, "b": missing_like(blocks["b"])}, ["a", "c"]),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="unknown modality"):
+        model.predict_proba(blocks, ["a", "nonsense"])
+
+    # save → load gives identical predictions, whole and on a subset; no pickle anywhere
+    save_model(model, tmp_path / "m", {m: [f"f{i}" for i in range(np.shape(blocks[m])[-1])] for m in blocks})
+    loaded = load_model(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict_proba(blocks), p, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_proba(blocks, ["a", "c"]), sub, atol=1e-6)
+    assert not [f for f in (tmp_path / "m").iterdir() if f.suffix in (".pkl", ".pickle", ".joblib")]
+
+    # the same seed gives the same model
+    np.testing.assert_allclose(fit(name, blocks, y, groups).predict_proba(blocks), p, atol=1e-6)
+
+    assert set(model.summary()["modalities"]) == {"a", "b", "c"}
+    with pytest.raises(ValueError, match="has no parameter"):
+        MODELS.get(name)(nonsense=1)
+
+
+@pytest.mark.parametrize("name,sequence", list(cases()))
+def test_fusion_model_regression_head(name, sequence):
+    blocks, y, groups = dataset(sequence, seed=1)
+    score = y * 4.0 + np.random.default_rng(0).normal(0, 1, N)
+    model = fit(name, blocks, score, groups, task="regression")
+    pred = model.predict(blocks)
+    assert pred.shape == (N,) and np.isfinite(pred).all()
+    assert np.corrcoef(pred, score)[0, 1] > 0.5
+    assert model.predict(blocks, ["a"]).shape == (N,)
+
+
+def test_a_model_that_cannot_drop_modalities_is_refitted_in_the_ablation():
+    from fusion.evaluation.crossval import ModelSpec, cross_validate
+    from fusion.evaluation.splits import SplitConfig, make_folds
+
+    blocks, y, groups = dataset(False)
+    folds = make_folds(SplitConfig(n_splits=3, n_repeats=1, inner_splits=2), y, groups)
+    res = cross_validate(blocks, y, folds, model=ModelSpec("early-fusion"), n_classes=K, ablation=True)
+    assert set(res.ablation) == {"early:a", "early:b", "early:c", "early:a+b", "early:a+c", "early:b+c",
+                                 "early:a+b+c"}
+    # the one-modality variants are refits on that modality alone, not imputed predictions
+    from fusion.models.early_fusion import EarlyFusion
+
+    fold = folds[0]
+    alone = EarlyFusion().fit({"a": blocks["a"][fold.train]}, y[fold.train], task="classification", n_classes=K,
+                              inner=[(np.flatnonzero(np.isin(fold.train, a)), np.flatnonzero(np.isin(fold.train, b)))
+                                     for a, b in fold.inner], seed=fold.seed)
+    np.testing.assert_allclose(res.variants["early:a"][0, fold.test], alone.predict_proba({"a": blocks["a"][fold.test]}))
+    np.testing.assert_allclose(res.variants["early:a+b+c"][0], res.variants["model"][0])
+
+
+@pytest.mark.parametrize("name", NETS.names())
+def test_network_contract(name):
+    torch.manual_seed(0)
+    net, inputs, shapes = NETS.get(name).example(batch=4)
+    out = net(**inputs)
+    out = out if isinstance(out, dict) else {"y": out}
+    assert {k: tuple(v.shape) for k, v in out.items()} == shapes
+    assert all(torch.isfinite(v).all() for v in out.values())
+    sum(v.sum() for v in out.values()).backward()
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    net.eval()
+    with torch.no_grad():
+        first = net(**inputs)
+        again = net(**inputs)
+        first = first if isinstance(first, dict) else {"y": first}
+        again = again if isinstance(again, dict) else {"y": again}
+        for k in first:
+            torch.testing.assert_close(first[k], again[k])
+        if "mask" in inputs:  # values under the mask must not matter
+            changed = {**inputs, "x": {m: torch.where(_expand(inputs["mask"][m], x), x, torch.full_like(x, 1e3))
+                                       for m, x in inputs["x"].items()}}
+            out2 = net(**changed)
+            out2 = out2 if isinstance(out2, dict) else {"y": out2}
+            for k in first:
+                if "@" not in k:  # a per-modality head sees its own input whether masked or not
+                    torch.testing.assert_close(first[k], out2[k])
+
+
+def _expand(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return mask.reshape(*mask.shape, *([1] * (x.dim() - mask.dim())))
