@@ -197,3 +197,32 @@ def test_trimodal_paper_protocol_and_turn_level_warning(severity_corpus, tmp_pat
     assert "turn-level puts samples of one subject on both sides" in captured.err
     assert "TURN-LEVEL folds" in captured.out
 
+
+@pytest.mark.slow
+def test_turn_attention_trains_on_aligned_per_turn_sequences(severity_corpus, tmp_path, capsys):
+    root, store = severity_corpus
+    assert main(["extract", "--config", str(ROOT / "configs/extract/demo_multimodal.yaml"),
+                 "--set", f"dataset.root={root}", "--set", f"store={store}", "--set", "progress=false",
+                 "--only", "logmel_turn", "--only", "face_turn", "--only", "text_turn"]) == 0
+    args = ["train", "--config", str(ROOT / "configs/train/turn_attention.yaml"),
+            "--set", f"extract.dataset.root={root}", "--set", f"extract.store={store}",
+            "--set", "cv.n_splits=2", "--set", "cv.n_repeats=1", "--set", "cv.inner_splits=2",
+            "--set", "model.params.max_epochs=5", "--set", "evaluation.n_bootstrap=20",
+            "--set", "evaluation.ablation=false", "--set", "evaluation.plots=false",
+            "--set", "targets={ptsd: {label: PTSD_Class, n_classes: 3}}",
+            "--set", f"tracking.uri=sqlite:///{tmp_path / 'ml.db'}", "--set", f"tracking.artifacts={tmp_path / 'art'}",
+            "--set", f"output_dir={tmp_path / 'out'}", "--json", str(tmp_path / "t.json")]
+    assert main(args) == 0
+    s = json.loads((tmp_path / "t.json").read_text())
+    t = s["targets"]["ptsd"]
+    assert t["n_samples"] == 24 and t["modality_available"] == {"text": 24, "audio": 24, "face": 24}
+    assert {"model", "uncalibrated", "drop:text", "noise:face:1"} <= set(t["metrics"])
+    from fusion.persist import load_model
+
+    model = load_model(Path(s["model_dir"]) / "ptsd")
+    assert model.sequence_ == ["text", "audio", "face"] and len(model.columns["text"]) == 384
+    # pooled inputs are refused for a model that takes pooled blocks only
+    bad = args[:-2] + ["--set", "model.name=late-fusion", "--set", "model.params={}"]
+    capsys.readouterr()
+    assert main(bad) == 2
+    assert "model 'late-fusion' takes pooled inputs only" in capsys.readouterr().err

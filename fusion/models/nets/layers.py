@@ -1,0 +1,51 @@
+"""Building blocks shared by the networks: positions of segments, masked attention pooling
+over segments, and modality dropout."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal encodings (Vaswani et al.) of real-valued positions, shape (*positions, dim)."""
+    half = dim // 2
+    freq = torch.exp(-math.log(10_000.0) * torch.arange(half, device=positions.device) / max(half, 1))
+    angles = positions.unsqueeze(-1).float() * freq
+    enc = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+    return nn.functional.pad(enc, (0, dim - 2 * half))
+
+
+class MaskedAttentionPool(nn.Module):
+    """One learned query attends over a sequence; absent positions get no weight.
+
+    `forward(x, mask)`: x (n, T, d), mask (n, T) bool → (n, d); a sequence with no present
+    position gives zeros (its modality is then masked out downstream).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = self.score(x).squeeze(-1).masked_fill(~mask, float("-inf"))
+        any_present = mask.any(dim=1, keepdim=True)
+        weights = torch.softmax(scores.masked_fill(~any_present, 0.0), dim=1) * mask
+        return torch.einsum("nt,ntd->nd", weights, x)
+
+
+def drop_modalities(avail: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Hide each available modality of a training sample with probability `p`, keeping at
+    least one: the network learns to predict from any subset (`avail`: (n, M) bool)."""
+    if not training or p <= 0:
+        return avail
+    keep = (torch.rand(avail.shape, device=avail.device) >= p) & avail
+    none_left = ~keep.any(dim=1) & avail.any(dim=1)
+    if none_left.any():
+        # restore one available modality, chosen at random, where all were hidden
+        scores = torch.rand(avail.shape, device=avail.device).masked_fill(~avail, -1.0)
+        pick = nn.functional.one_hot(scores.argmax(dim=1), avail.shape[1]).bool()
+        keep = torch.where(none_left.unsqueeze(1), pick, keep)
+    return keep

@@ -1,0 +1,96 @@
+"""Attention over a session's turns, per modality, fused across the available modalities.
+
+Each modality's segments (participant turns, windows) are projected, given sinusoidal
+positions from their start times, contextualised by a small Transformer encoder whose padding
+and missing segments are masked, and pooled to one vector by masked attention. A modality
+given pooled (n, d) rather than as a sequence is projected directly. The session vector is
+the mean of the available modalities' vectors; a linear head maps it to the output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from fusion.models.nets.base import NETS, Net
+from fusion.models.nets.layers import MaskedAttentionPool, drop_modalities, sinusoidal_positions
+
+
+class SequenceEncoder(nn.Module):
+    """(n, T, d) segments with a (n, T) mask and (n, T) start times → (n, hidden)."""
+
+    def __init__(self, n_in: int, hidden: int, layers: int, heads: int, dropout: float,
+                 time_scale: float) -> None:
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Dropout(dropout))
+        self.time_scale = time_scale
+        self.encoder = None
+        if layers:
+            layer = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=2 * hidden, dropout=dropout,
+                                               batch_first=True, norm_first=True)
+            self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.pool = MaskedAttentionPool(hidden)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x) + sinusoidal_positions(times / self.time_scale, self.proj[0].out_features)
+        if self.encoder is not None:
+            # a sample without any segment would make attention NaN: let it attend to its padding
+            empty = ~mask.any(dim=1, keepdim=True)
+            h = self.encoder(h, src_key_padding_mask=~(mask | empty))
+        return self.pool(h, mask)
+
+
+@NETS.register("turn-attention")
+class TurnAttention(Net):
+    """`forward(x, mask, times)`: x {modality: (n, T, d) or (n, d)}, mask {modality: (n, T) or
+    (n,) bool}, times {modality: (n, T) segment starts in seconds} → (n, n_out).
+
+    Args:
+        dims: feature count of each modality.
+        sequence: the modalities given as sequences (the others are pooled rows).
+        n_out: classes, or 1 for a score.
+        hidden, layers, heads, dropout: the per-modality encoders.
+        modality_dropout: during training, hide each available modality with this probability.
+        time_scale: seconds per unit of position (positions are start time / time_scale).
+    """
+
+    def __init__(self, dims: Mapping[str, int], sequence: list[str], n_out: int, hidden: int = 64,
+                 layers: int = 1, heads: int = 4, dropout: float = 0.2, modality_dropout: float = 0.0,
+                 time_scale: float = 10.0) -> None:
+        super().__init__()
+        self.modalities = list(dims)
+        self.sequence = set(sequence)
+        self.encoders = nn.ModuleList(
+            SequenceEncoder(d, hidden, layers, heads, dropout, time_scale) if m in self.sequence
+            else nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Dropout(dropout))
+            for m, d in dims.items())
+        self.norm = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, n_out)
+        self.modality_dropout = modality_dropout
+
+    def forward(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor],
+                times: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        vectors, avail = [], []
+        for m, enc in zip(self.modalities, self.encoders, strict=True):
+            if m in self.sequence:
+                vectors.append(enc(x[m], mask[m], times[m]))
+                avail.append(mask[m].any(dim=1))
+            else:
+                vectors.append(enc(x[m]))
+                avail.append(mask[m])
+        a = drop_modalities(torch.stack(avail, dim=1), self.modality_dropout, self.training).float()
+        v = torch.stack(vectors, dim=1)  # (n, M, hidden)
+        pooled = (v * a.unsqueeze(-1)).sum(1) / a.sum(1, keepdim=True).clamp_min(1.0)
+        return self.head(self.norm(pooled))
+
+    @classmethod
+    def example(cls, batch: int = 4):
+        net = cls({"a": 5, "b": 3}, ["a"], 2, hidden=8, heads=2)
+        mask_a = torch.ones(batch, 6, dtype=torch.bool)
+        mask_a[:, 4:] = False
+        x = {"a": torch.randn(batch, 6, 5), "b": torch.randn(batch, 3)}
+        mask = {"a": mask_a, "b": torch.ones(batch, dtype=torch.bool)}
+        times = {"a": torch.arange(6.0).repeat(batch, 1) * 5}
+        return net, {"x": x, "mask": mask, "times": times}, {"y": (batch, 2)}
