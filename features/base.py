@@ -21,7 +21,15 @@ INDEX = ["sample_id", "start", "end"]
 
 
 class ExtractionError(Exception):
-    """A sample could not be processed; the message names the file and what was expected."""
+    """A sample could not be processed; the message names the file and what was expected.
+
+    Args:
+        path: the file that failed, when one did (recorded in the errors table).
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else str(path)
 
 
 class MissingMediaError(ExtractionError):

@@ -17,9 +17,10 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,17 @@ from features.base import INDEX
 from features.files import atomic_replace, atomic_write_text
 
 META_KEY = b"fusion.features"
+LOCK_STALE_AFTER = 600.0  # seconds without a heartbeat after which another host's lock is stale
 FORMAT_VERSION = 1
 ERROR_COLUMNS = ["sample_id", "source_path", "level", "error", "time"]
+
+
+class StoreError(OSError):
+    """The store cannot be read or written as asked; the message names the file."""
+
+
+class StoreLockedError(StoreError):
+    """Another run holds the feature set's lock and did not release it in time."""
 
 
 def canonical_json(obj: Any) -> str:
@@ -95,8 +105,12 @@ class SourceHasher:
         return hashlib.blake2b(canonical_json(parts).encode(), digest_size=16).hexdigest()
 
     def save(self) -> None:
+        """Persist the digests (a cache: where the store cannot be written, it is not kept)."""
         if self._dirty:
-            atomic_write_text(json.dumps(self._cache), self.cache_path)
+            try:
+                atomic_write_text(json.dumps(self._cache), self.cache_path)
+            except OSError:
+                return
             self._dirty = False
 
 
@@ -122,6 +136,8 @@ class FeatureStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"feature store path {self.root} is a file, not a folder")
         self.hasher = SourceHasher(self.root / ".source-hashes.json")
 
     # --- paths ---------------------------------------------------------------------------
@@ -134,6 +150,13 @@ class FeatureStore:
     def parts_dir(self, key: FeatureSetKey) -> Path:
         return self.root / key.dataset / f"{key.stem}.parts"
 
+    def lock_path(self, key: FeatureSetKey) -> Path:
+        return self.root / key.dataset / f"{key.stem}.lock"
+
+    def lock(self, key: FeatureSetKey, timeout: float = 3600.0, on_wait=None) -> FeatureSetLock:
+        """The feature set's lock, held by one extraction run at a time (see `FeatureSetLock`)."""
+        return FeatureSetLock(self.lock_path(key), timeout, on_wait)
+
     # --- reading -------------------------------------------------------------------------
     @staticmethod
     def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -142,22 +165,33 @@ class FeatureStore:
         Raises:
             ValueError: if the file is not a feature-store Parquet file.
         """
-        schema = pq.read_schema(path)
+        try:
+            schema = pq.read_schema(path)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise StoreError(f"{path}: damaged or unreadable feature file ({err}); delete it and run "
+                             "`fusion extract` again to recompute it") from None
         meta = schema.metadata or {}
         if META_KEY not in meta:
-            raise ValueError(f"{path}: not a feature-store file (no {META_KEY.decode()} metadata)")
+            raise StoreError(f"{path}: not a feature-store file (no {META_KEY.decode()} metadata)")
         return json.loads(meta[META_KEY])
 
     def read(self, what: FeatureSetKey | str | Path) -> pd.DataFrame:
         """Features of a key, a name as `fusion features ls` prints it, or a path."""
         path = self.path(what) if isinstance(what, FeatureSetKey) else self.resolve(what)
-        return table_to_frame(pq.read_table(path))
+        try:
+            return table_to_frame(pq.read_table(path))
+        except (pa.ArrowInvalid, OSError) as err:
+            raise StoreError(f"{path}: damaged or unreadable feature file ({err}); delete it and run "
+                             "`fusion extract` again to recompute it") from None
 
     def read_errors(self, key: FeatureSetKey) -> pd.DataFrame:
         path = self.errors_path(key)
         if not path.exists():
             return pd.DataFrame(columns=ERROR_COLUMNS)
-        return pq.read_table(path).to_pandas()
+        try:
+            return pq.read_table(path).to_pandas()
+        except (pa.ArrowInvalid, OSError) as err:
+            raise StoreError(f"{path}: damaged or unreadable errors table ({err})") from None
 
     def entries(self) -> list[Path]:
         if not self.root.exists():
@@ -198,9 +232,12 @@ class FeatureStore:
     def describe(self, path: Path) -> dict[str, Any]:
         """A summary of one feature file: shape, extractor, parameters, sources, errors."""
         meta = self.read_metadata(path)
-        pf = pq.ParquetFile(path)
-        errors_path = path.with_name(path.stem + ".errors.parquet")
-        n_errors = pq.ParquetFile(errors_path).metadata.num_rows if errors_path.exists() else 0
+        try:
+            pf = pq.ParquetFile(path)
+            errors_path = path.with_name(path.stem + ".errors.parquet")
+            n_errors = pq.ParquetFile(errors_path).metadata.num_rows if errors_path.exists() else 0
+        except (pa.ArrowInvalid, OSError) as err:
+            raise StoreError(f"{path}: damaged or unreadable feature file ({err})") from None
         return {
             "name": f"{path.parent.name}/{path.stem}",
             "path": str(path),
@@ -230,8 +267,13 @@ class FeatureStore:
         notes: list[str] = []
         cached: dict[str, str] = {}
         path = self.path(key)
+        meta = None
         if path.exists():
-            meta = self.read_metadata(path)
+            try:
+                meta = self.read_metadata(path)
+            except StoreError as err:
+                notes.append(f"{err}: it is ignored and every sample recomputed")
+        if meta is not None:
             if meta.get("library_versions") != dict(library_versions):
                 notes.append(
                     f"{path.name}: library versions changed ({meta.get('library_versions')} → "
@@ -240,6 +282,10 @@ class FeatureStore:
             else:
                 cached.update({sid: s["hash"] for sid, s in meta["sources"].items()})
         journal = read_journal(self.parts_dir(key))
+        if journal.torn:
+            notes.append(f"{len(journal.torn)} sample(s) an interrupted run recorded as finished have no rows "
+                         f"in its parts stream (cut short): recomputing {', '.join(sorted(journal.torn)[:5])}"
+                         f"{' …' if len(journal.torn) > 5 else ''}")
         resumed = {sid: st["hash"] for sid, st in journal.latest.items()
                    if st["status"] == "done" and st["library_versions"] == dict(library_versions)}
         for sid in journal.latest:
@@ -268,15 +314,19 @@ class FeatureStore:
                  if st["status"] == "done" and st["library_versions"] == libs}
         tables: list[pa.Table] = []
         sources: dict[str, Any] = {}
+        old_meta = None
         if path.exists():
-            old_meta = self.read_metadata(path)
-            if old_meta.get("library_versions") == libs:
-                drop = set(journal.latest) | attempted
-                keep = [sid for sid in old_meta["sources"] if sid not in drop]
-                if keep:
-                    old = pq.read_table(path, filters=[("sample_id", "in", keep)])
-                    tables.append(old.replace_schema_metadata(None))
-                    sources.update({sid: old_meta["sources"][sid] for sid in keep})
+            try:
+                old_meta = self.read_metadata(path)
+            except StoreError:
+                old_meta = None  # damaged: replaced by what this run has (cached_sources said so)
+        if old_meta is not None and old_meta.get("library_versions") == libs:
+            drop = set(journal.latest) | attempted
+            keep = [sid for sid in old_meta["sources"] if sid not in drop]
+            if keep:
+                old = pq.read_table(path, filters=[("sample_id", "in", keep)])
+                tables.append(old.replace_schema_metadata(None))
+                sources.update({sid: old_meta["sources"][sid] for sid in keep})
         for run, table in journal.tables.items():
             mine = [sid for sid, st in fresh.items() if st["run"] == run]
             if mine:
@@ -348,18 +398,23 @@ class Journal:
             "files", "library_versions"}), later runs overriding earlier ones.
         tables: run id → the rows that run wrote.
         log: error and warning records of each sample's latest run.
+        torn: samples a journal line vouches for whose rows are missing from the run's stream
+            (a stream cut short, e.g. by a crash before the disk had it all); they count as
+            not done, so they are recomputed.
     """
 
     latest: dict[str, dict[str, Any]]
     tables: dict[str, pa.Table]
     log: list[dict[str, Any]]
+    torn: list[str] = field(default_factory=list)
 
 
 def read_journal(parts_dir: Path) -> Journal:
     """Read every run's journal (`*.jsonl`) and row stream (`*.arrows`) in a parts folder.
 
-    A journal line is written only after its rows were flushed, so a line that parses proves
-    its rows are complete; a torn last line or a torn last batch (a killed run) is ignored.
+    A journal line is written only after its rows were flushed; a torn last line or a torn
+    last batch (a killed run) is ignored. The journal and the streams are then checked against
+    each other: a sample whose recorded row count is not in its run's stream is torn.
     """
     latest: dict[str, dict[str, Any]] = {}
     logs: dict[str, list[dict]] = {}
@@ -393,8 +448,15 @@ def read_journal(parts_dir: Path) -> Journal:
                 pass  # torn last batch: its samples have no journal line either
             if batches:
                 tables[run] = pa.Table.from_batches(batches)
+    counts = {run: pd.Series(t["sample_id"].to_numpy(zero_copy_only=False)).value_counts().to_dict()
+              for run, t in tables.items()}
+    torn = [sid for sid, st in latest.items()
+            if st["status"] == "done" and counts.get(st["run"], {}).get(sid, 0) < st.get("rows", 1)]
+    for sid in torn:
+        del latest[sid]
+        logs.pop(sid, None)
     log = [rec for recs in logs.values() for rec in recs]
-    return Journal(latest, tables, log)
+    return Journal(latest, tables, log, torn)
 
 
 class PartWriter:
@@ -413,6 +475,10 @@ class PartWriter:
     def write(self, frames: list[pd.DataFrame], done: Mapping[str, Mapping[str, Any]],
               failed: Mapping[str, Mapping[str, Any]], log: list[dict[str, Any]]) -> None:
         """Persist a chunk: rows first (flushed), then the journal line that vouches for them."""
+        rows: dict[str, int] = {}
+        for frame in frames:
+            for sid, n in frame.index.get_level_values(0).value_counts().items():
+                rows[str(sid)] = rows.get(str(sid), 0) + int(n)
         if frames:
             batch = frames_to_batch(frames)
             if self._writer is None:
@@ -423,8 +489,9 @@ class PartWriter:
                 batch = batch.cast(self._schema)
             self._writer.write_batch(batch)
             self._sink.flush()
-        entry = {"library_versions": self.libs, "done": dict(done), "failed": dict(failed),
-                 "log": log}
+        entry = {"library_versions": self.libs,
+                 "done": {sid: {**info, "rows": rows.get(sid, 0)} for sid, info in done.items()},
+                 "failed": dict(failed), "log": log}
         self._journal.write(json.dumps(entry, default=str) + "\n")
         self._journal.flush()
 
@@ -439,3 +506,84 @@ class PartWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class FeatureSetLock:
+    """A lock file that lets one extraction run at a time write a feature set.
+
+    The file holds the owner's pid, host and start time, and its modification time is the
+    owner's heartbeat (`beat()` after each chunk). A lock whose owner process no longer runs
+    on this host, or another host's lock without a heartbeat for `LOCK_STALE_AFTER` seconds,
+    is stale and taken over (with a note). Otherwise the run waits up to `timeout` seconds,
+    calling `on_wait(message)` once, and then raises `StoreLockedError`.
+    """
+
+    def __init__(self, path: Path, timeout: float = 3600.0, on_wait=None) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self.on_wait = on_wait
+        self.notes: list[str] = []
+        self._held = False
+
+    def __enter__(self) -> FeatureSetLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.timeout
+        told = False
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                owner = self._owner()
+                why = self._stale(owner)
+                if why:
+                    self.notes.append(f"took over a stale lock {self.path.name} ({why})")
+                    self.path.unlink(missing_ok=True)
+                    continue
+                message = (f"{self.path}: this feature set is being extracted by pid {owner.get('pid')} on host "
+                           f"{owner.get('host')} since {owner.get('started')}")
+                if time.monotonic() >= deadline:
+                    raise StoreLockedError(f"{message}; gave up after waiting {self.timeout:g} s (delete the "
+                                           "lock file if that run is gone)") from None
+                if not told and self.on_wait is not None:
+                    self.on_wait(f"waiting for the lock: {message}")
+                    told = True
+                time.sleep(min(0.2, max(deadline - time.monotonic(), 0.01)))
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+            self._held = True
+            return self
+
+    def _owner(self) -> dict[str, Any]:
+        try:
+            owner = json.loads(self.path.read_text(encoding="utf-8"))
+            owner["mtime"] = self.path.stat().st_mtime
+            return owner if isinstance(owner, dict) else {}
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return {}  # being written right now, or unreadable: judged again on the next try
+
+    def _stale(self, owner: dict[str, Any]) -> str | None:
+        if not owner:
+            return None
+        if owner.get("host") == socket.gethostname():
+            try:
+                os.kill(int(owner["pid"]), 0)
+            except ProcessLookupError:
+                return f"pid {owner.get('pid')} on this host is not running"
+            except (PermissionError, ValueError, KeyError, TypeError):
+                return None
+            return None
+        if time.time() - owner.get("mtime", time.time()) > LOCK_STALE_AFTER:
+            return f"no heartbeat from host {owner.get('host')} for over {LOCK_STALE_AFTER:g} s"
+        return None
+
+    def beat(self) -> None:
+        """Refresh the heartbeat (the lock file's modification time)."""
+        if self._held:
+            os.utime(self.path)
+
+    def __exit__(self, *exc) -> None:
+        if self._held:
+            self.path.unlink(missing_ok=True)
+            self._held = False

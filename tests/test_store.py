@@ -244,3 +244,174 @@ def test_nan_values_are_kept_and_warned_about_per_sample(demo_corpus, tmp_path):
     assert sorted(warned["sample_id"]) == ["301", "304"]
     assert (warned["level"] == "warning").all()
     assert warned["error"].str.contains("1 NaN/inf value\\(s\\) in 1 feature\\(s\\) \\(e.g. peak\\); kept as NaN").all()
+
+
+# --- two runs, torn streams, read-only stores, permissions, workers (the hardening issue) -----
+
+def _extract_script(corpus: Path, store_root: Path, delay: float, out: Path, scale: float = 1.0) -> str:
+    return f"""
+import json, sys
+sys.path.insert(0, {str(TESTS)!r})
+from extractors import RmsExtractor
+from features.runner import run_extraction
+from features.store import FeatureStore
+from fusion.datasets.daic_woz import DaicWoz
+samples = DaicWoz({str(corpus)!r}).samples()
+s = run_extraction(samples, RmsExtractor(delay={delay}, scale={scale}), FeatureStore({str(store_root)!r}), "demo",
+                   progress=False)
+open({str(out)!r}, "w").write(json.dumps(s.to_dict()))
+"""
+
+
+def test_two_runs_on_one_store_both_land_every_sample(demo_corpus, tmp_path):
+    store_root = tmp_path / "store"
+    key = feature_set_key("demo", RmsExtractor(delay=0.3), Segmenter())
+    parts = FeatureStore(store_root).parts_dir(key)
+
+    def start(i):
+        return subprocess.Popen([sys.executable, "-c", _extract_script(demo_corpus, store_root, 0.3,
+                                                                        tmp_path / f"{i}.json")],
+                                stderr=subprocess.PIPE, text=True)
+
+    first = start(0)
+    deadline = time.time() + 60
+    while not parts.exists() and time.time() < deadline:  # the second starts while the first works
+        time.sleep(0.02)
+    procs = [first, start(1)]
+    errs = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    import json
+    summaries = [json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2)]
+    store = FeatureStore(store_root)
+    assert store.read(key).index.get_level_values("sample_id").nunique() == 6, (summaries, errs)
+    # one run computed everything; the other waited for it and found every sample cached
+    assert sorted(s["computed"] for s in summaries) == [0, 6]
+    assert sorted(s["skipped"] for s in summaries) == [0, 6]
+    assert any("waiting for" in e for e in errs)
+    assert not parts.exists() and not store.lock_path(key).exists()
+
+
+def test_a_held_lock_makes_the_second_run_wait_then_refuse_and_a_stale_lock_is_taken(demo_corpus, tmp_path):
+    import json
+    import socket
+
+    from features.store import StoreLockedError
+
+    store = FeatureStore(tmp_path / "store")
+    key = feature_set_key("demo", RmsExtractor(), Segmenter())
+    lock = store.lock_path(key)
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "2026-01-01T00:00:00"}))
+        with pytest.raises(StoreLockedError, match=rf"pid {holder.pid} on host .* since 2026-01-01T00:00:00") as err:
+            run(demo_corpus, store, lock_timeout=1.0)
+        assert str(lock) in str(err.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    summary = run(demo_corpus, store, lock_timeout=1.0)  # the holder is dead: its lock is stale
+    assert summary.computed == 6
+    assert any("stale lock" in n for n in summary.notes)
+    assert not lock.exists()
+
+
+def test_a_torn_parts_stream_is_detected_and_its_samples_recomputed(demo_corpus, tmp_path):
+    store = FeatureStore(tmp_path / "store")
+    key = feature_set_key("demo", RmsExtractor(), Segmenter())
+    samples = DaicWoz(demo_corpus).samples()
+    # a run that wrote two chunks and was killed: journal intact, the stream cut short
+    from features.runner import process_chunk
+
+    torn = {s.sample_id for s in samples[3:5]}
+    with store.part_writer(key, RmsExtractor().library_versions()) as writer:
+        for chunk in (samples[:3], samples[3:5]):
+            out = process_chunk(RmsExtractor(), Segmenter(), chunk)
+            files = {s.sample_id: {"hash": store.hasher.combined({"audio": s.media["audio"]}), "files": {}}
+                     for s in chunk}
+            writer.write([out.frame], files, {}, [])
+        stream = writer.stream_path
+    size = stream.stat().st_size
+    with open(stream, "r+b") as f:
+        f.truncate(size - 200)
+    journal = read_journal(store.parts_dir(key))
+    assert set(journal.torn) == torn
+    summary = run(demo_corpus, store)
+    assert summary.skipped == 3 and set(summary.computed_ids) == torn | {samples[5].sample_id}
+    assert any("no rows" in n for n in summary.notes)
+    assert store.read(key).index.get_level_values("sample_id").nunique() == 6
+
+
+def test_a_fully_cached_run_on_a_read_only_store_writes_nothing(demo_corpus, tmp_path):
+    store_root = tmp_path / "store"
+    run(demo_corpus, FeatureStore(store_root))
+    before = {p: p.stat().st_mtime_ns for p in store_root.rglob("*")}
+    modes = {p: p.stat().st_mode for p in [store_root, *store_root.rglob("*")]}
+    try:
+        for p in [store_root, *store_root.rglob("*")]:
+            p.chmod(0o555 if p.is_dir() else 0o444)
+        if os.access(store_root, os.W_OK):
+            pytest.skip("running as a user who can write to read-only folders (root)")
+        summary = run(demo_corpus, FeatureStore(store_root))
+        assert (summary.computed, summary.skipped) == (0, 6)
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+    assert {p: p.stat().st_mtime_ns for p in store_root.rglob("*")} == before
+
+
+def test_a_fully_cached_run_opens_nothing_for_writing(demo_corpus, tmp_path, monkeypatch):
+    """The same guarantee checked where root can write anywhere: no file is opened for writing."""
+    import builtins
+
+    store_root = tmp_path / "store"
+    run(demo_corpus, FeatureStore(store_root))
+    real_open, real_os_open = builtins.open, os.open
+    written = []
+
+    def spy_open(file, mode="r", *a, **k):
+        if any(c in mode for c in "wax+") and str(store_root) in str(file):
+            written.append(file)
+        return real_open(file, mode, *a, **k)
+
+    def spy_os_open(path, flags, *a, **k):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and str(store_root) in str(path):
+            written.append(path)
+        return real_os_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    summary = run(demo_corpus, FeatureStore(store_root))
+    assert (summary.computed, summary.skipped) == (0, 6) and written == []
+
+
+def test_store_files_get_the_users_umask(demo_corpus, tmp_path):
+    old = os.umask(0o022)
+    try:
+        summary = run(demo_corpus, FeatureStore(tmp_path / "store"))
+    finally:
+        os.umask(old)
+    for path in (Path(summary.path), Path(summary.errors_path)):
+        assert path.stat().st_mode & 0o777 == 0o644, oct(path.stat().st_mode)
+
+
+def test_workers_end_when_the_parent_is_killed(demo_corpus, tmp_path):
+    import psutil
+
+    script = _extract_script(demo_corpus, tmp_path / "store", 5.0, tmp_path / "x.json").replace(
+        'progress=False)', 'progress=False, n_jobs=2, chunk_size=1)')
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    parent = psutil.Process(proc.pid)
+    deadline = time.time() + 60
+    workers = []
+    while time.time() < deadline and len(workers) < 2:
+        workers = [c for c in parent.children(recursive=True) if "LokyProcess" in " ".join(c.cmdline())]
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the run did not start its workers"
+    children = parent.children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    gone, alive = psutil.wait_procs(children, timeout=20)
+    for p in alive:
+        p.kill()
+    assert not alive, f"processes still running after their parent was killed: {[p.cmdline() for p in alive]}"

@@ -58,6 +58,7 @@ class ExtractConfig(StrictModel):
     executor: Literal["local", "dask"] = "local"
     scheduler: str | None = None
     progress: bool = True
+    lock_timeout: float = Field(3600.0, ge=0)
 
 
 PoolStat = Literal["mean", "std", "min", "max", "median"]
