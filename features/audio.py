@@ -19,13 +19,22 @@ from features.base import ExtractionError, Extractor, Params, Sample, Segment, f
 from features.registry import EXTRACTORS
 
 SILENCE_PEAK = 1e-4
+FULL_SCALE = 0.999  # |x| at or above this counts as full scale
+CLIPPED_RUN = 3  # this many consecutive full-scale samples look like a clipped recording
 
 
-def load_audio(path: str | Path, sampling_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """Read an audio file as mono float32, optionally resampled.
+def load_audio(path: str | Path, sampling_rate: int | None = None,
+               warnings: list[str] | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file as mono float32 in [-1, 1], optionally resampled.
+
+    Float files are checked: NaN or infinite samples are an error (openSMILE would turn them
+    into wrong numbers without a word); samples beyond full scale are clipped to [-1, 1] and
+    warned about; so are a clipped recording and a WAV file shorter than its header says.
+    Warnings are appended to `warnings` when a list is given.
 
     Raises:
-        ExtractionError: naming the file when it cannot be decoded or holds no samples.
+        ExtractionError: naming the file when it cannot be decoded, holds no samples, or holds
+            NaN/inf samples.
     """
     import soundfile as sf
 
@@ -34,14 +43,75 @@ def load_audio(path: str | Path, sampling_rate: int | None = None) -> tuple[np.n
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError, OSError) as err:
         raise ExtractionError(f"{path}: cannot decode audio ({err}); expected a readable "
-                              "WAV/FLAC/OGG file") from None
+                              "WAV/FLAC/OGG file", path) from None
     if data.shape[0] == 0:
-        raise ExtractionError(f"{path}: audio has zero samples")
+        raise ExtractionError(f"{path}: audio has zero samples", path)
+    notes = warnings if warnings is not None else []
+    declared = declared_wav_frames(path)
+    if declared is not None and declared > data.shape[0]:
+        notes.append(f"{path}: truncated WAV file: its header declares {declared} frames but only "
+                     f"{data.shape[0]} are present ({data.shape[0] / sr:.2f} s); the present ones are used")
     signal = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    signal = check_signal(signal, path, notes)
     if sampling_rate is not None and sr != sampling_rate:
         signal = resample(signal, sr, sampling_rate)
         sr = sampling_rate
     return np.ascontiguousarray(signal, dtype=np.float32), int(sr)
+
+
+def check_signal(signal: np.ndarray, path: Path | str, warnings: list[str]) -> np.ndarray:
+    """Reject NaN/inf samples, clip samples beyond [-1, 1] (float audio) and warn about a
+    clipped recording.
+
+    Raises:
+        ExtractionError: when the signal holds NaN or infinite samples.
+    """
+    bad = ~np.isfinite(signal)
+    if bad.any():
+        raise ExtractionError(f"{path}: audio holds {int(bad.sum())} NaN/inf sample(s) (first at "
+                              f"{int(np.argmax(bad))}); expected finite samples in [-1, 1]",
+                              None if str(path).startswith("<") else path)
+    peak = float(np.max(np.abs(signal))) if len(signal) else 0.0
+    if peak > 1.0:
+        n = int((np.abs(signal) > 1.0).sum())
+        warnings.append(f"{path}: {n} sample(s) outside [-1, 1] (peak {peak:.3g}); clipped to [-1, 1] "
+                        "(openSMILE scales audio to 16-bit integers, which cannot hold them)")
+        signal = np.clip(signal, -1.0, 1.0)
+    full = np.abs(signal) >= FULL_SCALE
+    if full.sum() >= CLIPPED_RUN:
+        runs = np.diff(np.flatnonzero(np.diff(np.r_[0, full.astype(np.int8), 0])).reshape(-1, 2), axis=1)
+        n_runs = int((runs >= CLIPPED_RUN).sum())
+        if n_runs:
+            warnings.append(f"{path}: {n_runs} run(s) of {CLIPPED_RUN} or more samples at full scale: the "
+                            "recording looks clipped, which distorts loudness, jitter and shimmer")
+    return signal
+
+
+def declared_wav_frames(path: Path) -> int | None:
+    """Frames a RIFF/WAVE header's data chunk declares (None for other formats)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = None
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+                if cid == b"fmt ":
+                    fmt = f.read(size)
+                    block_align = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else None
+                    f.seek(size % 2, 1)
+                elif cid == b"data":
+                    if not block_align or size == 0xFFFFFFFF:
+                        return None
+                    return size // block_align
+                else:
+                    f.seek(size + size % 2, 1)
+    except OSError:
+        return None
 
 
 def resample(signal: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -84,7 +154,7 @@ def cut_segments(
     if clipped:
         warnings.append(f"{path}: {clipped} segment(s) end after the audio ends; cut at {duration:.2f} s")
     if not spans:
-        raise ExtractionError(f"{path}: no segment lies within the audio ({duration:.2f} s long)")
+        raise ExtractionError(f"{path}: no segment lies within the audio ({duration:.2f} s long)", path)
     return spans, chunks, warnings
 
 
@@ -132,19 +202,27 @@ class OpenSmileExtractor(Extractor):
 
     def process_sample(self, sample: Sample, segments: Sequence[Segment] | None) -> pd.DataFrame:
         path = self.source_files(sample)["audio"]
-        signal, sr = load_audio(path, self.params.sampling_rate)
-        return self.process_signal(signal, sr, segments, sample.sample_id, path)
+        warnings: list[str] = []
+        signal, sr = load_audio(path, self.params.sampling_rate, warnings)
+        frame = self.process_signal(signal, sr, segments, sample.sample_id, path, checked=True)
+        frame.attrs["warnings"] = warnings + frame.attrs["warnings"]
+        return frame
 
     def process_signal(self, signal: np.ndarray, sampling_rate: int,
                        segments: Sequence[Segment] | None = None, sample_id: str = "signal",
-                       path: Path | str = "<signal>") -> pd.DataFrame:
-        """Features of an in-memory mono signal, segment by segment."""
+                       path: Path | str = "<signal>", checked: bool = False) -> pd.DataFrame:
+        """Features of an in-memory mono signal, segment by segment (checked like a file's
+        samples unless `checked`)."""
         signal = np.asarray(signal)
         if signal.ndim == 2:  # (samples, channels) → mono
             signal = signal.mean(axis=1)
-        if np.issubdtype(signal.dtype, np.integer):
+        is_int = np.issubdtype(signal.dtype, np.integer)
+        if is_int:
             signal = signal.astype(np.float32) / np.float32(np.iinfo(signal.dtype).max + 1)
         signal = signal.astype(np.float32, copy=False)
+        notes: list[str] = []
+        if not checked:
+            signal = check_signal(signal, path, notes)
         if self.params.sampling_rate is not None and sampling_rate != self.params.sampling_rate:
             signal = resample(signal, sampling_rate, self.params.sampling_rate)
             sampling_rate = self.params.sampling_rate
@@ -168,7 +246,7 @@ class OpenSmileExtractor(Extractor):
         if not values:
             raise ExtractionError(f"{path}: every segment is shorter than one 20 ms frame")
         frame = feature_frame(sample_id, rows, np.concatenate(values), smile.feature_names)
-        frame.attrs["warnings"] = warnings
+        frame.attrs["warnings"] = notes + warnings
         return frame
 
 
@@ -271,8 +349,10 @@ class LogMelStatsExtractor(Extractor):
 
     def process_sample(self, sample: Sample, segments: Sequence[Segment] | None) -> pd.DataFrame:
         path = self.source_files(sample)["audio"]
-        signal, sr = load_audio(path, self.params.sampling_rate)
+        loaded: list[str] = []
+        signal, sr = load_audio(path, self.params.sampling_rate, loaded)
         spans, chunks, warnings = cut_segments(signal, sr, segments, path)
+        warnings = loaded + warnings
         values = np.full((len(spans), 4 * self.params.n_mels), np.nan, dtype=np.float32)
         n_short = 0
         for i, chunk in enumerate(chunks):

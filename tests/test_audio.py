@@ -94,3 +94,51 @@ def test_missing_media_role():
     from features.base import MissingMediaError
     with pytest.raises(MissingMediaError, match="has no audio file"):
         OpenSmileExtractor().source_files(Sample("x", "x", {"transcript": "t.csv"}))
+
+
+# --- bad float audio and truncated files (the hardening issue, point 3) ----------------------
+
+def test_float_audio_with_nan_or_inf_is_a_per_sample_error(tmp_path):
+    x = tone(1.0)
+    for bad, name in ((np.nan, "nan.wav"), (np.inf, "inf.wav")):
+        y = x.copy()
+        y[100:110] = bad
+        path = write_wav(tmp_path / name, y, subtype="FLOAT")
+        with pytest.raises(ExtractionError, match=rf"{name}: .*10 NaN/inf sample") as err:
+            OpenSmileExtractor().process_sample(Sample("s", "s", {"audio": path}), None)
+        assert err.value.path == str(path)
+    all_nan = write_wav(tmp_path / "allnan.wav", np.full(16000, np.nan, dtype=np.float32), subtype="FLOAT")
+    with pytest.raises(ExtractionError, match="allnan.wav: .*16000 NaN/inf sample"):
+        OpenSmileExtractor().process_file(all_nan)
+    with pytest.raises(ExtractionError, match="NaN/inf sample"):
+        OpenSmileExtractor().process_signal(np.full(16000, np.nan, dtype=np.float32), 16000)
+
+
+def test_samples_outside_full_scale_are_clipped_with_a_warning(tmp_path):
+    x = tone(1.0) * 4  # peak 0.8
+    x[:50] = 3.0
+    path = write_wav(tmp_path / "hot.wav", x, subtype="FLOAT")
+    df = OpenSmileExtractor().process_file(path)
+    warning = next(w for w in df.attrs["warnings"] if "outside [-1, 1]" in w)
+    assert "hot.wav" in warning and "50 sample" in warning and "peak 3" in warning and "clipped to [-1, 1]" in warning
+    clipped = x.copy()
+    clipped[:50] = 1.0
+    ref = OpenSmileExtractor().process_file(write_wav(tmp_path / "ref.wav", clipped, subtype="FLOAT"))
+    np.testing.assert_allclose(df.to_numpy(), ref.to_numpy(), rtol=1e-5)
+
+
+def test_a_clipped_recording_is_warned_about(tmp_path):
+    x = np.clip(tone(1.0) * 10, -1, 1)  # a hot recording, flattened at full scale
+    df = OpenSmileExtractor().process_file(write_wav(tmp_path / "flat.wav", x))
+    assert any("flat.wav" in w and "full scale" in w for w in df.attrs["warnings"])
+
+
+def test_a_truncated_wav_is_a_warning_with_both_lengths(tmp_path):
+    path = write_wav(tmp_path / "full.wav", tone(2.0))
+    data = path.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: 44 + 2 * 16000])  # header says 32,000 frames; 16,000 remain
+    df = OpenSmileExtractor().process_file(cut)
+    warning = next(w for w in df.attrs["warnings"] if "truncated" in w)
+    assert "cut.wav" in warning and "32000" in warning and "16000" in warning
+    assert df.index.get_level_values("end")[0] == pytest.approx(1.0)
