@@ -55,8 +55,22 @@ DAIC_RENAME = {
     "x_1": "gaze_1_x", "y_1": "gaze_1_y", "z_1": "gaze_1_z",
     "x_h0": "gaze_h0_x", "y_h0": "gaze_h0_y", "z_h0": "gaze_h0_z",
     "x_h1": "gaze_h1_x", "y_h1": "gaze_h1_y", "z_h1": "gaze_h1_z",
-    "X": "pose_Tx", "Y": "pose_Ty", "Z": "pose_Tz", "Rx": "pose_Rx", "Ry": "pose_Ry", "Rz": "pose_Rz",
+    # The DAIC-WOZ documentation names the pose translation X, Y, Z; released CLNF_pose files
+    # name it Tx, Ty, Tz. Both are accepted.
+    "X": "pose_Tx", "Y": "pose_Ty", "Z": "pose_Tz", "Tx": "pose_Tx", "Ty": "pose_Ty", "Tz": "pose_Tz",
+    "Rx": "pose_Rx", "Ry": "pose_Ry", "Rz": "pose_Rz",
     "detection_success": "success", "frame_number": "frame",
+}
+# What each file of the DAIC-WOZ CLNF trio must hold (after renaming), by media role.
+DAIC_FILE_COLUMNS = {
+    "face_au": [f"{a}_r" for a in DAIC_AU_R] + [f"{a}_c" for a in DAIC_AU_C],
+    "face_gaze": GAZE_VECTORS + GAZE_HEAD,
+    "face_pose": POSE,
+}
+DAIC_FILE_HINT = {
+    "face_au": "AU01_r … AU26_r and AU04_c … AU45_c",
+    "face_gaze": "x_0, y_0, z_0, x_1, y_1, z_1, x_h0 … z_h1",
+    "face_pose": "X, Y, Z (or Tx, Ty, Tz), Rx, Ry, Rz",
 }
 
 
@@ -65,10 +79,10 @@ def _read_table(path: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, skipinitialspace=True, low_memory=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
-        raise ExtractionError(f"{path}: cannot read face features: {err}") from None
+        raise ExtractionError(f"{path}: cannot read face features: {str(err).strip()}", path) from None
     df.columns = [str(c).strip() for c in df.columns]
     if df.empty:
-        raise ExtractionError(f"{path}: no frames (header only)")
+        raise ExtractionError(f"{path}: no frames (header only)", path)
     return df
 
 
@@ -76,8 +90,19 @@ def _numeric(df: pd.DataFrame, path: Path | str) -> pd.DataFrame:
     out = df.apply(pd.to_numeric, errors="coerce")
     bad = [c for c in df.columns if out[c].isna().all() and df[c].notna().any()]
     if bad:
-        raise ExtractionError(f"{path}: non-numeric column(s) {bad[:5]}")
+        raise ExtractionError(f"{path}: non-numeric column(s) {bad[:5]}", _file(path))
     return out
+
+
+def _file(path: Path | str) -> str | None:
+    return None if str(path).startswith("<") else str(path)
+
+
+def _require(df: pd.DataFrame, columns: list[str], path: Path | str, what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ExtractionError(f"{path}: {what} lacks column(s) {missing[:6]}{' …' if len(missing) > 6 else ''}",
+                              _file(path))
 
 
 def add_gaze_angles(df: pd.DataFrame) -> pd.DataFrame:
@@ -96,9 +121,7 @@ def add_gaze_angles(df: pd.DataFrame) -> pd.DataFrame:
 def from_openface(df: pd.DataFrame, path: Path | str = "<frame>") -> pd.DataFrame:
     """OpenFace 2.x output (CSV columns) → unified frame table (one face per frame)."""
     df = df.rename(columns={c: c.strip() for c in df.columns})
-    missing = [c for c in ("timestamp", "confidence", "success") if c not in df.columns]
-    if missing:
-        raise ExtractionError(f"{path}: OpenFace output lacks column(s) {missing}")
+    _require(df, ["timestamp", "confidence", "success"], path, "OpenFace output")
     keep = [c for c in df.columns if c in ("frame", "face_id", "timestamp", "confidence", "success")
             or c.endswith(("_r", "_c")) and c.startswith("AU") or c.startswith(("gaze_", "pose_"))]
     df = _numeric(df[keep], path)
@@ -106,31 +129,45 @@ def from_openface(df: pd.DataFrame, path: Path | str = "<frame>") -> pd.DataFram
 
 
 def from_daic(au: Path, gaze: Path | None, pose: Path | None) -> pd.DataFrame:
-    """The DAIC-WOZ CLNF trio → unified frame table, joined on frame number."""
+    """The DAIC-WOZ CLNF trio → unified frame table, joined on frame number. Each file is
+    checked for its own columns, so a missing column is blamed on the file that lacks it."""
     tables = []
-    for path in (au, gaze, pose):
+    for role, path in (("face_au", au), ("face_gaze", gaze), ("face_pose", pose)):
         if path is None:
             continue
-        df = _numeric(_read_table(path).rename(columns=DAIC_RENAME), path)
-        if "frame" not in df.columns or "timestamp" not in df.columns:
-            raise ExtractionError(f"{path}: DAIC CLNF file lacks 'frame' or 'timestamp' "
-                                  f"(found {list(df.columns)[:6]} …)")
-        tables.append((path, df))
+        raw = _read_table(path)
+        _require(raw.rename(columns=DAIC_RENAME), ["frame", "timestamp", "confidence", "success"], path,
+                 "DAIC CLNF file")
+        df = raw.rename(columns=DAIC_RENAME)
+        missing = [c for c in DAIC_FILE_COLUMNS[role] if c not in df.columns]
+        if missing:
+            names = {v: k for k, v in DAIC_RENAME.items() if k not in ("Tx", "Ty", "Tz")}
+            raise ExtractionError(f"{path}: DAIC CLNF {role.removeprefix('face_')} file lacks column(s) "
+                                  f"{[names.get(c, c) for c in missing][:6]} (expected {DAIC_FILE_HINT[role]})",
+                                  path)
+        tables.append((path, _numeric(df, path)))
     base_path, out = tables[0]
     for path, df in tables[1:]:
         if len(df) != len(out):
-            raise ExtractionError(f"{path}: {len(df)} frames but {base_path.name} has {len(out)}")
+            raise ExtractionError(f"{path}: {len(df)} frames but {base_path.name} has {len(out)}", path)
         extra = df.drop(columns=[c for c in ("timestamp", "confidence", "success") if c in df.columns])
         out = out.merge(extra, on="frame", how="inner", validate="one_to_one")
     return add_gaze_angles(out)
 
 
 def from_pyfeat(df: pd.DataFrame, fps: float, detection_threshold: float,
-                path: Path | str = "<Fex>") -> pd.DataFrame:
-    """py-feat detector output (CSV or Fex) → unified frame table."""
+                path: Path | str = "<Fex>", pose_units: str = "radians",
+                warnings: list[str] | None = None) -> pd.DataFrame:
+    """py-feat detector output (CSV or Fex) → unified frame table.
+
+    Head pose: py-feat 2.x writes Pitch, Roll and Yaw in radians (its own plotting code says
+    so and stopped converting them from degrees), and they are taken as they are; output of
+    releases that wrote degrees needs `pose_units="degrees"`. Angles beyond ±π under "radians"
+    are warned about.
+    """
     df = pd.DataFrame(df)
     if "FaceScore" not in df.columns:
-        raise ExtractionError(f"{path}: not py-feat output (no FaceScore column)")
+        raise ExtractionError(f"{path}: not py-feat output (no FaceScore column)", _file(path))
     out = pd.DataFrame(index=df.index)
     frame = pd.to_numeric(df["frame"], errors="coerce") if "frame" in df.columns else pd.Series(
         np.arange(len(df)), index=df.index)
@@ -147,7 +184,13 @@ def from_pyfeat(df: pd.DataFrame, fps: float, detection_threshold: float,
             out[f"{au}_r"] = pd.to_numeric(df[au], errors="coerce")
     for name, col in (("pose_Rx", "Pitch"), ("pose_Ry", "Yaw"), ("pose_Rz", "Roll")):
         if col in df.columns:
-            out[name] = np.deg2rad(pd.to_numeric(df[col], errors="coerce"))
+            angle = pd.to_numeric(df[col], errors="coerce")
+            out[name] = np.deg2rad(angle) if pose_units == "degrees" else angle
+    if pose_units == "radians" and warnings is not None:
+        angles = out[[c for c in ("pose_Rx", "pose_Ry", "pose_Rz") if c in out.columns]].abs().max().max()
+        if angles > np.pi:
+            warnings.append(f"{path}: head pose angles up to {angles:.3g} exceed pi although py-feat 2.x writes "
+                            "radians; if this file holds degrees (older py-feat), set pose_units: degrees")
     return _one_face(out)
 
 
@@ -159,14 +202,15 @@ def _one_face(df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def read_face_files(sample: Sample, fps: float = 30.0, detection_threshold: float = 0.5) -> pd.DataFrame:
+def read_face_files(sample: Sample, fps: float = 30.0, detection_threshold: float = 0.5,
+                    pose_units: str = "radians", warnings: list[str] | None = None) -> pd.DataFrame:
     """The unified frame table of a sample's face files (see module docstring)."""
     media = sample.media
     if "face" in media:
         path = Path(media["face"])
         df = _read_table(path)
         if "FaceScore" in df.columns:
-            return from_pyfeat(df, fps, detection_threshold, path)
+            return from_pyfeat(df, fps, detection_threshold, path, pose_units, warnings)
         return from_openface(df, path)
     if "face_au" in media:
         return from_daic(Path(media["face_au"]), _opt(media.get("face_gaze")), _opt(media.get("face_pose")))
@@ -180,6 +224,7 @@ def _opt(p) -> Path | None:
 
 class FaceParams(Params):
     layout: Literal["openface2", "daic", "pyfeat"] = "openface2"
+    pose_units: Literal["radians", "degrees"] = "radians"
     level: Literal["functionals", "frames"] = "functionals"
     min_confidence: float = Field(0.75, ge=0, le=1)
     percentiles: list[float] = Field(default_factory=lambda: [10.0, 50.0, 90.0])
@@ -220,8 +265,10 @@ class FaceFeatures:
         if missing:
             raise ExtractionError(
                 f"{path}: face features lack {len(missing)} column(s) of the {p.layout!r} layout "
-                f"(e.g. {missing[:4]}); choose the layout that matches the source")
-        warnings: list[str] = []
+                f"(e.g. {missing[:4]}); choose the layout that matches the source", _file(path))
+        _require(frames, ["timestamp", "confidence", "success"], path, "face features")
+        warnings: list[str] = list(frames.attrs.get("warnings", []))
+        frames = self._in_time_order(frames, path, warnings)
         values = frames[cont + occ].to_numpy(dtype=np.float64)
         finite = np.isfinite(values).all(axis=1)
         ok = (frames["success"].to_numpy() == 1) & (frames["confidence"].to_numpy() >= p.min_confidence)
@@ -232,7 +279,7 @@ class FaceFeatures:
         if not valid.any():
             raise ExtractionError(
                 f"{path}: no usable frame among {len(frames)} (success == 1, confidence ≥ "
-                f"{p.min_confidence} and finite values)")
+                f"{p.min_confidence} and finite values)", _file(path))
         t = frames["timestamp"].to_numpy(dtype=np.float64)
         step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0 / p.fps
         if p.level == "frames":
@@ -265,6 +312,24 @@ class FaceFeatures:
         return frame
 
 
+    @staticmethod
+    def _in_time_order(frames: pd.DataFrame, path: Path | str, warnings: list[str]) -> pd.DataFrame:
+        """Drop frames whose timestamp is not a number and sort the rest by frame (or time),
+        each with a warning: a frame without a time cannot be placed in any segment."""
+        t = pd.to_numeric(frames["timestamp"], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(t)
+        if bad.any():
+            warnings.append(f"{path}: {int(bad.sum())} frame(s) with unparseable timestamps left out")
+            frames = frames[~bad]
+            if frames.empty:
+                raise ExtractionError(f"{path}: no frame has a usable timestamp", _file(path))
+        order = "frame" if "frame" in frames.columns and frames["frame"].notna().all() else "timestamp"
+        if not (frames[order].is_monotonic_increasing and frames["timestamp"].is_monotonic_increasing):
+            warnings.append(f"{path}: frames are not in time order; sorted by {order}")
+            frames = frames.sort_values([order, "timestamp"], kind="stable")
+        return frames.reset_index(drop=True)
+
+
 def _in_any(t: np.ndarray, segments: Sequence[Segment]) -> np.ndarray:
     mask = np.zeros(len(t), dtype=bool)
     for s in segments:
@@ -286,6 +351,7 @@ class FaceExtractor(FaceFeatures, Extractor):
             (py-feat occurrences are its AU probabilities thresholded here).
         fps: frame rate for py-feat output that has frame numbers but no times.
         detection_threshold: py-feat FaceScore below this is a failed frame.
+        pose_units: py-feat head pose units, "radians" (py-feat 2.x) or "degrees" (older output).
     """
 
     name = "face"
@@ -305,21 +371,28 @@ class FaceExtractor(FaceFeatures, Extractor):
 
     def process_sample(self, sample: Sample, segments: Sequence[Segment] | None) -> pd.DataFrame:
         files = self.source_files(sample)
-        frames = read_face_files(sample, self.params.fps, self.params.detection_threshold)
+        warnings: list[str] = []
+        frames = read_face_files(sample, self.params.fps, self.params.detection_threshold, self.params.pose_units,
+                                 warnings)
+        frames.attrs["warnings"] = warnings
         return self.pool(frames, segments, sample.sample_id, next(iter(files.values())))
 
     def process_fex(self, fex: pd.DataFrame, segments: Sequence[Segment] | None = None,
                     sample_id: str = "fex") -> pd.DataFrame:
         """Pool an in-memory py-feat `Fex` (or OpenFace DataFrame) like a file."""
+        warnings: list[str] = []
         if "FaceScore" in fex.columns:
-            frames = from_pyfeat(fex, self.params.fps, self.params.detection_threshold)
+            frames = from_pyfeat(fex, self.params.fps, self.params.detection_threshold, "<Fex>",
+                                 self.params.pose_units, warnings)
         else:
             frames = from_openface(pd.DataFrame(fex))
+        frames.attrs["warnings"] = warnings
         return self.pool(frames, segments, sample_id, "<Fex>")
 
 
 class PyFeatParams(FaceParams):
     layout: Literal["pyfeat"] = "pyfeat"
+    pose_units: Literal["radians"] = "radians"
     face_model: str = "retinaface"
     landmark_model: str = "mobilefacenet"
     au_model: str = "xgb"
@@ -416,6 +489,7 @@ class PyFeatDetectorExtractor(FaceFeatures, Extractor):
         fex = detector.detect(str(path), data_type=kind, batch_size=self.params.batch_size,
                               skip_frames=self.params.skip_frames, progress_bar=False)
         if fex is None or len(fex) == 0:
-            raise ExtractionError(f"{path}: py-feat found no frame to analyse")
-        frames = from_pyfeat(fex, self.params.fps, self.params.detection_threshold, path)
+            raise ExtractionError(f"{path}: py-feat found no frame to analyse", path)
+        # the detector itself writes radians
+        frames = from_pyfeat(fex, self.params.fps, self.params.detection_threshold, path, "radians")
         return self.pool(frames, segments, sample.sample_id, path)

@@ -75,7 +75,12 @@ def test_real_pyfeat_csv(shared_data):
     assert out.shape == (1, 20 * 5 + 3 * 5 + 20 + 2)
     assert out["AU12_r__mean"].iloc[0] == pytest.approx(raw["AU12"].iloc[0], rel=1e-5)
     assert out["AU12_c__rate"].iloc[0] == float(raw["AU12"].iloc[0] >= 0.5)
-    assert out["pose_Rx__mean"].iloc[0] == pytest.approx(np.deg2rad(raw["Pitch"].iloc[0]), rel=1e-5)
+    # py-feat 2.x writes radians: taken as they are. This file (from py-feat's own test data) holds
+    # Yaw 4.87, more than pi: a warning says it looks like degrees and how to say so.
+    assert out["pose_Rx__mean"].iloc[0] == pytest.approx(raw["Pitch"].iloc[0], rel=1e-5)
+    assert any("Feat_Test.csv" in w and "pose_units: degrees" in w for w in out.attrs["warnings"])
+    deg = FaceExtractor(layout="pyfeat", pose_units="degrees").process_sample(Sample("pf", "pf", {"face": path}), None)
+    assert deg["pose_Rx__mean"].iloc[0] == pytest.approx(np.deg2rad(raw["Pitch"].iloc[0]), rel=1e-5)
     with pytest.raises(ExtractionError, match="lack .* 'openface2' layout"):
         FaceExtractor(layout="openface2").process_sample(Sample("pf", "pf", {"face": path}), None)
 
@@ -156,3 +161,91 @@ def test_pyfeat_detector_runs_where_weights_exist(shared_data):
     image = shared_data / "face_samples" / "single_face.jpg"
     out = ext.process_sample(Sample("img", "img", {"image": image}), None)
     assert out["valid_fraction"].iloc[0] == 1.0 and out.shape[1] == len(ext.feature_names)
+
+
+# --- the hardening issue: DAIC pose headers (4), py-feat pose units (5), timestamps (7) --------
+
+def daic_media(folder, pid):
+    return {"face_au": folder / f"{pid}_CLNF_AUs.txt", "face_gaze": folder / f"{pid}_CLNF_gaze.txt",
+            "face_pose": folder / f"{pid}_CLNF_pose.txt"}
+
+
+def test_daic_pose_files_with_tx_ty_tz_headers_give_the_same_features(demo_corpus):
+    folder = demo_corpus / "300_P"
+    media = daic_media(folder, "300")
+    documented = FaceExtractor(layout="daic").process_sample(Sample("300", "300", media), None)
+    pose = media["face_pose"]
+    lines = pose.read_text().splitlines()
+    assert lines[0] == "frame, timestamp, confidence, success, X, Y, Z, Rx, Ry, Rz"
+    lines[0] = "frame, timestamp, confidence, success, Tx, Ty, Tz, Rx, Ry, Rz"  # real DAIC-WOZ releases
+    pose.write_text("\n".join(lines) + "\n")
+    real = FaceExtractor(layout="daic").process_sample(Sample("300", "300", media), None)
+    pd.testing.assert_frame_equal(real, documented)
+
+
+def test_a_missing_daic_column_is_blamed_on_its_own_file_in_the_errors_table(demo_corpus, tmp_path):
+    from features.align import Segmenter
+    from features.runner import run_extraction
+    from features.store import FeatureStore
+    from fusion.datasets.daic_woz import DaicWoz
+
+    pose = demo_corpus / "301_P" / "301_CLNF_pose.txt"
+    lines = pose.read_text().splitlines()
+    pose.write_text("\n".join(", ".join(x.split(", ")[:-1]) for x in lines) + "\n")  # no Rz column
+    with pytest.raises(ExtractionError, match=r"301_CLNF_pose.txt: .*Rz") as err:
+        FaceExtractor(layout="daic").process_sample(Sample("301", "301", daic_media(demo_corpus / "301_P", "301")),
+                                                    None)
+    assert "301_CLNF_AUs.txt" not in str(err.value) and err.value.path == str(pose)
+    au = demo_corpus / "302_P" / "302_CLNF_AUs.txt"
+    rows = [x.split(", ") for x in au.read_text().splitlines()]
+    drop = rows[0].index("confidence")
+    au.write_text("\n".join(", ".join(v for i, v in enumerate(r) if i != drop) for r in rows) + "\n")
+    summary = run_extraction(DaicWoz(demo_corpus).samples(), FaceExtractor(layout="daic"),
+                             FeatureStore(tmp_path / "store"), "demo", segmenter=Segmenter(), progress=False)
+    assert summary.failed_ids == ["301", "302"]
+    errors = pd.read_parquet(summary.errors_path).set_index("sample_id")
+    assert errors.loc["301", "source_path"] == str(pose)
+    assert errors.loc["302", "source_path"] == str(au)
+    assert "302_CLNF_AUs.txt" in errors.loc["302", "error"] and "'confidence'" in errors.loc["302", "error"]
+    assert "KeyError" not in errors.loc["302", "error"]
+
+
+def pyfeat_csv(path, n=10, pitch=0.2, extra=None):
+    cols = {"frame": np.arange(n), "FaceScore": np.full(n, 0.99), "Pitch": np.full(n, pitch),
+            "Roll": np.full(n, -0.1), "Yaw": np.full(n, 0.3)}
+    for au in ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12", "AU14", "AU15",
+               "AU17", "AU20", "AU23", "AU24", "AU25", "AU26", "AU28", "AU43"):
+        cols[au] = np.full(n, 0.4)
+    cols.update(extra or {})
+    pd.DataFrame(cols).to_csv(path, index=False)
+    return path
+
+
+def test_pyfeat_pose_is_taken_in_radians(tmp_path):
+    path = pyfeat_csv(tmp_path / "p.csv", pitch=0.2)
+    out = FaceExtractor(layout="pyfeat").process_sample(Sample("p", "p", {"face": path}), None)
+    assert out["pose_Rx__mean"].iloc[0] == pytest.approx(0.2)  # py-feat 2.x: radians, not converted again
+    assert out["pose_Ry__mean"].iloc[0] == pytest.approx(0.3) and out["pose_Rz__mean"].iloc[0] == pytest.approx(-0.1)
+    assert not [w for w in out.attrs["warnings"] if "degrees" in w]
+
+
+def test_unparseable_and_shuffled_timestamps_are_warned_about_and_never_give_a_nan_end(tmp_path):
+    df = openface_csv(tmp_path / "f.csv")
+    shuffled = df.sample(frac=1.0, random_state=0)
+    text = shuffled.to_csv(index=False).replace(",", ", ").splitlines()
+    bad_rows = [3, 7]
+    for i in bad_rows:  # unparseable timestamps
+        cells = text[i].split(", ")
+        cells[2] = "n/a"
+        text[i] = ", ".join(cells)
+    (tmp_path / "f.csv").write_text("\n".join(text) + "\n")
+    out = FaceExtractor().process_sample(Sample("f", "f", {"face": tmp_path / "f.csv"}), None)
+    warnings = " ".join(out.attrs["warnings"])
+    assert "2 frame(s) with unparseable timestamps" in warnings and "not in time order" in warnings
+    end = out.index.get_level_values("end")[0]
+    kept = shuffled.drop(shuffled.index[[i - 1 for i in bad_rows]])
+    assert np.isfinite(end) and end == pytest.approx(kept["timestamp"].max() + 1 / 30)
+    assert out["n_frames"].iloc[0] == 28
+    frames = FaceExtractor(level="frames").process_sample(Sample("f", "f", {"face": tmp_path / "f.csv"}), None)
+    starts = frames.index.get_level_values("start").to_numpy()
+    assert len(starts) == 28 and (np.diff(starts) > 0).all()
