@@ -32,37 +32,46 @@ def _find(columns: dict[str, str], names: tuple[str, ...]) -> str | None:
     return None
 
 
-def read_transcript(path: str | Path) -> pd.DataFrame:
+def read_transcript(path: str | Path, warnings: list[str] | None = None) -> pd.DataFrame:
     """Read a DAIC-WOZ (tab-separated) or E-DAIC (comma-separated) transcript.
+
+    Rows with a missing or non-numeric start or stop time are left out, and rows without
+    text kept, each with a warning naming the file and the lines (appended to `warnings`). An
+    infinite stop time ends the turn where the next row starts (warned about); the last row's
+    stays infinite, for the segmenter to cut at the end of the recording.
 
     Returns:
         DataFrame with columns start, end, speaker (None where the file has no speaker
-        column) and text, in file order.
+        column) and text, in file order, indexed by the row's position in the file (0 = the
+        first row after the header).
 
     Raises:
-        ExtractionError: naming the file for bad encoding, missing columns, no rows,
-            non-numeric, negative or backwards times.
+        ExtractionError: naming the file for bad encoding, missing columns, no usable rows,
+            negative or backwards times.
     """
     path = Path(path)
+    notes = warnings if warnings is not None else []
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise ExtractionError(f"{path}: cannot read transcript ({err.strerror})") from None
+        raise ExtractionError(f"{path}: cannot read transcript ({err.strerror})", path) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise ExtractionError(
-            f"{path}: transcript is not valid UTF-8 (byte {err.start}: {raw[err.start:err.start+1]!r})"
+            f"{path}: transcript is not valid UTF-8 (byte {err.start}: {raw[err.start:err.start+1]!r})", path
         ) from None
     if not text.strip():
-        raise ExtractionError(f"{path}: transcript is empty (expected a header and turn rows)")
+        raise ExtractionError(f"{path}: transcript is empty (expected a header and turn rows)", path)
     first = text.splitlines()[0]
     sep = "\t" if "\t" in first else ","
     try:
         df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False,
-                         quoting=0, on_bad_lines="error")
+                         quoting=0, on_bad_lines="error", index_col=False)
     except (pd.errors.ParserError, ValueError) as err:
-        raise ExtractionError(f"{path}: cannot parse transcript as {sep!r}-separated: {err}") from None
+        hint = " (a text with commas must be quoted in a comma-separated file)" if sep == "," else ""
+        raise ExtractionError(f"{path}: cannot parse transcript as {sep!r}-separated: {str(err).strip()}{hint}",
+                              path) from None
     cols = {c.strip().lower(): c for c in df.columns}
     start_c, end_c = _find(cols, _START), _find(cols, _END)
     text_c, spk_c = _find(cols, _TEXT), _find(cols, _SPEAKER)
@@ -71,10 +80,10 @@ def read_transcript(path: str | Path) -> pd.DataFrame:
         raise ExtractionError(
             f"{path}: transcript lacks {', '.join(missing)} column(s); found columns "
             f"{list(df.columns)}, expected DAIC-WOZ 'start_time, stop_time, speaker, value' "
-            f"or E-DAIC 'Start_Time, End_Time, Text'"
+            f"or E-DAIC 'Start_Time, End_Time, Text'", path
         )
     if df.empty:
-        raise ExtractionError(f"{path}: transcript has a header but no turns")
+        raise ExtractionError(f"{path}: transcript has a header but no turns", path)
     out = pd.DataFrame(
         {
             "start": pd.to_numeric(df[start_c].str.strip(), errors="coerce"),
@@ -83,32 +92,78 @@ def read_transcript(path: str | Path) -> pd.DataFrame:
             "text": df[text_c].astype(str).str.strip(),
         }
     )
+    inf = out.index[np.isinf(out["end"]) & np.isfinite(out["start"])]
+    if len(inf):
+        # the next row's start (of any speaker, even one whose own stop time is missing) is
+        # when this turn must have ended
+        nxt = out["start"].where(np.isfinite(out["start"])).bfill().shift(-1)
+        follow = inf[nxt.loc[inf].notna() & (nxt.loc[inf] > out.loc[inf, "start"])]
+        out.loc[follow, "end"] = nxt.loc[follow]
+        notes.append(f"{path}: infinite stop time in {_rows(inf)}; "
+                     + (f"{len(follow)} turn(s) end where the next row starts" if len(follow) else "")
+                     + ("; " if len(follow) and len(inf) > len(follow) else "")
+                     + ("the last one is cut at the end of the recording" if len(inf) > len(follow) else ""))
     bad = out.index[out["start"].isna() | out["end"].isna()]
+    if len(bad) == len(out):
+        raise ExtractionError(f"{path}: no usable turn: missing or non-numeric times in {_rows(bad)} "
+                              f"(columns {start_c!r}, {end_c!r})", path)
     if len(bad):
-        raise ExtractionError(
-            f"{path}: non-numeric times in {_rows(bad)} (columns {start_c!r}, {end_c!r})"
-        )
+        notes.append(f"{path}: {len(bad)} row(s) with a missing or non-numeric start or stop time left out "
+                     f"({_rows(bad)})")
+        out = out.drop(index=bad)
+    if np.isinf(out["start"]).any():
+        raise ExtractionError(f"{path}: infinite start time in {_rows(out.index[np.isinf(out['start'])])}", path)
     bad = out.index[(out["start"] < 0) | (out["end"] < 0)]
     if len(bad):
-        raise ExtractionError(f"{path}: negative times in {_rows(bad)}")
+        raise ExtractionError(f"{path}: negative times in {_rows(bad)}", path)
     bad = out.index[out["end"] < out["start"]]
     if len(bad):
-        raise ExtractionError(f"{path}: end time before start time in {_rows(bad)}")
+        raise ExtractionError(f"{path}: end time before start time in {_rows(bad)}", path)
+    empty = out.index[out["text"] == ""]
+    if len(empty):
+        notes.append(f"{path}: {len(empty)} row(s) with no text ({_rows(empty)}); their turns are kept")
     return out
+
+
+def select_speaker(df: pd.DataFrame, speaker: str | None, path: Path, warnings: list[str]) -> pd.DataFrame:
+    """The turns of `speaker` ("all" or None: every turn).
+
+    Raises:
+        ExtractionError: when a speaker is asked for but the transcript has no speaker column
+            (its turns cannot be told apart: the interviewer's would be taken as the
+            participant's), or has no turn of that speaker.
+    """
+    if speaker is None or speaker.lower() == "all":
+        return df
+    if df["speaker"].isna().all():
+        raise ExtractionError(
+            f"{path}: the transcript has no speaker column, so the turns of speaker {speaker!r} cannot be "
+            "told apart from the others; set `speaker: all` to use every turn (E-DAIC transcripts hold "
+            "the participant only)", path)
+    blank = df.index[df["speaker"].fillna("") == ""]
+    if len(blank):
+        warnings.append(f"{path}: {len(blank)} row(s) without a speaker left out ({_rows(blank)})")
+    keep = df["speaker"].fillna("").str.lower() == speaker.lower()
+    if not keep.any():
+        found = sorted(set(df["speaker"].dropna()) - {""})
+        raise ExtractionError(f"{path}: no turns of speaker {speaker!r} (speakers found: {found})", path)
+    return df[keep]
 
 
 def _rows(index: pd.Index) -> str:
     # +2: one for the header line, one because people count lines from 1.
-    shown = ", ".join(str(i + 2) for i in index[:5])
-    return f"line(s) {shown}{' …' if len(index) > 5 else ''}"
+    lines = [i + 2 for i in index[:5]]
+    shown = ", ".join(str(i) for i in lines)
+    return f"line{'s' if len(index) > 1 else ''} {shown}{' …' if len(index) > 5 else ''}"
 
 
 class SegmentationConfig(Params):
     """How a sample is cut into segments.
 
-    `session`: one whole-sample row. `turn`: one row per transcript turn (of `speaker` where
-    the transcript has a speaker column), optionally merged and split. `window`: fixed
-    windows of `window` seconds every `hop` seconds over the whole recording.
+    `session`: one whole-sample row. `turn`: one row per transcript turn of `speaker` ("all"
+    or null: every turn; a named speaker needs a transcript with a speaker column), optionally
+    merged and split, and cut at the end of the sample's audio when it has one. `window`:
+    fixed windows of `window` seconds every `hop` seconds over the whole recording.
     """
 
     level: Literal["session", "turn", "window"] = "session"
@@ -145,13 +200,17 @@ class Segmenter:
         self.config = config or SegmentationConfig()
 
     def source_files(self, sample: Sample) -> dict[str, Path]:
-        """Files the segmentation reads (they enter the sample's source hash)."""
+        """Files the segmentation reads (they enter the sample's source hash): the transcript,
+        and for turns the audio whose length the turns are cut to."""
         if self.config.level == "turn":
             if "transcript" not in sample.media:
                 raise ExtractionError(
                     f"sample {sample.sample_id!r} has no transcript; turn segmentation needs one"
                 )
-            return {"transcript": Path(sample.media["transcript"])}
+            files = {"transcript": Path(sample.media["transcript"])}
+            if "audio" in sample.media:
+                files["audio"] = Path(sample.media["audio"])
+            return files
         return {}
 
     def segment(self, sample: Sample) -> Segmentation:
@@ -166,7 +225,15 @@ class Segmenter:
                 return Segmentation([Segment(w.start + span[0], w.end + span[0]) for w in windows], [])
             return Segmentation(self._windows(sample), [])
         path = Path(sample.media["transcript"])
-        seg = turns_from_transcript(path, cfg)
+        notes: list[str] = []
+        duration = None
+        if "audio" in sample.media and span is None:
+            try:
+                duration = audio_duration(sample.media["audio"]) or None  # an empty file says nothing
+            except ExtractionError as err:
+                notes.append(f"{err}; turns are not cut to the audio's length")
+        seg = turns_from_transcript(path, cfg, duration)
+        seg.warnings[:0] = notes
         if span is not None:
             inside = [s for s in seg.segments if s.end > span[0] and s.start < span[1]]
             seg = Segmentation([Segment(max(s.start, span[0]), min(s.end, span[1]), s.speaker, s.text)
@@ -174,14 +241,9 @@ class Segmenter:
         return seg
 
     def _windows(self, sample: Sample) -> list[Segment]:
-        import soundfile as sf
-
         cfg = self.config
         if "audio" in sample.media:
-            try:
-                duration = sf.info(str(sample.media["audio"])).duration
-            except RuntimeError as err:
-                raise ExtractionError(f"{sample.media['audio']}: cannot read audio header: {err}") from None
+            duration = audio_duration(sample.media["audio"])
         elif "transcript" in sample.media:
             duration = float(read_transcript(sample.media["transcript"])["end"].max())
         else:
@@ -201,18 +263,45 @@ def fixed_windows(duration: float, window: float, hop: float) -> list[Segment]:
     return [Segment(float(s), float(min(s + window, duration))) for s in starts if s < duration]
 
 
-def turns_from_transcript(path: Path, cfg: SegmentationConfig) -> Segmentation:
-    """Participant turns of a transcript, merged and split per `cfg`."""
-    df = read_transcript(path)
+def audio_duration(path: str | Path) -> float:
+    """Length of an audio file in seconds, from its header.
+
+    Raises:
+        ExtractionError: naming the file when its header cannot be read.
+    """
+    import soundfile as sf
+
+    try:
+        return float(sf.info(str(path)).duration)
+    except (RuntimeError, sf.LibsndfileError, OSError) as err:
+        raise ExtractionError(f"{path}: cannot read audio header: {err}", path) from None
+
+
+def turns_from_transcript(path: Path, cfg: SegmentationConfig, duration: float | None = None) -> Segmentation:
+    """Turns of a transcript, merged and split per `cfg`; with the recording's `duration`,
+    turns that start after it are left out and turns that end after it are cut, each with a
+    warning naming the lines (so that every modality gets the same segments)."""
     warnings: list[str] = []
-    if df["speaker"].notna().all() and cfg.speaker is not None:
-        keep = df["speaker"].str.lower() == cfg.speaker.lower()
-        if not keep.any():
-            found = sorted(set(df["speaker"]))
-            raise ExtractionError(
-                f"{path}: no turns of speaker {cfg.speaker!r} (speakers found: {found})"
-            )
-        df = df[keep]
+    df = select_speaker(read_transcript(path, warnings), cfg.speaker, path, warnings)
+    if duration is not None:
+        after = df.index[df["start"] >= duration]
+        if len(after):
+            warnings.append(f"{path}: {len(after)} turn(s) start after the audio ends ({duration:.2f} s) and are "
+                            f"left out ({_rows(after)})")
+            df = df.drop(index=after)
+        long = df.index[df["end"] > duration]
+        if len(long):
+            warnings.append(f"{path}: {len(long)} turn(s) end after the audio ends and are cut at {duration:.2f} s "
+                            f"({_rows(long)})")
+            df = df.assign(end=df["end"].clip(upper=duration))
+    else:
+        endless = df.index[np.isinf(df["end"])]
+        if len(endless):
+            warnings.append(f"{path}: {len(endless)} turn(s) with an infinite stop time and no audio to end them "
+                            f"are left out ({_rows(endless)})")
+            df = df.drop(index=endless)
+    if df.empty:
+        raise ExtractionError(f"{path}: no turn left within the recording", path)
     zero = df["end"] <= df["start"]
     if zero.any():
         warnings.append(f"{path}: dropped {int(zero.sum())} zero-length turn(s) in {_rows(df.index[zero])}")
@@ -237,7 +326,7 @@ def turns_from_transcript(path: Path, cfg: SegmentationConfig) -> Segmentation:
         warnings.append(f"{path}: {n_overlap} overlapping turn(s) of the same speaker were merged")
     if cfg.min_turn > 0:
         merged = _absorb_short(merged, cfg.min_turn)
-    speaker = cfg.speaker if df["speaker"].notna().all() else None
+    speaker = cfg.speaker if df["speaker"].notna().all() and (cfg.speaker or "").lower() != "all" else None
     segments: list[Segment] = []
     for start, end, text in merged:
         if cfg.max_turn and end - start > cfg.max_turn:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from features.align import read_transcript
+from features.align import read_transcript, select_speaker
 from features.base import INDEX, BatchResult, ExtractionError, Extractor, Params, Sample, Segment
 from features.registry import EXTRACTORS
 
@@ -90,7 +90,8 @@ class SentenceEmbeddingExtractor(Extractor):
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", …
         normalize: L2-normalise embeddings.
         session: which whole-sample embeddings to produce.
-        speaker: whose turns count when the transcript has a speaker column.
+        speaker: whose turns count ("all" or null: every turn; a named speaker needs a
+            transcript with a speaker column).
     """
 
     name = "sentence"
@@ -147,21 +148,20 @@ class SentenceEmbeddingExtractor(Extractor):
     def source_payload(self, sample: Sample) -> str | None:
         return sample.text
 
-    def _turns(self, sample: Sample) -> tuple[list[str], float]:
+    def _turns(self, sample: Sample, warnings: list[str]) -> tuple[list[str], float]:
         """The texts of a whole sample and its duration (0 when unknown)."""
         if sample.text is not None:
             if not sample.text.strip():
                 raise ExtractionError(f"sample {sample.sample_id!r}: empty utterance text")
             return [sample.text], float(sample.duration or 0.0)
         path = self.source_files(sample)["transcript"]
-        df = read_transcript(path)
-        if self.params.speaker is not None and df["speaker"].notna().all():
-            df = df[df["speaker"].str.lower() == self.params.speaker.lower()]
+        df = select_speaker(read_transcript(path, warnings), self.params.speaker, path, warnings)
         texts = [t for t in df["text"].astype(str) if t.strip()]
         if not texts:
             raise ExtractionError(f"{path}: no non-empty turns"
-                                  + (f" of speaker {self.params.speaker!r}" if self.params.speaker else ""))
-        return texts, float(df["end"].max())
+                                  + (f" of speaker {self.params.speaker!r}" if self.params.speaker else ""), path)
+        times = np.r_[df["start"].to_numpy(float), df["end"].to_numpy(float)]
+        return texts, float(times[np.isfinite(times)].max())
 
     def _segment_texts(self, sample: Sample, segments: Sequence[Segment]) -> list[str]:
         texts = [s.text for s in segments]
@@ -201,7 +201,7 @@ class SentenceEmbeddingExtractor(Extractor):
                             f"sample {sample.sample_id!r}: {empty} segment(s) without words; their "
                             "embedding is that of an empty text")
                 else:
-                    turns, duration = self._turns(sample)
+                    turns, duration = self._turns(sample, result.warnings.setdefault(sample.sample_id, []))
                     plans.append((sample, "session", len(texts), len(turns), [(0.0, duration)]))
                     texts.extend(turns)
                     if self.params.session in ("concat", "both"):

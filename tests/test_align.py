@@ -33,8 +33,50 @@ def test_daic_participant_turns(tmp_path):
 
 
 def test_edaic_has_no_speaker_column(tmp_path):
-    out = seg(tmp_path, EDAIC)
+    out = seg(tmp_path, EDAIC, speaker="all")
     assert [(s.start, s.end, s.speaker) for s in out.segments] == [(0.5, 1.5, None), (2.0, 3.0, None)]
+
+
+# --- the hardening issue, point 6 -----------------------------------------------------------
+
+def test_without_a_speaker_column_the_participant_filter_is_an_error(tmp_path):
+    with pytest.raises(ExtractionError, match=r"t.csv: .*no speaker column.*'Participant'.*speaker: all") as err:
+        seg(tmp_path, EDAIC)
+    assert err.value.path == str(tmp_path / "t.csv")
+    assert len(seg(tmp_path, DAIC, speaker="all").segments) == 5  # every turn, Ellie's too
+
+
+def test_infinite_stop_times_and_rows_with_missing_fields_are_warnings_with_lines(tmp_path):
+    text = ("start_time\tstop_time\tspeaker\tvalue\n"
+            "1.0\t2.0\tParticipant\tfine\n"
+            "3.0\tinf\tParticipant\tgoes on\n"
+            "5.0\t\tParticipant\tno stop\n"
+            "7.0\t8.0\tParticipant\t\n"
+            "9.0\t10.0\tParticipant\tlast\n")
+    out = seg(tmp_path, text)
+    warnings = " ".join(out.warnings)
+    assert "t.csv" in warnings and "line 3" in warnings and "infinite stop time" in warnings
+    assert "line 4" in warnings and "missing" in warnings
+    assert "line 5" in warnings and "no text" in warnings
+    # the infinite turn ends where the next one starts; the turn without a stop time is left out
+    assert [(s.start, s.end) for s in out.segments] == [(1.0, 2.0), (3.0, 5.0), (7.0, 8.0), (9.0, 10.0)]
+
+
+def test_turns_past_the_end_of_the_audio_are_cut_for_every_modality_alike(tmp_path):
+    from conftest import tone, write_wav
+
+    audio = write_wav(tmp_path / "a.wav", tone(6.0))
+    path = tmp_path / "t.csv"
+    path.write_text("start_time\tstop_time\tspeaker\tvalue\n1.0\t2.0\tParticipant\tin\n"
+                    "5.0\t7.5\tParticipant\tcut\n8.0\t9.0\tParticipant\tafter\n", encoding="utf-8")
+    out = Segmenter(SegmentationConfig(level="turn")).segment(Sample("s", "s", {"transcript": path, "audio": audio}))
+    assert [(s.start, s.end) for s in out.segments] == [(1.0, 2.0), (5.0, 6.0)]
+    warnings = " ".join(out.warnings)
+    assert "t.csv" in warnings and "line 3" in warnings and "line 4" in warnings and "6.00 s" in warnings
+    # every extractor gets the same segments, so rows join across modalities
+    from features.align import Segmenter as S
+    assert S(SegmentationConfig(level="turn")).source_files(Sample("s", "s", {"transcript": path, "audio": audio})) == {
+        "transcript": path, "audio": audio}
 
 
 def test_merge_short_gaps_and_split_long_turns(tmp_path):
@@ -66,7 +108,7 @@ def test_overlapping_and_unsorted_turns_warn(tmp_path):
     ("", "empty"),
     ("start_time\tstop_time\tspeaker\tvalue\n", "no turns"),
     ("from\tto\tspeaker\tvalue\n1\t2\tParticipant\thi\n", "lacks start time, end time"),
-    ("start_time\tstop_time\tspeaker\tvalue\n1\tx\tParticipant\thi\n", "non-numeric times in line\\(s\\) 2"),
+    ("start_time\tstop_time\tspeaker\tvalue\n1\tx\tParticipant\thi\n", "no usable turn: missing or non-numeric times in line 2"),
     ("start_time\tstop_time\tspeaker\tvalue\n-1\t2\tParticipant\thi\n", "negative times"),
     ("start_time\tstop_time\tspeaker\tvalue\n3\t2\tParticipant\thi\n", "end time before start time"),
     ("start_time\tstop_time\tspeaker\tvalue\n1\t2\tEllie\thi\n", "no turns of speaker 'Participant'"),
