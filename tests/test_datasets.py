@@ -48,7 +48,7 @@ def test_daic_native_layout_and_quirks(demo_corpus):
      "no Participant_ID column"),
     (lambda r: (r / "train_split_Depression_AVEC2017.csv").write_text(
         (r / "train_split_Depression_AVEC2017.csv").read_text() + "999,1,31,1,3,3,3,3,3,3,3,3,40,0\n"),
-     "PHQ8_Score must be an integer in 0–24"),
+     "column 'PHQ8_Score' must be an integer in 0–24"),
     (lambda r: (r / "dev_split_Depression_AVEC2017.csv").write_text(
         (r / "dev_split_Depression_AVEC2017.csv").read_text() +
         (r / "train_split_Depression_AVEC2017.csv").read_text().splitlines()[1] + "\n"),
@@ -82,7 +82,7 @@ def test_edaic_label_out_of_range_and_missing_column(tmp_path):
     df = pd.read_csv(path)
     df.loc[0, "PTSD Severity"] = 120
     df.to_csv(path, index=False)
-    with pytest.raises(DatasetError, match="dev_split.csv: column 'PTSD Severity' must be in 0–85"):
+    with pytest.raises(DatasetError, match="dev_split.csv: column 'PTSD Severity' must be a number in 17–85"):
         Edaic(root).samples()
     df.drop(columns=["PHQ_Score"]).to_csv(path, index=False)
     with pytest.raises(DatasetError, match=r"dev_split.csv: missing column\(s\) \['PHQ_Score'\]"):
@@ -204,7 +204,7 @@ def test_transcript_times_running_backwards_is_reported(demo_corpus):
     t.write_text("\n".join(lines) + "\n")
     sample = next(s for s in DaicWoz(demo_corpus).samples() if s.sample_id == "300")
     from features.base import ExtractionError
-    with pytest.raises(ExtractionError, match=r"300_TRANSCRIPT.csv: end time before start time in line\(s\) 4"):
+    with pytest.raises(ExtractionError, match=r"300_TRANSCRIPT.csv: end time before start time in line 4"):
         Segmenter(SegmentationConfig(level="turn")).segment(sample)
 
 
@@ -213,3 +213,65 @@ def test_missing_root_and_empty_corpus(tmp_path):
         DaicWoz(tmp_path / "nope")
     with pytest.raises(DatasetError, match="no sessions found"):
         DaicWoz(tmp_path).samples()
+
+
+# --- the hardening issue, point 8: labels that are not what their column means ---------------
+
+def _edit_daic_split(root, column, value, row=0):
+    path = root / "train_split_Depression_AVEC2017.csv"
+    df = pd.read_csv(path)
+    df[column] = df[column].astype(object)
+    df.loc[row, column] = value
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("column,value,match", [
+    ("PTSD Severity", "high", r"column 'PTSD Severity' must be a number in 17–85.*line 2.*'high'"),
+    ("PCL-C (PTSD)", 2, r"column 'PCL-C \(PTSD\)' must be 0 or 1.*line 2.*2"),
+    ("PHQ8_Score", 12.5, r"column 'PHQ8_Score' must be an integer in 0–24.*line 2.*12.5"),
+    ("PHQ8_NoInterest", 9, r"column 'PHQ8_NoInterest' must be an integer in 0–3.*line 2.*9"),
+    ("Participant_ID", 300.7, r"column 'Participant_ID' must be an integer.*line 2.*300.7"),
+])
+def test_daic_labels_out_of_their_meaning_are_errors_naming_file_column_and_line(demo_corpus, column, value, match):
+    path = _edit_daic_split(demo_corpus, column, value)
+    with pytest.raises(DatasetError, match=match) as err:
+        DaicWoz(demo_corpus).samples()
+    assert path.name in str(err.value)
+
+
+def test_a_binary_label_contradicting_the_score_is_an_error(demo_corpus):
+    path = demo_corpus / "train_split_Depression_AVEC2017.csv"
+    df = pd.read_csv(path)
+    df.loc[1, "PHQ8_Binary"] = 1 - int(df.loc[1, "PHQ8_Score"] >= 10)
+    df.to_csv(path, index=False)
+    with pytest.raises(DatasetError, match=r"PHQ8_Binary.*contradicts 'PHQ8_Score'.*line 3"):
+        DaicWoz(demo_corpus).samples()
+
+
+def test_edaic_pcl_and_severity_are_checked_too(tmp_path):
+    root = write_edaic(tmp_path / "edaic")
+    path = root / "labels" / "train_split.csv"
+    df = pd.read_csv(path)
+    df["PTSD Severity"] = df["PTSD Severity"].astype(object)
+    df.loc[0, "PTSD Severity"] = "high"
+    df.to_csv(path, index=False)
+    with pytest.raises(DatasetError, match=r"train_split.csv: column 'PTSD Severity' must be a number"):
+        Edaic(root).samples()
+
+
+def test_combined_corpora_with_differently_coded_gender_are_described(demo_corpus, tmp_path):
+    edaic = write_edaic(tmp_path / "edaic")  # Gender: male / female; the DAIC demo: 0 / 1
+    ds = Combined(tmp_path, datasets=[{"name": "daic-woz", "root": str(demo_corpus)},
+                                      {"name": "e-daic", "root": str(edaic)}])
+    d = ds.describe()
+    daic_codes = {str(int(v)) for v in DaicWoz(demo_corpus).labels()["Gender"].dropna()}
+    assert set(d["labels"]["Gender"]) == daic_codes | {"female", "male"}
+    assert any("Gender" in p and "daic-woz" in p and "e-daic" in p for p in ds.problems)
+
+
+def test_test_labels_from_full_test_split_are_reported(demo_corpus):
+    write_daic_extras(demo_corpus)
+    ds = DaicWoz(demo_corpus)
+    ds.samples()
+    assert any("full_test_split.csv" in p and "test" in p for p in ds.problems)

@@ -80,7 +80,8 @@ class DatasetAdapter(ABC):
         for col in df.columns.drop(["subject_id", "split"]):
             values = df[col].dropna()
             if 0 < values.nunique() <= 12:
-                out["labels"][col] = {str(k): int(v) for k, v in values.value_counts().sort_index().items()}
+                counts = values.value_counts()
+                out["labels"][col] = {str(k): int(counts[k]) for k in sorted(counts.index, key=str)}
             elif len(values) and pd.api.types.is_numeric_dtype(values):
                 out["labels"][col] = {"min": float(values.min()), "max": float(values.max()),
                                       "mean": round(float(values.mean()), 3), "n": int(len(values))}

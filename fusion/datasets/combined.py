@@ -46,12 +46,39 @@ class Combined(DatasetAdapter):
             self.problems.extend(f"{spec['name']}: {p}" for p in adapter.problems
                                  if f"{spec['name']}: {p}" not in self.problems)
         self._members = members
+        samples = self._harmonise(samples, members)
         shared = sorted(sid for sid, names in by_subject.items() if len(names) > 1)
         if shared:
             self.problems.append(
                 f"{len(shared)} subject(s) appear in more than one corpus (e.g. {shared[:5]}); "
                 "each is kept as one subject group, so splits never separate them")
         return samples
+
+    def _harmonise(self, samples: list[Sample], members: list[DatasetAdapter]) -> list[Sample]:
+        """A label coded as numbers in one corpus and as text in another (DAIC-WOZ's Gender
+        0/1, E-DAIC's male/female) is kept as text in every sample, and the note says so; the
+        codes are not mapped onto each other (no corpus documents the mapping)."""
+        from dataclasses import replace
+
+        kinds: dict[str, dict[str, str]] = {}
+        for member in members:
+            for s in member.samples():
+                for col, v in s.labels.items():
+                    if v is None or (isinstance(v, float) and v != v):
+                        continue
+                    kind = "number" if isinstance(v, (int, float)) and not isinstance(v, bool) else "text"
+                    kinds.setdefault(col, {}).setdefault(member.name, kind)
+        mixed = sorted(col for col, by in kinds.items() if len(set(by.values())) > 1)
+        for col in mixed:
+            by = kinds[col]
+            numbers = ", ".join(n for n, k in by.items() if k == "number")
+            texts = ", ".join(n for n, k in by.items() if k == "text")
+            self.problems.append(f"label {col!r} is a number in {numbers} and text in {texts}; kept as text "
+                                 "values, not mapped onto each other")
+        if not mixed:
+            return samples
+        return [replace(s, labels={k: (str(v) if k in mixed and v is not None else v) for k, v in s.labels.items()})
+                for s in samples]
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

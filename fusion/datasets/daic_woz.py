@@ -17,12 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from features.base import Params, Sample
 from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
-from fusion.datasets.labels import PTSD_BINS, add_severity_labels
+from fusion.datasets.labels import PTSD_BINS, add_severity_labels, label_problems
 
 SPLIT_FILES = {
     "train": "train_split_Depression_AVEC2017.csv",
@@ -76,25 +77,16 @@ def read_split_file(path: Path) -> pd.DataFrame:
     df = df.rename(columns=ren)
     if "Participant_ID" not in df.columns:
         raise DatasetError(f"{path}: no Participant_ID column (found {list(df.columns)})")
-    ids = pd.to_numeric(df["Participant_ID"], errors="coerce")
-    if ids.isna().any():
-        bad = df.loc[ids.isna(), "Participant_ID"].tolist()[:5]
-        raise DatasetError(f"{path}: Participant_ID must be integers, got {bad}")
-    df["Participant_ID"] = ids.astype(int)
+    problems = [f"{path}: column {c!r} has no value in line(s) "
+                f"{', '.join(str(i + 2) for i in np.flatnonzero(df[c].isna())[:5])}"
+                for c in ("Participant_ID", "PHQ8_Score", "PHQ8_Binary") if c in df.columns and df[c].isna().any()]
+    problems += label_problems(df, path)
+    if problems:
+        raise DatasetError("\n".join(problems))
+    df["Participant_ID"] = pd.to_numeric(df["Participant_ID"]).astype(int)
     dup = df["Participant_ID"][df["Participant_ID"].duplicated()].tolist()
     if dup:
         raise DatasetError(f"{path}: duplicated Participant_ID {dup[:5]}")
-    if "PHQ8_Score" in df.columns:
-        score = pd.to_numeric(df["PHQ8_Score"], errors="coerce")
-        out = df.loc[score.isna() | (score < 0) | (score > 24), "Participant_ID"].tolist()
-        if out:
-            raise DatasetError(
-                f"{path}: PHQ8_Score must be an integer in 0–24; participants {out[:5]} are not")
-    if "PHQ8_Binary" in df.columns:
-        binary = pd.to_numeric(df["PHQ8_Binary"], errors="coerce")
-        out = df.loc[~binary.isin([0, 1]), "Participant_ID"].tolist()
-        if out:
-            raise DatasetError(f"{path}: PHQ8_Binary must be 0 or 1; participants {out[:5]} are not")
     return df
 
 
@@ -118,6 +110,8 @@ class DaicWoz(DatasetAdapter):
                 if full.exists():
                     labels = read_split_file(full).drop(columns=["Gender"], errors="ignore")
                     df = df.merge(labels, on="Participant_ID", how="left")
+                    self.problems.append(f"test labels ({', '.join(labels.columns.drop('Participant_ID'))}) read "
+                                         f"from {FULL_TEST_FILE}; {SPLIT_FILES['test']} has none")
                 else:
                     self.problems.append(f"{FULL_TEST_FILE} not found: test sessions have no labels")
             out[split] = df

@@ -18,12 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from features.base import Params, Sample
 from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
-from fusion.datasets.labels import PTSD_BINS, add_severity_labels
+from fusion.datasets.labels import PTSD_BINS, add_severity_labels, label_problems
 
 LABEL_FILES = {"train": "train_split.csv", "dev": "dev_split.csv", "test": "test_split.csv"}
 DETAILED = "Detailed_PHQ8_Labels.csv"
@@ -52,24 +53,16 @@ def read_label_file(path: Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DatasetError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
-    ids = pd.to_numeric(df["Participant_ID"], errors="coerce")
-    if ids.isna().any():
-        raise DatasetError(f"{path}: Participant_ID must be integers, got "
-                           f"{df.loc[ids.isna(), 'Participant_ID'].tolist()[:5]}")
-    df["Participant_ID"] = ids.astype(int)
+    if df["Participant_ID"].isna().any():
+        raise DatasetError(f"{path}: column 'Participant_ID' has no value in line(s) "
+                           f"{', '.join(str(i + 2) for i in np.flatnonzero(df['Participant_ID'].isna())[:5])}")
+    problems = label_problems(df, path)
+    if problems:
+        raise DatasetError("\n".join(problems))
+    df["Participant_ID"] = pd.to_numeric(df["Participant_ID"]).astype(int)
     dup = df["Participant_ID"][df["Participant_ID"].duplicated()].tolist()
     if dup:
         raise DatasetError(f"{path}: duplicated Participant_ID {dup[:5]}")
-    score = pd.to_numeric(df["PHQ_Score"], errors="coerce")
-    bad = df.loc[score.notna() & ~score.between(0, 24), "Participant_ID"].tolist()
-    if bad:
-        raise DatasetError(f"{path}: column 'PHQ_Score' must be in 0–24; participants {bad[:5]} are not")
-    if "PTSD Severity" in df.columns:
-        sev = pd.to_numeric(df["PTSD Severity"], errors="coerce")
-        bad = df.loc[sev.notna() & ~sev.between(0, 85), "Participant_ID"].tolist()
-        if bad:
-            raise DatasetError(f"{path}: column 'PTSD Severity' must be in 0–85 (PCL-C); "
-                               f"participants {bad[:5]} are not")
     return df.rename(columns={"PHQ_Score": "PHQ8_Score", "PHQ_Binary": "PHQ8_Binary"})
 
 

@@ -45,3 +45,55 @@ def add_severity_labels(labels: dict, ptsd_bins: Sequence[float] = PTSD_BINS) ->
     if pcl is not None and not pd.isna(pcl):
         out["PTSD_Binary"] = int(pcl)
     return out
+
+
+# What each label column of the DAIC-derived corpora may hold: (test, description).
+PHQ8_ITEM_COLUMNS = ["PHQ8_NoInterest", "PHQ8_Depressed", "PHQ8_Sleep", "PHQ8_Tired", "PHQ8_Appetite",
+                     "PHQ8_Failure", "PHQ8_Concentrating", "PHQ8_Moving"]
+
+
+def _integers(lo: int, hi: int):
+    return lambda v: np.isfinite(v) & (v == np.round(v)) & (v >= lo) & (v <= hi)
+
+
+LABEL_RULES: dict[str, tuple] = {
+    "Participant_ID": (lambda v: np.isfinite(v) & (v == np.round(v)), "an integer"),
+    "PHQ8_Score": (_integers(0, 24), "an integer in 0–24"),
+    "PHQ_Score": (_integers(0, 24), "an integer in 0–24"),
+    "PHQ8_Binary": (_integers(0, 1), "0 or 1"),
+    "PHQ_Binary": (_integers(0, 1), "0 or 1"),
+    "PCL-C (PTSD)": (_integers(0, 1), "0 or 1"),
+    "PTSD Severity": (lambda v: np.isfinite(v) & (v >= 17) & (v <= 85), "a number in 17–85 (the PCL-C range)"),
+    **{c: (_integers(0, 3), "an integer in 0–3") for c in PHQ8_ITEM_COLUMNS},
+}
+
+
+def label_problems(df: pd.DataFrame, path) -> list[str]:
+    """Every cell of a label file that is not what its column means, as one message per column
+    naming the file, the column, the lines and the allowed values; and binary PHQ-8 labels that
+    contradict the score (≥ 10 is depressed). Missing values are allowed (they are reported by
+    the adapters as missing items)."""
+    problems = []
+    for col, (ok, allowed) in LABEL_RULES.items():
+        if col not in df.columns:
+            continue
+        raw = df[col]
+        present = raw.notna() & (raw.astype(str).str.strip() != "")
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            bad = present.to_numpy() & ~ok(values)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            shown = ", ".join(f"line {r + 2}: {raw.iloc[r]!r}" for r in rows[:5])
+            problems.append(f"{path}: column {col!r} must be {allowed}; {len(rows)} row(s) are not "
+                            f"({shown}{' …' if len(rows) > 5 else ''})")
+    for binary, score in (("PHQ8_Binary", "PHQ8_Score"), ("PHQ_Binary", "PHQ_Score")):
+        if binary in df.columns and score in df.columns:
+            b = pd.to_numeric(df[binary], errors="coerce")
+            s = pd.to_numeric(df[score], errors="coerce")
+            wrong = np.flatnonzero((b.notna() & s.notna() & (b != (s >= 10).astype(float))).to_numpy())
+            if len(wrong):
+                shown = ", ".join(f"line {r + 2}: {binary} {b.iloc[r]:g} with {score} {s.iloc[r]:g}" for r in wrong[:5])
+                problems.append(f"{path}: column {binary!r} contradicts {score!r} (binary = score ≥ 10) in "
+                                f"{len(wrong)} row(s) ({shown})")
+    return problems
