@@ -38,6 +38,8 @@ def _common(p: argparse.ArgumentParser, config: str | None) -> None:
                    help="override a config value, e.g. --set model.params.C=0.5 (repeatable)")
     p.add_argument("--json", dest="json_path", metavar="PATH",
                    help="also write the command's summary as JSON to PATH")
+    p.add_argument("--debug", action="store_true",
+                   help="on failure, show the Python traceback instead of one `error:` line")
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,6 +73,11 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(ExtractConfig, args.config, args.overrides)
     result = extract(cfg, only=args.only or None)
     print(format_extract(result))
+    dead = [(name, s) for name, s in result["feature_sets"].items()
+            if s["failed"] and not s["computed"] and not s["skipped"]]
+    if dead:
+        result["error"] = "; ".join(f"every sample of feature set {name!r} failed ({s['failed']}); see "
+                                    f"{s['errors_path']}" for name, s in dead)
     return result
 
 
@@ -112,11 +119,16 @@ def cmd_data_describe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_features_ls(args: argparse.Namespace) -> dict[str, Any]:
-    from features.store import FeatureStore
+    from features.store import FeatureStore, StoreError
 
     store = FeatureStore(args.store)
-    rows = [store.describe(p) for p in store.entries()]
-    if not rows:
+    rows, damaged = [], []
+    for path in store.entries():
+        try:
+            rows.append(store.describe(path))
+        except StoreError as err:
+            damaged.append({"name": f"{path.parent.name}/{path.stem}", "path": str(path), "error": str(err)})
+    if not rows and not damaged:
         print(f"the feature store {store.root} is empty")
     else:
         print(f"{'name':<44} {'extractor':<10} {'samples':>7} {'rows':>7} {'feats':>6} "
@@ -124,7 +136,9 @@ def cmd_features_ls(args: argparse.Namespace) -> dict[str, Any]:
         for r in rows:
             print(f"{r['name']:<44} {r['extractor']:<10} {r['n_samples']:>7} {r['n_rows']:>7} "
                   f"{r['n_features']:>6} {r['n_errors']:>6}  {r['created']}")
-    return {"store": str(store.root), "feature_sets": rows}
+        for d in damaged:
+            print(f"{d['name']:<44} damaged: cannot be read (delete it and run `fusion extract` again)")
+    return {"store": str(store.root), "feature_sets": rows, "damaged": damaged}
 
 
 def cmd_features_show(args: argparse.Namespace) -> dict[str, Any]:
@@ -192,21 +206,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args = build_parser().parse_args(argv)
-    func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
+def describe_error(err: BaseException) -> str:
+    """One line for a failure: the project's own errors say what and where; an OS error names
+    its file; anything else names its type and points to --debug."""
+    from features.store import StoreError
     from fusion.config.schema import ConfigError
     from fusion.datasets.base import DatasetError
     from fusion.evaluation.splits import SplitError
 
+    if isinstance(err, (ConfigError, DatasetError, UnknownNameError, SplitError, ExtractionError, StoreError)):
+        return str(err)
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    if isinstance(err, (FileNotFoundError, ValueError)) and str(err):
+        return str(err)
+    return f"{type(err).__name__}: {err} (rerun with --debug for the traceback)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; every failure ends in one `error: …` line (exit 2), or a traceback with
+    --debug. `fusion extract` exits 1 when every sample of a feature set failed."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
     try:
         result = func(args)
-    except (ConfigError, DatasetError, UnknownNameError, FileNotFoundError, SplitError,
-            ExtractionError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        _write_json(getattr(args, "json_path", None), {"command": args.command, **result})
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {describe_error(err)}", file=sys.stderr)
         return 2
-    _write_json(getattr(args, "json_path", None), {"command": args.command, **result})
+    if result.get("error"):
+        print(f"error: {result['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -226,3 +226,102 @@ def test_turn_attention_trains_on_aligned_per_turn_sequences(severity_corpus, tm
     capsys.readouterr()
     assert main(bad) == 2
     assert "model 'late-fusion' takes pooled inputs only" in capsys.readouterr().err
+
+
+# --- the hardening issue, point 9: every failure is one `error:` line naming the file ------------
+
+def _extract_args(corpus, store, *names):
+    args = ["extract", "--config", str(ROOT / "configs/extract/demo.yaml"), "--set", f"dataset.root={corpus}",
+            "--set", f"store={store}", "--set", "progress=false", "--set", "n_jobs=1"]
+    for n in names:
+        args += ["--only", n]
+    return args
+
+
+def _one_error_line(err: str) -> str:
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_truncated_store_file_is_an_error_line_and_ls_still_lists(demo_corpus, tmp_path, capsys):
+    store = tmp_path / "store"
+    assert main(_extract_args(demo_corpus, store, "egemaps_session")) == 0
+    path = next(p for p in store.glob("*/opensmile-*.parquet") if not p.name.endswith(".errors.parquet"))
+    path.write_bytes(path.read_bytes()[:-300])
+    capsys.readouterr()
+    assert main(["features", "show", str(path)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(path) in line and "damaged" in line
+    assert main(["features", "ls", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert path.stem in out and "damaged" in out
+    # extraction notices and recomputes it
+    assert main(_extract_args(demo_corpus, store, "egemaps_session")) == 0
+    assert "ignored and every sample recomputed" in capsys.readouterr().out
+
+
+def test_a_store_path_that_is_a_file_and_a_read_only_store(demo_corpus, tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    assert main(_extract_args(demo_corpus, tmp_path / "file", "egemaps_session")) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(tmp_path / "file") in line and "is a file, not a folder" in line
+
+    import features.store
+
+    def refuse(path, flags, *a, **k):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(features.store.os, "open", refuse)  # as if the store folder were read-only
+    assert main(_extract_args(demo_corpus, tmp_path / "ro", "egemaps_session")) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(tmp_path / "ro") in line and "Permission denied" in line
+
+
+def test_an_unexpected_failure_is_one_line_unless_debug(tmp_path, capsys, monkeypatch):
+    import fusion.extract
+
+    def boom(*a, **k):
+        raise RuntimeError("something unforeseen")
+
+    monkeypatch.setattr(fusion.extract, "extract", boom)
+    args = ["extract", "--config", str(ROOT / "configs/extract/demo.yaml")]
+    assert main(args) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "RuntimeError: something unforeseen" in line and "--debug" in line
+    with pytest.raises(RuntimeError, match="unforeseen"):
+        main([*args, "--debug"])
+
+
+def test_extract_exits_non_zero_when_every_sample_of_a_feature_set_failed(demo_corpus, tmp_path, capsys):
+    for wav in demo_corpus.glob("*_P/*_AUDIO.wav"):
+        wav.write_bytes(b"not audio at all")
+    code = main(_extract_args(demo_corpus, tmp_path / "store", "egemaps_session"))
+    assert code == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "every sample of feature set 'egemaps_session' failed" in line and "errors.parquet" in line
+
+
+def test_face_file_without_confidence_and_transcript_with_unquoted_commas(demo_corpus, tmp_path, capsys):
+    import pandas as pd
+
+    au = demo_corpus / "301_P" / "301_CLNF_AUs.txt"
+    rows = [x.split(", ") for x in au.read_text().splitlines()]
+    drop = rows[0].index("confidence")
+    au.write_text("\n".join(", ".join(v for i, v in enumerate(r) if i != drop) for r in rows) + "\n")
+    transcript = demo_corpus / "300_P" / "300_TRANSCRIPT.csv"
+    lines = transcript.read_text().splitlines()
+    comma = ["start_time,stop_time,speaker,value"] + [ln.replace("\t", ",", 3) for ln in lines[1:]]
+    comma[2] += ", well, yes"
+    transcript.write_text("\n".join(comma) + "\n")
+    store = tmp_path / "store"
+    args = ["extract", "--config", str(ROOT / "configs/extract/demo_multimodal.yaml"),
+            "--set", f"dataset.root={demo_corpus}", "--set", f"store={store}", "--set", "progress=false",
+            "--only", "face_turn"]
+    assert main(args) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    errors = pd.read_parquet(next(store.glob("*/face-*.errors.parquet"))).set_index("sample_id")
+    assert errors.loc["300", "source_path"] == str(transcript)
+    assert "300_TRANSCRIPT.csv" in errors.loc["300", "error"] and "line 3" in errors.loc["300", "error"]
+    assert errors.loc["301", "source_path"] == str(au) and "'confidence'" in errors.loc["301", "error"]

@@ -185,3 +185,21 @@ def test_mlp_late_fusion_gets_permutation_attributions():
                          model=ModelSpec("late-fusion", {"learner": {"name": "mlp", "params": {"max_epochs": 5}}}))
     assert set(res.permutation) == {"a", "b"} and res.permutation["a"][0].shape == (8,)
     assert not res.feature_contrib and np.isfinite(res.modality_contrib).all()
+
+
+def test_loading_opens_no_file_outside_the_model_folder(tmp_path):
+    """The hardening issue, point 11: a manifest entry pointing elsewhere is refused."""
+    import json
+
+    allb, y, g = blocks_data(n=120, seed=7)
+    model = MODELS.get("late-fusion")(learner={"name": "xgboost", "params": {"n_estimators": 5}}).fit(
+        allb, y, task="classification", n_classes=3, inner=inner(y, g))
+    folder = save_model(model, tmp_path / "m", {})
+    outside = tmp_path / "outside.xgb.json"
+    outside.write_text((folder / "learner_a.xgb.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in ("../outside.xgb.json", str(outside)):
+        manifest["state"]["learners"]["a"]["file"] = entry
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ValueError, match="outside the model folder|must be a file name inside"):
+            load_model(folder)
