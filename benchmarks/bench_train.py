@@ -7,6 +7,9 @@ tri-modal paper's protocol side by side.
    against the best single modality (weighted F1, mean ± sd over 3 seeds, 95 % CI, paired gain).
 2. The same corpus under `--protocol trimodal-paper`.
 3. A 1,000-session corpus: calibrated against uncalibrated fusion, top-label ECE.
+4. The neural models on the 275-session corpus: neural late fusion (`late-fusion-nn`) as a
+   baseline in the late-fusion ablation (paired with it on the same folds), and turn-level
+   attention fusion (`turn-attention`) on per-turn sequences (configs/train/turn_attention.yaml).
 
 Corpora and features are cached under data/bench/ (generated and extracted once, not timed).
 
@@ -29,7 +32,11 @@ from common import machine, run_measured  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs/train/severity_late_fusion.yaml"
 EXTRACT = ROOT / "configs/extract/demo_multimodal.yaml"
+TURNS = ROOT / "configs/train/turn_attention.yaml"
 FEATURES = ["logmel_session", "text_session", "face_session", "text_transcript"]
+TURN_FEATURES = ["logmel_turn", "text_turn", "face_turn"]
+# Neural late fusion on a few hundred sessions needs strong regularisation.
+LATE_NN = "{late-nn: {name: late-fusion-nn, params: {hidden: 16, dropout: 0.5, weight_decay: 0.01}}}"
 
 
 def fusion(*args: str) -> None:
@@ -37,22 +44,22 @@ def fusion(*args: str) -> None:
                    env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-def prepare(n: int) -> tuple[Path, Path]:
+def prepare(n: int, features: list[str] = FEATURES) -> tuple[Path, Path]:
     """A cached corpus of `n` sessions with the severity features extracted."""
     base = ROOT / "data" / "bench"
     root, store = base / f"demo{n}", base / "store"
     from fusion.synthetic.demo_corpus import generate_demo_corpus
 
     generate_demo_corpus(root, n_sessions=n, seed=0, questions=10, n_jobs=2)
-    only = [a for f in FEATURES for a in ("--only", f)]
+    only = [a for f in features for a in ("--only", f)]
     fusion("extract", "--config", str(EXTRACT), "--set", f"dataset.root={root}", "--set", f"store={store}",
            "--set", "progress=false", *only)
     return root, store
 
 
-def train(root: Path, store: Path, tmp: Path, name: str, *extra: str) -> tuple[dict, object]:
+def train(root: Path, store: Path, tmp: Path, name: str, *extra: str, config: Path = CONFIG) -> tuple[dict, object]:
     out = tmp / f"{name}.json"
-    cmd = [sys.executable, "-m", "fusion.cli", "train", "--config", str(CONFIG),
+    cmd = [sys.executable, "-m", "fusion.cli", "train", "--config", str(config),
            "--set", f"extract.dataset.root={root}", "--set", f"extract.store={store}",
            "--set", f"tracking.uri=sqlite:///{tmp / 'mlruns.db'}", "--set", f"tracking.artifacts={tmp / 'art'}",
            "--set", f"output_dir={tmp / 'out'}", "--json", str(out), *extra]
@@ -72,9 +79,10 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=275)
     parser.add_argument("--ece-sessions", type=int, default=1000)
     parser.add_argument("--skip-ece", action="store_true")
+    parser.add_argument("--skip-neural", action="store_true")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    root, store = prepare(args.sessions)
+    root, store = prepare(args.sessions, FEATURES + ([] if args.skip_neural else TURN_FEATURES))
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         ours, m = train(root, store, tmp, "ours")
@@ -85,6 +93,13 @@ def main() -> None:
             ece, _ = train(root_e, store_e, tmp, "ece", "--set", "evaluation.ablation=false",
                            "--set", "evaluation.robustness=false", "--set", "evaluation.attributions=false",
                            "--set", "evaluation.save_model=false", "--set", "evaluation.plots=false")
+        neural = turns = None
+        if not args.skip_neural:
+            quick = ["--set", "evaluation.robustness=false", "--set", "evaluation.attributions=false",
+                     "--set", "evaluation.save_model=false", "--set", "evaluation.plots=false"]
+            neural, m_nn = train(root, store, tmp, "neural", "--set", f"evaluation.baselines={LATE_NN}", *quick)
+            turns, m_turns = train(root, store, tmp, "turns", *quick, "--set", "evaluation.ablation=false",
+                                   config=TURNS)
 
     print(f"\n### Full ablation on {args.sessions} sessions (`fusion train --config {CONFIG.relative_to(ROOT)}`)")
     print("| wall time (s) | peak RSS (MiB) | target < 10 min |")
@@ -96,7 +111,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for tname, t in ours["targets"].items():
         mets = t["metrics"]
-        singles = {k: v for k, v in mets.items() if k.startswith("late:") and "+" not in k}
+        singles = {k: mets[k] for k, (f, mods) in t["ablation"].items() if f == "late" and "+" not in mods}
         best = max(singles, key=lambda k: singles[k]["f1_weighted"]["mean"])
         print(f"| {tname} | {ci(mets['model']['f1_weighted'])} | {best.split(':')[1]} | "
               f"{ci(singles[best]['f1_weighted'])} | {ci(singles[best]['f1_weighted_gain_of_model'])} |")
@@ -119,6 +134,22 @@ def main() -> None:
     for scheme in ("grouped-kfold", "turn-level"):
         acc, majority = leakage_probe(scheme)
         print(f"| {scheme} | {ci(acc)} | {majority:.3f} |")
+
+    if neural is not None:
+        print(f"\n### Neural models ({args.sessions} sessions, weighted F1 and top-label ECE, 3 seeds)")
+        print(f"late fusion with the late-nn baseline: {m_nn.seconds:.1f} s; turn attention: {m_turns.seconds:.1f} s")
+        print("| target | model | weighted F1 | ECE | late fusion − model (paired) |")
+        print("|---|---|---|---|---|")
+        for tname, t in neural["targets"].items():
+            mets = t["metrics"]
+            full = next(k for k, (f, _) in t["ablation"].items() if f == "late-nn")
+            print(f"| {tname} | late-fusion (ours, ordinal learners) | {ci(mets['model']['f1_weighted'])} | "
+                  f"{ci(mets['model']['ece'])} | |")
+            print(f"| {tname} | late-fusion-nn | {ci(mets[full]['f1_weighted'])} | {ci(mets[full]['ece'])} | "
+                  f"{ci(mets[full]['f1_weighted_gain_of_model'])} |")
+            tm = turns["targets"][tname]["metrics"]["model"]
+            print(f"| {tname} | turn-attention (per-turn sequences) | {ci(tm['f1_weighted'])} | {ci(tm['ece'])} | "
+                  "not paired (another run) |")
 
     print(f"\n### Protocols side by side ({args.sessions} sessions)")
     print("| target | protocol | accuracy | weighted F1 |")

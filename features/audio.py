@@ -20,7 +20,8 @@ from features.registry import EXTRACTORS
 
 SILENCE_PEAK = 1e-4
 FULL_SCALE = 0.999  # |x| at or above this counts as full scale
-CLIPPED_RUN = 3  # this many consecutive full-scale samples look like a clipped recording
+CLIPPED_RUN = 3  # this many consecutive full-scale samples are a clipped peak
+CLIPPED_PEAKS = 10  # a recording with this many clipped peaks (or 0.1 % of its samples in them) is clipped
 
 
 def load_audio(path: str | Path, sampling_rate: int | None = None,
@@ -79,11 +80,12 @@ def check_signal(signal: np.ndarray, path: Path | str, warnings: list[str]) -> n
         signal = np.clip(signal, -1.0, 1.0)
     full = np.abs(signal) >= FULL_SCALE
     if full.sum() >= CLIPPED_RUN:
-        runs = np.diff(np.flatnonzero(np.diff(np.r_[0, full.astype(np.int8), 0])).reshape(-1, 2), axis=1)
-        n_runs = int((runs >= CLIPPED_RUN).sum())
-        if n_runs:
-            warnings.append(f"{path}: {n_runs} run(s) of {CLIPPED_RUN} or more samples at full scale: the "
-                            "recording looks clipped, which distorts loudness, jitter and shimmer")
+        runs = np.diff(np.flatnonzero(np.diff(np.r_[0, full.astype(np.int8), 0])).reshape(-1, 2), axis=1)[:, 0]
+        clipped = runs[runs >= CLIPPED_RUN]
+        if len(clipped) >= CLIPPED_PEAKS or clipped.sum() >= 1e-3 * len(signal):
+            warnings.append(f"{path}: {len(clipped)} run(s) of {CLIPPED_RUN} or more samples at full scale "
+                            f"({clipped.sum()} samples): the recording looks clipped, which distorts loudness, "
+                            "jitter and shimmer")
     return signal
 
 
