@@ -80,13 +80,16 @@ def main() -> None:
     parser.add_argument("--ece-sessions", type=int, default=1000)
     parser.add_argument("--skip-ece", action="store_true")
     parser.add_argument("--skip-neural", action="store_true")
+    parser.add_argument("--skip-paper", action="store_true")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     root, store = prepare(args.sessions, FEATURES + ([] if args.skip_neural else TURN_FEATURES))
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         ours, m = train(root, store, tmp, "ours")
-        paper, _ = train(root, store, tmp, "paper", "--protocol", "trimodal-paper")
+        paper = None
+        if not args.skip_paper:
+            paper, _ = train(root, store, tmp, "paper", "--protocol", "trimodal-paper")
         ece = None
         if not args.skip_ece:
             root_e, store_e = prepare(args.ece_sessions)
@@ -151,6 +154,8 @@ def main() -> None:
             print(f"| {tname} | turn-attention (per-turn sequences) | {ci(tm['f1_weighted'])} | {ci(tm['ece'])} | "
                   "not paired (another run) |")
 
+    if paper is None:
+        return
     print(f"\n### Protocols side by side ({args.sessions} sessions)")
     print("| target | protocol | accuracy | weighted F1 |")
     print("|---|---|---|---|")

@@ -8,6 +8,7 @@ store, appending the chunk at once so that an interrupted run keeps it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -181,16 +182,21 @@ def _run_local(extractor: Extractor, segmenter: Segmenter, chunks: list[list[Sam
         return
     from concurrent.futures import as_completed
 
-    from joblib.externals.loky import ProcessPoolExecutor
-
-    # Worker processes watch their parent from the moment they start (not only once they
-    # have work), so a killed run leaves no worker behind. The pool is the run's own: joblib's
-    # shared pool cannot take an initializer.
-    with ProcessPoolExecutor(max_workers=min(n_jobs, len(chunks)), initializer=_exit_with_parent,
-                             initargs=(os.getpid(),)) as executor:
+    with worker_pool(min(n_jobs, len(chunks))) as executor:
         futures = [executor.submit(process_chunk, extractor, segmenter, c) for c in chunks]
         for future in as_completed(futures):
             yield future.result()
+
+
+@contextlib.contextmanager
+def worker_pool(n_jobs: int) -> Iterator:
+    """A pool of `n_jobs` worker processes, shut down on exit, whose workers watch their
+    parent from the moment they start (not only once they have work), so that a killed run
+    leaves no worker behind. (joblib's shared pool cannot take such an initializer.)"""
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=n_jobs, initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+        yield pool
 
 
 def _run_dask(extractor: Extractor, segmenter: Segmenter, chunks: list[list[Sample]],

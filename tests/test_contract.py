@@ -125,6 +125,22 @@ def test_a_model_that_cannot_drop_modalities_is_refitted_in_the_ablation():
     np.testing.assert_allclose(res.variants["early:a+b+c"][0], res.variants["model"][0])
 
 
+def test_configured_baselines_are_fitted_on_the_same_folds_and_paired_with_the_model():
+    from fusion.evaluation.crossval import ModelSpec, cross_validate, summarise
+    from fusion.evaluation.splits import SplitConfig, make_folds
+
+    blocks, y, groups = dataset(False)
+    folds = make_folds(SplitConfig(n_splits=3, n_repeats=1, inner_splits=2), y, groups)
+    res = cross_validate(blocks, y, folds, model=ModelSpec("late-fusion"), n_classes=K, ablation=True,
+                         baselines={"other": ModelSpec("early-fusion", {"calibration": "none"})})
+    assert res.ablation["other:a+b+c"] == ("other", "a+b+c") and res.ablation["early:a+b+c"] == ("early", "a+b+c")
+    assert res.ablation["late:a"] == ("late", "a")
+    summarise(res, y, groups, None, n_bootstrap=50, seed=0)
+    gain = res.metrics["other:a+b+c"]["f1_weighted_gain_of_model"]
+    model, other = res.metrics["model"]["f1_weighted"]["mean"], res.metrics["other:a+b+c"]["f1_weighted"]["mean"]
+    assert gain["mean"] == pytest.approx(model - other) and gain["ci_low"] <= gain["mean"] <= gain["ci_high"]
+
+
 @pytest.mark.parametrize("name", NETS.names())
 def test_network_contract(name):
     torch.manual_seed(0)

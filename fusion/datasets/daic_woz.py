@@ -17,13 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from features.base import Params, Sample
 from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
-from fusion.datasets.labels import PTSD_BINS, add_severity_labels, label_problems
+from fusion.datasets.labels import PTSD_BINS, add_severity_labels, check_label_file
 
 SPLIT_FILES = {
     "train": "train_split_Depression_AVEC2017.csv",
@@ -77,17 +76,7 @@ def read_split_file(path: Path) -> pd.DataFrame:
     df = df.rename(columns=ren)
     if "Participant_ID" not in df.columns:
         raise DatasetError(f"{path}: no Participant_ID column (found {list(df.columns)})")
-    problems = [f"{path}: column {c!r} has no value in line(s) "
-                f"{', '.join(str(i + 2) for i in np.flatnonzero(df[c].isna())[:5])}"
-                for c in ("Participant_ID", "PHQ8_Score", "PHQ8_Binary") if c in df.columns and df[c].isna().any()]
-    problems += label_problems(df, path)
-    if problems:
-        raise DatasetError("\n".join(problems))
-    df["Participant_ID"] = pd.to_numeric(df["Participant_ID"]).astype(int)
-    dup = df["Participant_ID"][df["Participant_ID"].duplicated()].tolist()
-    if dup:
-        raise DatasetError(f"{path}: duplicated Participant_ID {dup[:5]}")
-    return df
+    return check_label_file(df, path, ("Participant_ID", "PHQ8_Score", "PHQ8_Binary"))
 
 
 @DATASETS.register("daic-woz")

@@ -18,13 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from features.base import Params, Sample
 from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
-from fusion.datasets.labels import PTSD_BINS, add_severity_labels, label_problems
+from fusion.datasets.labels import PTSD_BINS, add_severity_labels, check_label_file
 
 LABEL_FILES = {"train": "train_split.csv", "dev": "dev_split.csv", "test": "test_split.csv"}
 DETAILED = "Detailed_PHQ8_Labels.csv"
@@ -53,16 +52,7 @@ def read_label_file(path: Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DatasetError(f"{path}: missing column(s) {missing}; found {list(df.columns)}")
-    if df["Participant_ID"].isna().any():
-        raise DatasetError(f"{path}: column 'Participant_ID' has no value in line(s) "
-                           f"{', '.join(str(i + 2) for i in np.flatnonzero(df['Participant_ID'].isna())[:5])}")
-    problems = label_problems(df, path)
-    if problems:
-        raise DatasetError("\n".join(problems))
-    df["Participant_ID"] = pd.to_numeric(df["Participant_ID"]).astype(int)
-    dup = df["Participant_ID"][df["Participant_ID"].duplicated()].tolist()
-    if dup:
-        raise DatasetError(f"{path}: duplicated Participant_ID {dup[:5]}")
+    df = check_label_file(df, path)
     return df.rename(columns={"PHQ_Score": "PHQ8_Score", "PHQ_Binary": "PHQ8_Binary"})
 
 

@@ -97,3 +97,26 @@ def label_problems(df: pd.DataFrame, path) -> list[str]:
                 problems.append(f"{path}: column {binary!r} contradicts {score!r} (binary = score ≥ 10) in "
                                 f"{len(wrong)} row(s) ({shown})")
     return problems
+
+
+def check_label_file(df: pd.DataFrame, path, required: tuple[str, ...] = ("Participant_ID",)) -> pd.DataFrame:
+    """A label file's rows with integer participant ids, after checking that `required`
+    columns have a value in every row, every label means what its column says
+    (`label_problems`) and no participant is listed twice.
+
+    Raises:
+        DatasetError: listing every problem with the file, column and lines.
+    """
+    from fusion.datasets.base import DatasetError
+
+    problems = [f"{path}: column {c!r} has no value in line(s) "
+                f"{', '.join(str(i + 2) for i in np.flatnonzero(df[c].isna())[:5])}"
+                for c in required if c in df.columns and df[c].isna().any()]
+    problems += label_problems(df, path)
+    if problems:
+        raise DatasetError("\n".join(problems))
+    df["Participant_ID"] = pd.to_numeric(df["Participant_ID"]).astype(int)
+    dup = df["Participant_ID"][df["Participant_ID"].duplicated()].tolist()
+    if dup:
+        raise DatasetError(f"{path}: duplicated Participant_ID {dup[:5]}")
+    return df

@@ -216,7 +216,7 @@ def summarise(result: TargetResult, y: np.ndarray, groups: np.ndarray, score: np
                                   y[scored], P[:, scored], groups[scored], n_bootstrap, seed)
         for metric, (lo, hi) in cis.items():
             out[metric].update(ci_low=lo, ci_high=hi)
-        if n_bootstrap and name.startswith(("late:", "early:")):
+        if n_bootstrap and name in result.ablation:
             out["f1_weighted_gain_of_model"] = paired_gain(result.variants["model"], P, y, groups,
                                                             n_bootstrap, seed)
         result.metrics[name] = out

@@ -30,6 +30,7 @@ import pandas as pd
 from scipy import signal as sps
 from scipy import stats
 
+from features.runner import worker_pool
 from fusion.datasets.daic_woz import KNOWN_EXCLUDED, KNOWN_NOTES, PHQ8_ITEMS, SPLIT_FILES
 
 SR = 16_000
@@ -515,8 +516,6 @@ def generate_demo_corpus(root: str | Path, n_sessions: int = 60, seed: int = 0,
     Returns:
         The corpus root, and whether an existing corpus was reused.
     """
-    from joblib import Parallel, delayed
-
     root = Path(root)
     ids = participant_ids(n_sessions)
     manifest = {"generator_version": GENERATOR_VERSION, "n_sessions": n_sessions, "seed": seed,
@@ -527,9 +526,12 @@ def generate_demo_corpus(root: str | Path, n_sessions: int = 60, seed: int = 0,
     (root / MANIFEST).unlink(missing_ok=True)
     seqs = np.random.SeedSequence(seed).spawn(n_sessions)
     q = min(questions, len(QUESTIONS))
-    results = Parallel(n_jobs=n_jobs)(
-        delayed(_make_session)(root, pid, s, q) for pid, s in zip(ids, seqs, strict=True)
-    )
+    args = ([root] * len(ids), ids, seqs, [q] * len(ids))
+    if n_jobs == 1:
+        results = list(map(_make_session, *args))
+    else:
+        with worker_pool(n_jobs) as pool:
+            results = list(pool.map(_make_session, *args))
     records, latents = [], []
     for res in results:
         lat, items = res["lat"], res["items"]
