@@ -53,7 +53,7 @@ bench-demo: $(STAMP) ## Wall time and peak memory of `fusion demo`, cold and war
 bench-extract: $(STAMP) ## eGeMAPS on RAVDESS and MiniLM on MELD: ours vs bare loops (needs AFFECT_SHARED_DATA)
 	$(BIN)/python benchmarks/bench_extract.py $(ARGS)
 
-bench-train: $(STAMP) ## Severity late fusion on 275 / 1,000 synthetic sessions: time, gains, ECE, paper protocol
+bench-train: $(STAMP) ## Severity late fusion on 275 / 1,000 synthetic sessions: time, gains, ECE, paper protocol, neural models
 	$(BIN)/python benchmarks/bench_train.py $(ARGS)
 
 clean: ## Remove demo outputs (data/demo, features_store, mlruns, outputs)
