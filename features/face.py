@@ -135,10 +135,10 @@ def from_daic(au: Path, gaze: Path | None, pose: Path | None) -> pd.DataFrame:
     for role, path in (("face_au", au), ("face_gaze", gaze), ("face_pose", pose)):
         if path is None:
             continue
-        raw = _read_table(path)
-        _require(raw.rename(columns=DAIC_RENAME), ["frame", "timestamp", "confidence", "success"], path,
+        df = _read_table(path).rename(columns=DAIC_RENAME)
+        # the AU file's tracking confidence and success mask the frames of all three
+        _require(df, ["frame", "timestamp"] + (["confidence", "success"] if not tables else []), path,
                  "DAIC CLNF file")
-        df = raw.rename(columns=DAIC_RENAME)
         missing = [c for c in DAIC_FILE_COLUMNS[role] if c not in df.columns]
         if missing:
             names = {v: k for k, v in DAIC_RENAME.items() if k not in ("Tx", "Ty", "Tz")}

@@ -82,7 +82,7 @@ def test_edaic_label_out_of_range_and_missing_column(tmp_path):
     df = pd.read_csv(path)
     df.loc[0, "PTSD Severity"] = 120
     df.to_csv(path, index=False)
-    with pytest.raises(DatasetError, match="dev_split.csv: column 'PTSD Severity' must be a number in 17–85"):
+    with pytest.raises(DatasetError, match="dev_split.csv: column 'PTSD Severity' must be a number in 0–85"):
         Edaic(root).samples()
     df.drop(columns=["PHQ_Score"]).to_csv(path, index=False)
     with pytest.raises(DatasetError, match=r"dev_split.csv: missing column\(s\) \['PHQ_Score'\]"):
@@ -227,7 +227,7 @@ def _edit_daic_split(root, column, value, row=0):
 
 
 @pytest.mark.parametrize("column,value,match", [
-    ("PTSD Severity", "high", r"column 'PTSD Severity' must be a number in 17–85.*line 2.*'high'"),
+    ("PTSD Severity", "high", r"column 'PTSD Severity' must be a number in 0–85.*line 2.*'high'"),
     ("PCL-C (PTSD)", 2, r"column 'PCL-C \(PTSD\)' must be 0 or 1.*line 2.*2"),
     ("PHQ8_Score", 12.5, r"column 'PHQ8_Score' must be an integer in 0–24.*line 2.*12.5"),
     ("PHQ8_NoInterest", 9, r"column 'PHQ8_NoInterest' must be an integer in 0–3.*line 2.*9"),

@@ -63,7 +63,7 @@ LABEL_RULES: dict[str, tuple] = {
     "PHQ8_Binary": (_integers(0, 1), "0 or 1"),
     "PHQ_Binary": (_integers(0, 1), "0 or 1"),
     "PCL-C (PTSD)": (_integers(0, 1), "0 or 1"),
-    "PTSD Severity": (lambda v: np.isfinite(v) & (v >= 17) & (v <= 85), "a number in 17–85 (the PCL-C range)"),
+    "PTSD Severity": (lambda v: np.isfinite(v) & (v >= 0) & (v <= 85), "a number in 0–85 (a PCL-C total)"),
     **{c: (_integers(0, 3), "an integer in 0–3") for c in PHQ8_ITEM_COLUMNS},
 }
 
