@@ -9,8 +9,8 @@ optional positive weights) or regression (MSE or smooth L1). A head's missing ta
 -1, or NaN) are left out of its loss, so heads trained jointly may have labels for different
 samples.
 
-`fit_module` builds the Trainer — early stopping and checkpointing on the given (inner)
-validation data only, deterministic seeds, gradient clipping, `accelerator="auto"`, mixed
+`fit_module` builds the Trainer — early stopping and checkpointing (best weights kept in
+memory) on the given (inner) validation data only, deterministic seeds, gradient clipping, `accelerator="auto"`, mixed
 precision on a GPU, a selectable strategy (e.g. DDP) — runs it, and restores the best weights.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -231,14 +230,34 @@ class FitResult:
     best_score: float | None = None
 
 
+class BestWeights(L.Callback):
+    """Keep, in memory, the weights of the epoch with the lowest validation loss (a checkpoint
+    that needs neither a file nor unpickling to restore)."""
+
+    def __init__(self, monitor: str = "val_loss") -> None:
+        self.monitor = monitor
+        self.state: dict[str, torch.Tensor] | None = None
+        self.epoch: int | None = None
+        self.score: float | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or trainer.sanity_checking:
+            return
+        value = float(value)
+        if self.score is None or value < self.score:
+            self.score, self.epoch = value, int(trainer.current_epoch)
+            self.state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+
+
 def fit_module(module: LitModule, train: DataLoader, val: DataLoader | None, *, seed: int,
                max_epochs: int, patience: int = 15, device: str = "auto", precision: str = "auto",
                strategy: str = "auto", devices: int | str = 1, gradient_clip: float | None = None) -> FitResult:
     """Train `module` with the project's Trainer settings, then keep its best weights.
 
     With validation data, early stopping (after `patience` epochs without improvement) and
-    checkpointing both monitor the validation loss, and the best checkpoint's weights are
-    restored; without it the module trains for `max_epochs` epochs.
+    checkpointing (`BestWeights`) both monitor the validation loss, and the best epoch's
+    weights are restored; without it the module trains for `max_epochs` epochs.
 
     Args:
         device: "auto" (a GPU when present), "cpu", "cuda"/"gpu", or any Lightning accelerator.
@@ -246,31 +265,25 @@ def fit_module(module: LitModule, train: DataLoader, val: DataLoader | None, *, 
             Lightning precision such as "32-true".
         strategy, devices: Lightning's (e.g. strategy "ddp" with devices 2).
     """
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping
 
     L.seed_everything(seed, workers=True, verbose=False)
     accel = accelerator(device)
-    with tempfile.TemporaryDirectory(prefix="fusion-ckpt-") as ckpt_dir:
-        callbacks = []
-        checkpoint = None
-        if val is not None:
-            checkpoint = ModelCheckpoint(dirpath=ckpt_dir, monitor="val_loss", mode="min", save_top_k=1,
-                                         save_weights_only=True, filename="best")
-            callbacks = [EarlyStopping("val_loss", patience=patience), checkpoint]
-        with quiet_lightning():
-            trainer = L.Trainer(
-                max_epochs=max_epochs, callbacks=callbacks, accelerator=accel, devices=devices,
-                strategy=strategy, precision=resolve_precision(precision, accel),
-                gradient_clip_val=gradient_clip, deterministic=True if accel == "cpu" else "warn",
-                logger=False, enable_checkpointing=checkpoint is not None, enable_progress_bar=False,
-                enable_model_summary=False, num_sanity_val_steps=0,
-                limit_val_batches=0 if val is None else 1.0)
-            trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
-        result = FitResult(int(trainer.current_epoch), None)
-        if checkpoint is not None and checkpoint.best_model_path:
-            state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-            module.load_state_dict(state["state_dict"])
-            result = FitResult(result.epochs, int(state["epoch"]), float(checkpoint.best_model_score))
+    best = BestWeights() if val is not None else None
+    callbacks = [EarlyStopping("val_loss", patience=patience), best] if best is not None else []
+    with quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=max_epochs, callbacks=callbacks, accelerator=accel, devices=devices,
+            strategy=strategy, precision=resolve_precision(precision, accel),
+            gradient_clip_val=gradient_clip, deterministic=True if accel == "cpu" else "warn",
+            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, num_sanity_val_steps=0,
+            limit_val_batches=0 if val is None else 1.0)
+        trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
+    result = FitResult(int(trainer.current_epoch), None)
+    if best is not None and best.state is not None:
+        module.load_state_dict(best.state)
+        result = FitResult(result.epochs, best.epoch, best.score)
     module.eval().cpu()
     return result
 
