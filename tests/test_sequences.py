@@ -34,7 +34,6 @@ def test_modalities_share_one_grid_and_missing_turns_are_nan_rows():
     np.testing.assert_array_equal(available(t), [True, False, True, False])
     assert np.isnan(a.values[3]).all() and np.isnan(a.starts[3]).all()
     assert a.columns == ("a0", "a1")
-    np.testing.assert_allclose(a.pooled()[0], [1.5, 15.0])
 
 
 def test_max_len_keeps_the_first_segments_and_says_so():

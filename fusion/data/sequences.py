@@ -68,12 +68,6 @@ class SequenceBlock:
         """The same grid with every segment missing (the modality absent)."""
         return self.with_values(np.full_like(self.values, np.nan))
 
-    def pooled(self) -> np.ndarray:
-        """(n, d) mean over each sample's present segments (NaN where it has none)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a sample without segments: NaN
-            return np.nanmean(self.values, axis=1)
-
 
 Block = np.ndarray | SequenceBlock
 

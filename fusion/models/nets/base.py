@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from features.registry import Registry
@@ -25,8 +24,3 @@ class Net(nn.Module):
         """A small instance, inputs for `batch` samples, and the shape of each output."""
         raise NotImplementedError
 
-
-def masked_fill_missing(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Zero the rows `mask` marks absent, so that nothing but the mask carries their absence
-    (inputs arrive standardised, NaN-free)."""
-    return x * mask.unsqueeze(-1).to(x.dtype)
