@@ -61,11 +61,14 @@ class ChunkOutcome:
     failed_paths: dict[str, str] = field(default_factory=dict)
 
 
-def feature_set_key(dataset: str, extractor: Extractor, segmenter: Segmenter) -> FeatureSetKey:
-    """The store key of `extractor` + `segmenter` on `dataset`."""
+def feature_set_key(dataset: str, extractor: Extractor, segmenter: Segmenter,
+                    name: str | None = None) -> FeatureSetKey:
+    """The store key of `extractor` + `segmenter` on `dataset`; the file is named after the
+    feature set `name` (the extractor's name when None). The name is not hashed: two names
+    for the same extractor and parameters share one computation (`FeatureStore.adopt`)."""
     digest = params_hash(extractor.name, extractor.version, extractor.get_params(),
                          segmenter.config.model_dump(mode="json"))
-    return FeatureSetKey(dataset, extractor.name, digest)
+    return FeatureSetKey(dataset, extractor.name, digest, name)
 
 
 def _describe(err: BaseException) -> str:
@@ -279,6 +282,7 @@ def run_extraction(
     chunk_size: int | None = None,
     progress: bool = True,
     lock_timeout: float = 3600.0,
+    name: str | None = None,
 ) -> ExtractionSummary:
     """Extract `extractor` features for `samples` into `store`, reusing what is cached.
 
@@ -293,6 +297,7 @@ def run_extraction(
         executor: "local" (joblib processes) or "dask" (a Dask cluster; `scheduler` is its
             address, or None for a local cluster of `n_jobs` workers).
         chunk_size: samples per task (None: see `auto_chunk_size`).
+        name: the feature set's name, which names its file (`egemaps-<hash>.parquet`).
 
     Returns:
         A summary with counts of computed, skipped (cached) and failed samples.
@@ -302,7 +307,7 @@ def run_extraction(
     """
     t0 = time.perf_counter()
     segmenter = segmenter or Segmenter()
-    key = feature_set_key(dataset, extractor, segmenter)
+    key = feature_set_key(dataset, extractor, segmenter, name)
     libs = extractor.library_versions()
     ids = [s.sample_id for s in samples]
     if len(set(ids)) != len(ids):
@@ -318,8 +323,9 @@ def run_extraction(
         print(f"{extractor.name} [{dataset}/{key.stem}]: {message}", file=sys.stderr, flush=True)
 
     with store.lock(key, lock_timeout, on_wait=tell) as lock:
+        adopted = store.adopt(key)
         plan = plan_run(samples, extractor, segmenter, store, key, libs)  # what another run left to do
-        plan.notes[:0] = lock.notes
+        plan.notes[:0] = lock.notes + ([adopted] if adopted else [])
         store.hasher.save()
         computed, n_warn = _compute(plan, extractor, segmenter, store, key, libs, lock, n_jobs, executor,
                                     scheduler, chunk_size, progress, dataset)

@@ -116,15 +116,17 @@ class SourceHasher:
 
 @dataclass(frozen=True)
 class FeatureSetKey:
-    """Identifies one feature file: (dataset, extractor, parameter hash)."""
+    """Identifies one feature file: (dataset, extractor, parameter hash), named after the
+    feature set (`egemaps-<hash>`; the extractor's name when the set has none)."""
 
     dataset: str
     extractor: str
     param_hash: str
+    name: str | None = None
 
     @property
     def stem(self) -> str:
-        return f"{self.extractor}-{self.param_hash[:16]}"
+        return f"{self.name or self.extractor}-{self.param_hash[:16]}"
 
 
 def table_to_frame(table: pa.Table) -> pd.DataFrame:
@@ -143,6 +145,48 @@ class FeatureStore:
     # --- paths ---------------------------------------------------------------------------
     def path(self, key: FeatureSetKey) -> Path:
         return self.root / key.dataset / f"{key.stem}.parquet"
+
+    def same_hash_elsewhere(self, key: FeatureSetKey) -> Path | None:
+        """A feature file of `key`'s parameter hash stored under another name (the extractor's
+        name, as stores written before files were named after feature sets, or another
+        feature set name for the same extractor and parameters), if one exists."""
+        folder = self.root / key.dataset
+        if not folder.is_dir():
+            return None
+        for path in sorted(folder.glob(f"*-{key.param_hash[:16]}.parquet")):
+            if path != self.path(key) and not path.name.endswith(".errors.parquet"):
+                try:
+                    meta = self.read_metadata(path)
+                except StoreError:
+                    continue
+                if meta.get("param_hash") == key.param_hash:
+                    return path
+        return None
+
+    def adopt(self, key: FeatureSetKey) -> str | None:
+        """Rename a file of `key`'s parameter hash stored under another name (with its errors
+        table and parts folder) to `key`'s name, so that nothing is recomputed; the caller
+        holds the key's lock. Returns a note saying what was renamed, or None."""
+        if self.path(key).exists() or self.parts_dir(key).exists():
+            return None
+        other = self.same_hash_elsewhere(key)
+        if other is None:
+            return None
+        old_stem = other.name.removesuffix(".parquet")
+        for suffix, new in ((".errors.parquet", self.errors_path(key)), (".parts", self.parts_dir(key)),
+                            (".parquet", self.path(key))):
+            src = other.with_name(old_stem + suffix)
+            if src.exists():
+                os.replace(src, new)
+        return f"renamed {key.dataset}/{old_stem} (same extractor and parameters) to {key.stem}"
+
+    def locate(self, key: FeatureSetKey) -> Path:
+        """The file holding `key`'s features: its own path, else a file of the same parameter
+        hash under another name (read-only use; `adopt` renames it)."""
+        path = self.path(key)
+        if path.exists():
+            return path
+        return self.same_hash_elsewhere(key) or path
 
     def errors_path(self, key: FeatureSetKey) -> Path:
         return self.root / key.dataset / f"{key.stem}.errors.parquet"
@@ -214,7 +258,8 @@ class FeatureStore:
         name = str(name).removesuffix(".parquet")
         entries = self.entries()
         labels = {f"{e.parent.name}/{e.stem}": e for e in entries}
-        exact = [e for label, e in labels.items() if name in (label, e.stem)]
+        exact = [e for label, e in labels.items()
+                 if name in (label, e.stem, e.stem.rpartition("-")[0], label.rpartition("-")[0])]
         if len(exact) == 1:
             return exact[0]
         matches = exact or [e for label, e in labels.items()

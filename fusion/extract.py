@@ -34,7 +34,7 @@ def extract(cfg: ExtractConfig, only: list[str] | None = None) -> dict[str, Any]
             samples, build_extractor(spec.extractor.name, spec.extractor.params), store, cfg.dataset.store_id,
             segmenter=Segmenter(spec.segmentation), n_jobs=cfg.n_jobs,
             executor=cfg.executor, scheduler=cfg.scheduler, progress=cfg.progress,
-            lock_timeout=cfg.lock_timeout,
+            lock_timeout=cfg.lock_timeout, name=name,
         )
         results[name] = summary.to_dict()
     return {"dataset": cfg.dataset.store_id, "store": str(store.root),

@@ -248,7 +248,7 @@ def _one_error_line(err: str) -> str:
 def test_a_truncated_store_file_is_an_error_line_and_ls_still_lists(demo_corpus, tmp_path, capsys):
     store = tmp_path / "store"
     assert main(_extract_args(demo_corpus, store, "egemaps_session")) == 0
-    path = next(p for p in store.glob("*/opensmile-*.parquet") if not p.name.endswith(".errors.parquet"))
+    path = next(p for p in store.glob("*/egemaps_session-*.parquet") if not p.name.endswith(".errors.parquet"))
     path.write_bytes(path.read_bytes()[:-300])
     capsys.readouterr()
     assert main(["features", "show", str(path)]) == 2
@@ -321,7 +321,7 @@ def test_face_file_without_confidence_and_transcript_with_unquoted_commas(demo_c
             "--only", "face_turn"]
     assert main(args) == 0
     assert "Traceback" not in capsys.readouterr().err
-    errors = pd.read_parquet(next(store.glob("*/face-*.errors.parquet"))).set_index("sample_id")
+    errors = pd.read_parquet(next(store.glob("*/face_turn-*.errors.parquet"))).set_index("sample_id")
     assert errors.loc["300", "source_path"] == str(transcript)
     assert "300_TRANSCRIPT.csv" in errors.loc["300", "error"] and "line 3" in errors.loc["300", "error"]
     assert errors.loc["301", "source_path"] == str(au) and "'confidence'" in errors.loc["301", "error"]
