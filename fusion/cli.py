@@ -86,6 +86,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from fusion.config.schema import TrainConfig
 
     overrides = list(args.overrides)
+    if args.verbose:
+        os.environ["FUSION_VERBOSE"] = "1"
     if args.protocol:
         overrides.append(f"protocol={args.protocol}")
     if args.split:
@@ -181,8 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, DEFAULT_CONFIGS["train"])
     p.add_argument("--protocol", choices=["ours", "trimodal-paper"],
                    help="trimodal-paper reproduces the tri-modal paper's public-code setup (optimistic)")
-    p.add_argument("--split", choices=["grouped-kfold", "loso", "official", "turn-level"],
+    p.add_argument("--split", choices=["grouped-kfold", "loso", "official", "holdout", "turn-level"],
                    help="shortcut for --set cv.scheme=…; turn-level is leaky, for demonstration only")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Lightning's own output (banners, warnings) while networks train")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("data", help="inspect a dataset")

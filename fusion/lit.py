@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -289,10 +290,14 @@ def fit_module(module: LitModule, train: DataLoader, val: DataLoader | None, *, 
 
 
 class quiet_lightning:
-    """Silence Lightning's banners and the warnings it raises for small in-memory datasets."""
+    """Silence Lightning's banners and the warnings it raises for small in-memory datasets
+    (unless the environment sets FUSION_VERBOSE=1, as `fusion train --verbose` does)."""
 
     def __enter__(self) -> quiet_lightning:
         self._levels = {}
+        self._warnings = None
+        if os.environ.get("FUSION_VERBOSE") == "1":
+            return self
         for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
             log = logging.getLogger(name)
             self._levels[name] = log.level
@@ -305,6 +310,8 @@ class quiet_lightning:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._warnings is None:
+            return
         self._warnings.__exit__(*exc)
         for name, level in self._levels.items():
             logging.getLogger(name).setLevel(level)

@@ -18,14 +18,24 @@ FORMAT = 2
 
 
 def save_model(model: FusionModel, folder: str | Path,
-               columns: Mapping[str, Sequence[str]] | None = None) -> Path:
-    """Write a fitted model (any registered fusion model) to `folder`."""
+               columns: Mapping[str, Sequence[str]] | None = None, target: Mapping[str, Any] | None = None,
+               inputs: Mapping[str, Any] | None = None) -> Path:
+    """Write a fitted model (any registered fusion model) to `folder`.
+
+    Args:
+        columns: each modality's feature columns, in the model's order.
+        target: what the model predicts (label, class names, kind).
+        inputs: how each modality is computed from raw data (the feature sets' extractors,
+            segmentation, pooling and normalisation), so that the model can be run on new
+            recordings (`features.emotion`).
+    """
     model.check_fitted()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {"format": FORMAT, "model": MODELS.name_of(model), "params": model.params.model_dump(),
                 "task": model.task, "n_classes": model.n_classes, "modalities": list(model.modalities),
                 "columns": {m: list(c) for m, c in (columns or {}).items()},
+                "target": dict(target or {}), "inputs": dict(inputs or {}),
                 "state": model.save_state(folder)}
     atomic_write_text(json.dumps(manifest, indent=1), folder / MANIFEST)
     return folder

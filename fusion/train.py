@@ -68,8 +68,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                "targets": {}}
     results: dict[str, TargetResult] = {}
     artifacts, figures = {}, []
+    check_learners_fit_targets(cfg)
     for tname, spec in cfg.targets.items():
-        target = select_target(tname, spec, data.labels, data.blocks, data.dataset.name)
+        target = select_target(tname, spec, data.labels, data.blocks, data.dataset, cfg.cv.group_by)
+        note = data.dataset.grouping_note
+        if note and target.group_by == data.dataset.group_by and note not in summary["notes"]:
+            summary["notes"].append(note)
         result = evaluate_target(cfg, target)
         results[tname] = result
         summary["targets"][tname] = target_summary(cfg, target, result)
@@ -92,7 +96,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         out.text("config.yaml", to_yaml(cfg))
         folders = []
         if cfg.evaluation.save_model:
-            folders.append(fit_final_models(cfg, data, out.dir / "model"))
+            folders.append(fit_final_models(cfg, data, cfg.evaluation.model_dir or out.dir / "model"))
             summary["model_dir"] = str(folders[0])
         summary["seconds"] = round(time.perf_counter() - t0, 3)
         summary["run_id"] = out.run_id
@@ -111,6 +115,31 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     return summary
 
 
+def check_learners_fit_targets(cfg: TrainConfig) -> None:
+    """Refuse a learner that assumes ordered classes (`ordinal`) for a nominal target.
+
+    Raises:
+        ConfigError: naming the learner and the target.
+    """
+    from fusion.models.learners.base import LEARNERS
+
+    def names(value: Any):
+        if isinstance(value, dict):
+            if isinstance(value.get("name"), str):
+                yield value["name"]
+            for v in value.values():
+                yield from names(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from names(v)
+
+    ordered = [n for n in names(cfg.model.params) if n in LEARNERS and getattr(LEARNERS.get(n), "ordered", False)]
+    nominal = [t for t, spec in cfg.targets.items() if spec.kind == "nominal"]
+    if ordered and nominal:
+        raise ConfigError(f"learner {ordered[0]!r} assumes ordered classes, but target(s) {nominal} are nominal "
+                          "(kind: nominal); use logreg, xgboost or mlp")
+
+
 def evaluate_target(cfg: TrainConfig, target: TargetData) -> TargetResult:
     """Cross-validate the configured model on one target and summarise its metrics."""
     folds = make_folds(cfg.cv, target.y, target.groups, target.splits)
@@ -119,7 +148,8 @@ def evaluate_target(cfg: TrainConfig, target: TargetData) -> TargetResult:
         target.blocks, target.y, folds, model=ModelSpec(cfg.model.name, cfg.model.params),
         n_classes=target.spec.n_classes, score=target.score, ablation=ev.ablation,
         baselines={tag: ModelSpec(s.name, s.params) for tag, s in ev.baselines.items()},
-        robustness=ev.robustness, noise_levels=ev.noise_levels, attributions=ev.attributions, seed=cfg.cv.seed)
+        robustness=ev.robustness, noise_levels=ev.noise_levels, attributions=ev.attributions, seed=cfg.cv.seed,
+        kind=target.spec.kind)
     summarise(result, target.y, target.groups, target.score, ev.n_bootstrap, cfg.cv.seed)
     return result
 
@@ -129,11 +159,16 @@ def target_summary(cfg: TrainConfig, target: TargetData, result: TargetResult) -
     k = target.spec.n_classes
     scored = ~np.isnan(result.variants["model"][0]).any(1)
     tsum: dict[str, Any] = {
-        "label": target.spec.label, "n_classes": k, "n_samples": int(scored.sum()),
-        "n_subjects": int(len(np.unique(target.groups[scored]))),
+        "label": target.spec.label, "n_classes": k, "classes": target.classes, "kind": target.spec.kind,
+        "n_samples": int(scored.sum()),
+        "n_subjects": int(len(np.unique(target.subjects[scored]))), "group_by": target.group_by,
+        "n_groups": int(len(np.unique(target.groups[scored]))),
         "class_counts": np.bincount(target.y[scored], minlength=k).tolist(),
         "modality_available": modality_availability(target.blocks),
         "metrics": result.metrics, "chance": chance_levels(target.y[scored], k),
+        "per_class": {name: {stat: {"mean": v["mean"][i], "sd": v["sd"][i]} for stat, v in result.per_class.items()}
+                      for i, name in enumerate(target.classes)},
+        "confusion": result.confusion.tolist() if result.confusion is not None else None,
         "ablation": {v: list(fm) for v, fm in result.ablation.items()},
         "excluded_no_features": target.excluded_no_features,
     }
@@ -148,7 +183,7 @@ def target_tables(cfg: TrainConfig, target: TargetData, result: TargetResult,
     """Every CSV of one target, by file stem."""
     import pandas as pd
 
-    out = {f"{target.name}_{name}": table for name, table in tables(result).items()}
+    out = {f"{target.name}_{name}": table for name, table in tables(result, target.classes).items()}
     if cfg.evaluation.decision_curves and target.spec.positive_from is not None:
         out[f"{target.name}_decision_curve"] = pd.DataFrame(
             decision_curve(result, target.y, target.spec.positive_from))
@@ -160,16 +195,33 @@ def target_tables(cfg: TrainConfig, target: TargetData, result: TargetResult,
     return out
 
 
+def input_recipes(cfg: TrainConfig) -> dict[str, list[dict[str, Any]]]:
+    """How each modality's inputs are computed from raw data: the feature set's extractor and
+    segmentation (from the extract config), its pooling, columns and normalisation."""
+    assert cfg.extract is not None
+    out = {}
+    for modality, inputs in cfg.modalities.items():
+        out[modality] = []
+        for inp in inputs:
+            fs = cfg.extract.features[inp.features]
+            out[modality].append({"features": inp.features, "extractor": fs.extractor.model_dump(mode="json"),
+                                  "segmentation": fs.segmentation.model_dump(mode="json"),
+                                  **inp.model_dump(mode="json", exclude={"features"})})
+    return out
+
+
 def fit_final_models(cfg: TrainConfig, data: ModelData, folder: Path) -> Path:
     """Fit the configured model on every usable sample of each target (its inner folds for
     calibration and stacking drawn from all of them) and save it under `folder/<target>`."""
     for tname, spec in cfg.targets.items():
-        target = select_target(tname, spec, data.labels, data.blocks, data.dataset.name)
+        target = select_target(tname, spec, data.labels, data.blocks, data.dataset, cfg.cv.group_by)
         rows = np.arange(len(target.y))
         inner = (inner_folds(target.y, target.groups, rows, cfg.cv.inner_splits, cfg.cv.seed)
                  if cfg.cv.inner_splits > 1 else [])
         model = ModelSpec(cfg.model.name, cfg.model.params).build().fit(
             target.blocks, target.y, task="classification", n_classes=spec.n_classes, inner=inner,
             seed=cfg.cv.seed)
-        save_model(model, folder / tname, data.columns)
+        save_model(model, folder / tname, data.columns,
+                   target={"name": tname, "label": spec.label, "classes": target.classes, "kind": spec.kind},
+                   inputs=input_recipes(cfg))
     return folder

@@ -183,7 +183,7 @@ def test_folder_adapter(tmp_path):
                  ).to_csv(tmp_path / "labels.csv", index=False)
     ds = Folder(tmp_path, labels={"mood": {"values": ["low", "high"]}, "score": {"min": 0, "max": 24}})
     labels = ds.labels()
-    assert list(labels.columns) == ["subject_id", "split", "mood", "score"]
+    assert list(labels.columns) == ["subject_id", "split", "group", "mood", "score"]
     samples = {s.sample_id: s for s in ds.samples()}
     assert samples["a"].media["audio"].name == "a.wav" and samples["c"].media == {}
     assert any("missing.wav not found" in p for p in ds.problems)

@@ -95,7 +95,7 @@ def run_trimodal_paper(cfg: TrainConfig) -> dict[str, Any]:
                                "n_features": int(paper_matrix(blocks, cfg).shape[1]), "feature_sets": provenance,
                                "targets": {}}
     for tname, t in cfg.targets.items():
-        target = select_target(tname, t, labels, blocks, dataset.name)
+        target = select_target(tname, t, labels, blocks, dataset, cfg.cv.group_by)
         y, groups, X = target.y, target.groups, paper_matrix(target.blocks, cfg)
         seeds = p.seeds
         variants = {"paper (early stopping on the scored fold)": np.full((1, len(y), t.n_classes), np.nan),

@@ -60,6 +60,16 @@ class ExtractConfig(StrictModel):
     progress: bool = True
     lock_timeout: float = Field(3600.0, ge=0)
 
+    @model_validator(mode="after")
+    def _feature_set_names(self) -> ExtractConfig:
+        import re
+
+        bad = [n for n in self.features if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", n)]
+        if bad:
+            raise ValueError(f"feature set name(s) {bad} cannot name a store file: use letters, digits "
+                             "and _ . + - (starting with a letter or digit)")
+        return self
+
 
 PoolStat = Literal["mean", "std", "min", "max", "median"]
 
@@ -68,17 +78,32 @@ class InputSpec(StrictModel):
     """A feature set fed to a model and how its rows (turns, windows, frames) become model
     input: pooled to one row per sample by the statistics in `pool`, or kept as a per-segment
     sequence (`pool: sequence`, at most `max_len` segments per sample); optionally only the
-    columns matching shell-style patterns (e.g. "mean_*")."""
+    columns matching shell-style patterns (e.g. "mean_*").
+
+    normalise: `speaker` z-scores every feature within each subject (speaker), from all of that
+    speaker's rows: unsupervised (no label is used), so legitimate for test speakers too, and
+    standard in cross-speaker emotion recognition. It needs several rows per speaker (at least
+    `speaker_min_rows`; a speaker with fewer is an error naming them).
+    context: for pooled inputs, instead of the sample's own features, the mean of the previous
+    `context` samples of the same group (a MELD dialogue's earlier utterances, in the corpus's
+    order); missing for a group's first sample. Configure it as its own modality beside the
+    sample's features.
+    """
 
     features: str
     pool: list[PoolStat] | Literal["sequence"] = Field(default_factory=lambda: ["mean"])
     max_len: int | None = Field(None, ge=1)
     columns: list[str] | None = None
+    normalise: Literal["none", "speaker"] = "none"
+    speaker_min_rows: int = Field(5, ge=2)
+    context: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _max_len_for_sequences(self) -> InputSpec:
         if self.max_len is not None and self.pool != "sequence":
             raise ValueError("max_len applies only to `pool: sequence` inputs")
+        if self.context and self.pool == "sequence":
+            raise ValueError("context applies only to pooled inputs")
         return self
 
     @property
@@ -87,20 +112,59 @@ class InputSpec(StrictModel):
 
 
 class TargetSpec(StrictModel):
-    """A classification target (classes 0..n_classes-1), what counts as positive for the
-    decision curve, and an optional score label fused by the same model (regression head)."""
+    """A classification target, what counts as positive for the decision curve, and an
+    optional score label fused by the same model (regression head).
+
+    Labels are class indices 0..n_classes-1, or values named in `classes` (e.g. emotion names,
+    or RAVDESS's codes), which are mapped to indices in that order and kept with the model and
+    in every table. `kind` says whether the classes are ordered (severity: quadratic kappa and
+    adjacent accuracy are reported) or nominal (emotions: unweighted average recall, the
+    field's headline, with per-class recall and the confusion matrix); it defaults to nominal
+    when `classes` are given and ordinal otherwise.
+    """
 
     label: str
-    n_classes: int = Field(ge=2)
+    n_classes: int | None = Field(None, ge=2)
+    classes: list[str] | None = None
+    kind: Literal["ordinal", "nominal"] | None = None
     positive_from: int | None = None
     positive_name: str | None = None
     score: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _classes_as_text(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("classes"), list):
+            data = {**data, "classes": [str(c) for c in data["classes"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _classes(self) -> TargetSpec:
+        if self.classes is not None:
+            if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"classes must name at least 2 distinct classes, got {self.classes}")
+            if self.n_classes is not None and self.n_classes != len(self.classes):
+                raise ValueError(f"n_classes is {self.n_classes} but classes lists {len(self.classes)}")
+            self.n_classes = len(self.classes)
+        elif self.n_classes is None:
+            raise ValueError("give n_classes (labels 0..n_classes-1) or classes (the label values, in order)")
+        if self.kind is None:
+            self.kind = "nominal" if self.classes is not None else "ordinal"
+        if self.positive_from is not None and not 0 < self.positive_from < self.n_classes:
+            raise ValueError(f"positive_from must be a class index in 1..{self.n_classes - 1}")
+        return self
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes) if self.classes is not None else [str(k) for k in range(self.n_classes)]
 
 
 class EvaluationConfig(StrictModel):
     """What is evaluated besides the model: `ablation` (every modality subset, and the
     model's own baselines plus `baselines`, each a registered model by name and params),
-    `robustness` (each modality dropped or noised), decision curves, attributions, plots."""
+    `robustness` (each modality dropped or noised), decision curves, attributions, plots.
+    `save_model` fits the model on all the data and saves it under `model_dir/<target>`
+    (default: the run's output folder `model/`), e.g. for the `emotion` extractor."""
 
     ablation: bool = False
     baselines: dict[str, ComponentSpec] = Field(default_factory=dict)
@@ -111,6 +175,7 @@ class EvaluationConfig(StrictModel):
     plots: bool = False
     n_bootstrap: int = Field(1000, ge=0)
     save_model: bool = False
+    model_dir: Path | None = None
 
 
 class PaperProtocolConfig(StrictModel):

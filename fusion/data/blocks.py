@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from features.runner import feature_set_key
 from features.store import FeatureSetKey, FeatureStore
 from fusion.config.schema import ConfigError, ExtractConfig, InputSpec, TargetSpec, TrainConfig
 from fusion.data.sequences import Block, available, sequence_blocks
-from fusion.datasets.base import DatasetAdapter, build_dataset
+from fusion.datasets.base import DatasetAdapter, build_dataset, group_column
 
 
 def feature_key(extract: ExtractConfig, name: str) -> FeatureSetKey:
@@ -36,7 +37,7 @@ def feature_key(extract: ExtractConfig, name: str) -> FeatureSetKey:
                           f"(it defines: {', '.join(extract.features)})")
     spec = extract.features[name]
     extractor = build_extractor(spec.extractor.name, spec.extractor.params)
-    return feature_set_key(extract.dataset.store_id, extractor, Segmenter(spec.segmentation))
+    return feature_set_key(extract.dataset.store_id, extractor, Segmenter(spec.segmentation), name)
 
 
 def pool_rows(frame: pd.DataFrame, stats: list[str], prefix: str) -> pd.DataFrame:
@@ -61,11 +62,11 @@ def read_input(store: FeatureStore, extract: ExtractConfig, inp: InputSpec) -> t
     """A feature set's rows (columns selected, names prefixed with the feature set) and its
     provenance (path, parameter hash, file digest)."""
     key = feature_key(extract, inp.features)
-    path = store.path(key)
+    path = store.locate(key)
     if not path.exists():
         raise FileNotFoundError(f"feature set {inp.features!r} ({path}) has not been extracted yet; run "
                                 f"`fusion extract` with the same extract config first")
-    frame = store.read(key)
+    frame = store.read(path)
     if inp.columns:
         keep = [c for c in frame.columns if any(fnmatch.fnmatchcase(c, pat) for pat in inp.columns)]
         if not keep:
@@ -75,10 +76,88 @@ def read_input(store: FeatureStore, extract: ExtractConfig, inp: InputSpec) -> t
     return frame, {"path": str(path), "param_hash": key.param_hash, "file_digest": _digest(path)}
 
 
-def load_input(store: FeatureStore, extract: ExtractConfig, inp: InputSpec) -> tuple[pd.DataFrame, dict]:
-    """A pooled input: one row per sample."""
+def speaker_normalise(frame: pd.DataFrame, subjects: pd.Series, min_rows: int, what: str) -> pd.DataFrame:
+    """Z-score every column within each subject, from all that subject's rows (no labels).
+
+    Args:
+        frame: rows indexed by (sample_id, start, end); rows of samples not in `subjects` are
+            dropped.
+        subjects: subject of each sample_id.
+
+    Raises:
+        ConfigError: naming the subjects with fewer than `min_rows` rows.
+    """
+    sample = frame.index.get_level_values(0)
+    who = pd.Series(sample, index=frame.index).map(subjects)
+    frame = frame[who.notna().to_numpy()]
+    who = who[who.notna()].to_numpy()
+    counts = pd.Series(who).value_counts()
+    few = counts[counts < min_rows]
+    if len(few):
+        raise ConfigError(f"{what}: speaker normalisation needs at least {min_rows} rows per speaker; "
+                          f"{len(few)} speaker(s) have fewer, e.g. "
+                          f"{', '.join(f'{s} ({n})' for s, n in few.head(5).items())} "
+                          "(lower speaker_min_rows, or do not normalise this input)")
+    X = frame.to_numpy(dtype=np.float64, copy=True)
+    for subject in counts.index:
+        rows = who == subject
+        part = X[rows]
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column stays NaN
+            mean, sd = np.nanmean(part, axis=0), np.nanstd(part, axis=0)
+        X[rows] = (part - mean) / np.where(sd > 0, sd, 1.0)
+    return pd.DataFrame(X, index=frame.index, columns=frame.columns)
+
+
+def dialogue_context(pooled: pd.DataFrame, labels: pd.DataFrame, k: int, what: str) -> pd.DataFrame:
+    """For each sample, the mean of the previous `k` samples of its group (labels' `group`, in
+    the labels' order) that have features; NaN for a group's first sample.
+
+    Raises:
+        ConfigError: when the dataset has no grouping.
+    """
+    if "group" not in labels.columns or labels["group"].isna().all():
+        raise ConfigError(f"{what}: context needs groups of consecutive samples (MELD dialogues, a folder "
+                          "dataset's `group` column); this dataset has none")
+    X = pooled.reindex(labels.index).to_numpy(dtype=np.float64)
+    has = ~np.isnan(X).all(axis=1)
+    out = np.full_like(X, np.nan)
+    for _, pos in pd.Series(np.arange(len(labels)), index=labels.index).groupby(labels["group"].to_numpy(),
+                                                                                  sort=False):
+        pos = pos.to_numpy()
+        for j in range(1, len(pos)):
+            prev = pos[max(0, j - k):j]
+            prev = prev[has[prev]]
+            if len(prev):
+                out[pos[j]] = np.nanmean(X[prev], axis=0)
+    cols = [f"context{k}:{c}" for c in pooled.columns]
+    return pd.DataFrame(out, index=labels.index, columns=cols)
+
+
+def prepare_input(store: FeatureStore, extract: ExtractConfig, inp: InputSpec,
+                  labels: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """A feature set's rows, normalised per speaker when asked."""
     frame, provenance = read_input(store, extract, inp)
-    return pool_rows(frame, inp.pool, inp.features), provenance
+    if inp.normalise == "speaker":
+        frame = speaker_normalise(frame, labels["subject_id"].astype(str), inp.speaker_min_rows,
+                                  f"input {inp.features!r}")
+    return frame, provenance
+
+
+def load_input(store: FeatureStore, extract: ExtractConfig, inp: InputSpec,
+               labels: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
+    """A pooled input: one row per sample (normalised per speaker, or the dialogue context,
+    when asked; both need the dataset's `labels`)."""
+    if labels is None:
+        if inp.normalise != "none" or inp.context:
+            raise ConfigError(f"input {inp.features!r}: normalise and context need the dataset's labels")
+        frame, provenance = read_input(store, extract, inp)
+    else:
+        frame, provenance = prepare_input(store, extract, inp, labels)
+    pooled = pool_rows(frame, inp.pool, inp.features)
+    if inp.context:
+        pooled = dialogue_context(pooled, labels, inp.context, f"input {inp.features!r}")
+    return pooled, provenance
 
 
 @dataclass
@@ -123,7 +202,7 @@ def load_model_data(cfg: TrainConfig, sequence_ok: bool = True) -> ModelData:
                                   "is configured with `pool: sequence`")
             parts = []
             for inp in inputs:
-                frame, provenance[inp.features] = read_input(store, cfg.extract, inp)
+                frame, provenance[inp.features] = prepare_input(store, cfg.extract, inp, labels)
                 parts.append(frame.add_prefix(f"{inp.features}/"))
             seq_frames[modality] = pd.concat(parts, axis=1, join="outer")
             max_len[modality] = min((i.max_len for i in inputs if i.max_len), default=None)
@@ -131,7 +210,7 @@ def load_model_data(cfg: TrainConfig, sequence_ok: bool = True) -> ModelData:
             continue
         parts = []
         for inp in inputs:
-            pooled, provenance[inp.features] = load_input(store, cfg.extract, inp)
+            pooled, provenance[inp.features] = load_input(store, cfg.extract, inp, labels)
             parts.append(pooled)
         frame = pd.concat(parts, axis=1, join="outer").reindex(labels.index)
         blocks[modality] = frame.to_numpy(dtype=np.float64)
@@ -146,7 +225,8 @@ def load_model_data(cfg: TrainConfig, sequence_ok: bool = True) -> ModelData:
 
 @dataclass
 class TargetData:
-    """One target's samples: labels `y`, subjects, official splits, blocks, optional scores."""
+    """One target's samples: labels `y` (class indices), the groups splits keep together, the
+    subjects, official splits, blocks, optional scores, and the class names."""
 
     name: str
     spec: TargetSpec
@@ -157,39 +237,82 @@ class TargetData:
     blocks: dict[str, Block]
     score: np.ndarray | None
     excluded_no_features: list[str]
+    subjects: np.ndarray | None = None
+    group_by: str = "subject"
+    classes: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.subjects is None:
+            self.subjects = self.groups
+        if self.classes is None:
+            self.classes = self.spec.class_names
+
+
+def class_indices(name: str, spec: TargetSpec, values: pd.Series) -> np.ndarray:
+    """Label values → class indices: by position in `spec.classes` (compared as text, so that
+    the codes 1–8 and the names of RAVDESS both work), or the values themselves when they are
+    0..n_classes-1.
+
+    Raises:
+        ConfigError: naming the values that are not classes of the target.
+    """
+    if spec.classes is not None:
+        text = values.map(lambda v: str(int(v)) if isinstance(v, float) and v == int(v) else str(v))
+        lookup = {c: i for i, c in enumerate(spec.classes)}
+        idx = text.map(lookup)
+        if idx.isna().any():
+            bad = text[idx.isna()].value_counts()
+            raise ConfigError(f"target {name}: label {spec.label!r} has value(s) "
+                              f"{[f'{v} ({n}×)' for v, n in bad.items()][:10]} that are not in its classes "
+                              f"{spec.classes}")
+        return idx.to_numpy(dtype=int)
+    raw = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(raw) & (raw == np.round(raw)) & (raw >= 0) & (raw < spec.n_classes)
+    if not ok.all():
+        bad_values = values[~ok].value_counts()
+        hint = ""
+        if pd.to_numeric(values, errors="coerce").isna().any():
+            hint = (f"; for text labels list them in order with `classes:` (found "
+                    f"{list(map(str, values.value_counts().index[:12]))})")
+        raise ConfigError(f"target {name}: label {spec.label!r} must take values 0..{spec.n_classes - 1}; "
+                          f"found {sorted(map(str, bad_values.index))[:10]}{hint}")
+    return raw.astype(int)
 
 
 def select_target(name: str, spec: TargetSpec, labels: pd.DataFrame, blocks: Mapping[str, Block],
-                  dataset_name: str = "the dataset") -> TargetData:
-    """The samples that have the target's label and at least one modality.
+                  dataset: DatasetAdapter | str = "the dataset", group_by: str = "auto") -> TargetData:
+    """The samples that have the target's label and at least one modality, their class
+    indices and the groups that splits keep together (`cv.group_by`).
 
     Raises:
-        ConfigError: the label or score is not a label of the dataset, or a label is not a
-            class index 0..n_classes-1.
+        ConfigError: the label or score is not a label of the dataset, or a label value is not
+            a class of the target.
     """
+    dataset_name = dataset if isinstance(dataset, str) else dataset.name
     if spec.label not in labels.columns:
+        reserved = ["subject_id", "split", "group"]
         raise ConfigError(f"target {name}: label {spec.label!r} is not a label of {dataset_name}; labels "
-                          f"are: {', '.join(labels.columns.drop(['subject_id', 'split'], errors='ignore'))}")
+                          f"are: {', '.join(labels.columns.drop(reserved, errors='ignore'))}")
     labelled = labels[spec.label].notna().to_numpy()
     any_modality = np.column_stack([available(b) for b in blocks.values()]).any(1)
     keep = labelled & any_modality
     lab = labels[keep]
-    raw = pd.to_numeric(lab[spec.label], errors="coerce").to_numpy(dtype=float)
-    ok = np.isfinite(raw) & (raw == np.round(raw)) & (raw >= 0) & (raw < spec.n_classes)
-    if not ok.all():
-        bad = sorted({str(v) for v in lab[spec.label][~ok]})
-        raise ConfigError(f"target {name}: label {spec.label!r} must take values 0..{spec.n_classes - 1}; "
-                          f"found {bad[:10]}")
+    y = class_indices(name, spec, lab[spec.label])
     score = None
     if spec.score is not None:
         if spec.score not in labels.columns:
             raise ConfigError(f"target {name}: score {spec.score!r} is not a label of {dataset_name}")
         score = pd.to_numeric(lab[spec.score], errors="coerce").to_numpy(dtype=float)
+    subjects = lab["subject_id"].astype(str).to_numpy()
+    groups, resolved = subjects, "subject"
+    if not isinstance(dataset, str):
+        column, resolved = group_column(dataset, lab, group_by)
+        groups = column.to_numpy()
     return TargetData(
-        name=name, spec=spec, index=lab.index, y=raw.astype(int),
-        groups=lab["subject_id"].astype(str).to_numpy(), splits=lab["split"].to_numpy(),
+        name=name, spec=spec, index=lab.index, y=y, groups=groups, splits=lab["split"].to_numpy(),
         blocks={m: b[keep] for m, b in blocks.items()}, score=score,
-        excluded_no_features=sorted(labels.index[labelled & ~any_modality]))
+        excluded_no_features=sorted(labels.index[labelled & ~any_modality]), subjects=subjects,
+        group_by=resolved)
 
 
 def provenance_tags(provenance: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:

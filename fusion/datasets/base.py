@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,6 +20,22 @@ class DatasetError(ValueError):
     """A corpus on disk does not match the layout its adapter expects."""
 
 
+def walk_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Files under `root` whose suffix (lower-cased) is one of `suffixes`, sorted, following
+    symlinked folders (a corpus assembled from links to its parts) but never a link cycle."""
+    out: list[Path] = []
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        out.extend(Path(folder) / f for f in files if Path(f).suffix.lower() in suffixes)
+    return sorted(out)
+
+
 class DatasetAdapter(ABC):
     """Reads one corpus layout.
 
@@ -32,6 +49,10 @@ class DatasetAdapter(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
+    #: what splits must keep together by default (`cv.group_by: auto`): "subject" or "group"
+    group_by: ClassVar[str] = "subject"
+    #: why, when it is not the subject (shown with every result grouped that way)
+    grouping_note: ClassVar[str | None] = None
 
     def __init__(self, root: str | Path, **params: Any) -> None:
         self.root = Path(root)
@@ -57,11 +78,13 @@ class DatasetAdapter(ABC):
         return list(self._samples)
 
     def labels(self) -> pd.DataFrame:
-        """One row per sample: subject_id, split and every label column, indexed by sample_id."""
-        rows = [{"sample_id": s.sample_id, "subject_id": s.subject_id, "split": s.split,
+        """One row per sample: subject_id, split, group (the adapter's grouping other than the
+        subject, e.g. a MELD dialogue; None where it has none) and every label column, indexed by
+        sample_id, in the adapter's order."""
+        rows = [{"sample_id": s.sample_id, "subject_id": s.subject_id, "split": s.split, "group": s.group,
                  **dict(s.labels)} for s in self._samples]
         if not rows:
-            return pd.DataFrame(columns=["subject_id", "split"]).rename_axis("sample_id")
+            return pd.DataFrame(columns=["subject_id", "split", "group"]).rename_axis("sample_id")
         return pd.DataFrame(rows).set_index("sample_id")
 
     def describe(self) -> dict[str, Any]:
@@ -77,7 +100,7 @@ class DatasetAdapter(ABC):
             "labels": {},
             "problems": list(self.problems),
         }
-        for col in df.columns.drop(["subject_id", "split"]):
+        for col in df.columns.drop(["subject_id", "split", "group"]):
             values = df[col].dropna()
             if 0 < values.nunique() <= 12:
                 counts = values.value_counts()
@@ -86,6 +109,25 @@ class DatasetAdapter(ABC):
                 out["labels"][col] = {"min": float(values.min()), "max": float(values.max()),
                                       "mean": round(float(values.mean()), 3), "n": int(len(values))}
         return out
+
+
+def group_column(dataset: DatasetAdapter, labels: pd.DataFrame, group_by: str) -> tuple[pd.Series, str]:
+    """The column splits keep together: `auto` (the dataset's own), `subject`, `group`, or a
+    label column; and the name it resolved to.
+
+    Raises:
+        DatasetError: a grouping the dataset does not have, or samples without a group.
+    """
+    name = dataset.group_by if group_by == "auto" else group_by
+    column = {"subject": "subject_id"}.get(name, name)
+    if column not in labels.columns:
+        raise DatasetError(f"cv.group_by {group_by!r}: {dataset.name} has no column {column!r} "
+                           f"(choose subject, group or a label: {', '.join(map(str, labels.columns))})")
+    values = labels[column]
+    if values.isna().any():
+        missing = list(labels.index[values.isna()][:5])
+        raise DatasetError(f"cv.group_by {name!r}: samples {missing} of {dataset.name} have no {column}")
+    return values.astype(str), name
 
 
 def build_dataset(spec) -> DatasetAdapter:

@@ -3,7 +3,8 @@
 `labels.csv` columns: `sample_id`, `subject_id`, then media paths relative to the folder —
 either explicit role columns (`audio`, `video`, `image`, `transcript`, `face`, `face_au`,
 `face_gaze`, `face_pose`) or a generic `path` whose role follows from its extension — and
-optionally `split` and `text`. Every other column is a label. `params.labels` may declare a
+optionally `split`, `text` and `group` (a grouping other than the subject that splits keep
+together with `cv.group_by: group`, e.g. a conversation). Every other column is a label. `params.labels` may declare a
 label's allowed values or range, which are then checked.
 """
 
@@ -22,7 +23,7 @@ ROLES = ("audio", "video", "image", "transcript", "face", "face_au", "face_gaze"
 EXTENSIONS = {".wav": "audio", ".flac": "audio", ".mp3": "audio", ".ogg": "audio",
               ".mp4": "video", ".avi": "video", ".mov": "video", ".mkv": "video",
               ".jpg": "image", ".jpeg": "image", ".png": "image"}
-RESERVED = {"sample_id", "subject_id", "path", "split", "text", *ROLES}
+RESERVED = {"sample_id", "subject_id", "path", "split", "text", "group", *ROLES}
 
 
 class LabelSpec(BaseModel):
@@ -92,9 +93,10 @@ class Folder(DatasetAdapter):
             labels = {c: (None if isinstance(row[c], float) and pd.isna(row[c]) else row[c])
                       for c in label_cols}
             text = row.get("text")
-            split = row.get("split")
+            split, group = row.get("split"), row.get("group")
             samples.append(Sample(str(row["sample_id"]), str(row["subject_id"]), media, labels,
                                   split=None if split is None or pd.isna(split) else str(split),
+                                  group=None if group is None or pd.isna(group) else str(group),
                                   text=None if text is None or pd.isna(text) else str(text)))
         return samples
 

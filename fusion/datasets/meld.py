@@ -39,10 +39,15 @@ def parse_time(value: str) -> float:
 
 @DATASETS.register("meld")
 class Meld(DatasetAdapter):
-    """MELD utterances with emotion and sentiment; dialogues as groups, speakers as subjects."""
+    """MELD utterances with emotion and sentiment; dialogues as groups (what splits keep
+    together), speakers as subjects (what speaker normalisation uses)."""
 
     name = "meld"
     Params = MeldParams
+    group_by = "group"
+    grouping_note = ("MELD is split by dialogue: its speakers (the show's characters) recur across its "
+                     "official train / dev / test splits by design, so its figures are dialogue-, not "
+                     "speaker-independent (group_by: subject gives speaker-independent folds)")
 
     def _read(self, path: Path) -> pd.DataFrame:
         try:

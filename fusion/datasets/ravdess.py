@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from pydantic import Field, field_validator
+
 from features.base import Params, Sample
-from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
+from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError, walk_files
 
 EMOTIONS = {1: "neutral", 2: "calm", 3: "happy", 4: "sad", 5: "angry", 6: "fearful",
             7: "disgust", 8: "surprised"}
@@ -21,7 +23,20 @@ PATTERN = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$
 
 
 class RavdessParams(Params):
+    """vocal_channel: which recordings to read. test_actors: actors (1–24) whose recordings
+    form the `test` split, every other actor's the `train` split (RAVDESS has no official
+    split; `cv.scheme: official` then trains on the others and tests on these)."""
+
     vocal_channel: Literal["speech", "song", "both"] = "both"
+    test_actors: list[int] = Field(default_factory=list)
+
+    @field_validator("test_actors")
+    @classmethod
+    def _actors(cls, v: list[int]) -> list[int]:
+        bad = [a for a in v if not 1 <= a <= 24]
+        if bad:
+            raise ValueError(f"RAVDESS actors are 1–24, got {bad}")
+        return v
 
 
 def parse_code(stem: str) -> dict[str, int]:
@@ -54,7 +69,7 @@ class Ravdess(DatasetAdapter):
 
     def _load(self) -> list[Sample]:
         recordings: dict[tuple, dict] = {}
-        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in (".wav", ".mp4"))
+        files = walk_files(self.root, (".wav", ".mp4"))
         for path in files:
             try:
                 code = parse_code(path.stem)
@@ -84,8 +99,11 @@ class Ravdess(DatasetAdapter):
                 "vocal_channel": "speech" if code["vocal_channel"] == 1 else "song",
                 "actor": code["actor"], "gender": "male" if code["actor"] % 2 else "female",
             }
+            split = None
+            if self.params.test_actors:
+                split = "test" if code["actor"] in self.params.test_actors else "train"
             samples.append(Sample(sample_id=stem, subject_id=f"actor{code['actor']:02d}",
-                                  media=dict(media), labels=labels,
+                                  media=dict(media), labels=labels, split=split,
                                   text=STATEMENTS[code["statement"]].lower()))
         if not samples:
             raise DatasetError(f"ravdess: no RAVDESS files (MM-VV-EE-II-SS-RR-AA.wav/.mp4) under {self.root}")

@@ -14,6 +14,7 @@ repeats with a subject-level bootstrap interval.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,16 +25,19 @@ from fusion.data.sequences import Block, SequenceBlock, add_noise, available, bl
 from fusion.evaluation.metrics import (
     bootstrap_ci,
     bootstrap_intervals,
+    confusion,
     f1_scores,
     mean_sd,
     multiclass_metrics,
     net_benefit,
+    per_class_metrics,
     regression_metrics,
 )
 from fusion.evaluation.splits import Fold
 from fusion.models.base import MODELS, FusionModel
 
-CI_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "qwk", "auc_ovr", "ece", "brier")
+CI_METRICS = ("accuracy", "balanced_accuracy", "uar", "f1_weighted", "f1_macro", "qwk", "auc_ovr", "ece",
+              "brier")
 
 
 @dataclass
@@ -54,6 +58,9 @@ class TargetResult:
     permutation: dict[str, list[np.ndarray]] = field(default_factory=dict)  # modality → per-fold importances
     fitted: list[dict[str, Any]] = field(default_factory=list)
     ablation: dict[str, tuple[str, str]] = field(default_factory=dict)
+    kind: str = "ordinal"
+    per_class: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # stat → mean, sd per class
+    confusion: np.ndarray | None = None         # (K, K) counts, true × predicted, mean over repeats
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                    model: ModelSpec, n_classes: int, score: np.ndarray | None = None,
                    ablation: bool = False, baselines: Mapping[str, ModelSpec] | None = None,
                    robustness: bool = False, noise_levels: Sequence[float] = (), attributions: bool = False,
-                   seed: int = 0) -> TargetResult:
+                   seed: int = 0, kind: str = "ordinal") -> TargetResult:
     """Fit and score `model` on every fold; see the module docstring for what is scored.
 
     Ablation scores the model on every subset of modalities — by prediction when the model
@@ -111,7 +118,7 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
         variants[name][r, rows_] = proba
 
     regression = np.full((n_rep, n), np.nan) if score is not None else None
-    result = TargetResult(n_classes, variants, regression)
+    result = TargetResult(n_classes, variants, regression, kind=kind)
     rng = np.random.default_rng(seed)
     if attributions:
         result.modality_contrib = np.full((n, len(mods)), np.nan)
@@ -164,7 +171,7 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                     continue
                 arr = result.feature_contrib.setdefault(m, np.full((n, c.shape[1]), np.nan))
                 arr[te] = c[np.arange(len(te)), :, pred]
-        fold_metrics = multiclass_metrics(y[te], variants["model"][r, te])
+        fold_metrics = multiclass_metrics(y[te], variants["model"][r, te], kind)
         result.per_fold.append({"repeat": r, "fold": fold.fold, "n_test": len(te), **fold_metrics})
         result.fitted.append({"repeat": r, "fold": fold.fold, **fitted.summary()})
     return result
@@ -205,14 +212,15 @@ def summarise(result: TargetResult, y: np.ndarray, groups: np.ndarray, score: np
     """Metrics per variant: mean ± sd over repeats and a subject-bootstrap 95 % interval."""
     for name, P in result.variants.items():
         scored = ~np.isnan(P[0]).any(1)
-        per_rep = [multiclass_metrics(y[scored], P[r, scored]) for r in range(len(P))]
+        kind = result.kind
+        per_rep = [multiclass_metrics(y[scored], P[r, scored], kind) for r in range(len(P))]
         out = {}
         for metric in per_rep[0]:
             mean, sd = mean_sd([m[metric] for m in per_rep])
             out[metric] = {"mean": mean, "sd": sd}
-        wanted = CI_METRICS if name in ("model", "uncalibrated") else ("f1_weighted", "ece")
-        cis = bootstrap_intervals(lambda yy, pp, _w=wanted: {k: v for k, v in multiclass_metrics(yy, pp).items()
-                                                             if k in _w},
+        wanted = CI_METRICS if name in ("model", "uncalibrated") else ("f1_weighted", "uar", "ece")
+        cis = bootstrap_intervals(lambda yy, pp, _w=wanted, _k=kind: {
+                                      k: v for k, v in multiclass_metrics(yy, pp, _k).items() if k in _w},
                                   y[scored], P[:, scored], groups[scored], n_bootstrap, seed)
         for metric, (lo, hi) in cis.items():
             out[metric].update(ci_low=lo, ci_high=hi)
@@ -220,6 +228,17 @@ def summarise(result: TargetResult, y: np.ndarray, groups: np.ndarray, score: np
             out["f1_weighted_gain_of_model"] = paired_gain(result.variants["model"], P, y, groups,
                                                             n_bootstrap, seed)
         result.metrics[name] = out
+        if name == "model":
+            k = result.n_classes
+            reps = [per_class_metrics(y[scored], P[r, scored].argmax(1), k) for r in range(len(P))]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a class never predicted: NaN precision
+                result.per_class = {stat: {"mean": np.nanmean([m[stat] for m in reps], axis=0).tolist(),
+                                           "sd": (np.nanstd([m[stat] for m in reps], axis=0, ddof=1)
+                                                  if len(reps) > 1 else np.zeros(k)).tolist()}
+                                    for stat in ("recall", "precision", "f1", "support")}
+            result.confusion = np.mean([confusion(y[scored], P[r, scored].argmax(1), k) for r in range(len(P))],
+                                       axis=0)
     if result.regression is not None and score is not None:
         R = result.regression
         scored = ~np.isnan(R[0]) & ~np.isnan(score)

@@ -114,10 +114,12 @@ def ece_top_label(y: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> float:
     return float(total / len(y))
 
 
-def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """Accuracy, balanced accuracy, weighted/macro F1, quadratic kappa, one-vs-rest AUC
-    (macro), adjacent-class accuracy (|error| ≤ 1 class), top-label ECE and the multi-class
-    Brier score."""
+def multiclass_metrics(y: np.ndarray, proba: np.ndarray, kind: str = "ordinal") -> dict[str, float]:
+    """Accuracy, weighted/macro F1, one-vs-rest AUC (macro), top-label ECE and the multi-class
+    Brier score; for ordered classes (`kind="ordinal"`) also balanced accuracy, quadratic
+    kappa and adjacent-class accuracy (|error| ≤ 1 class); for nominal classes the unweighted
+    average recall (UAR, the mean of the per-class recalls: balanced accuracy by its
+    emotion-recognition name), and no metric that assumes an order."""
     y = np.asarray(y, int)
     k = proba.shape[1]
     pred = proba.argmax(1)
@@ -125,17 +127,31 @@ def multiclass_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     aucs = [roc_auc(y == c, proba[:, c]) for c in range(k)]
     onehot = np.eye(k)[y]
     recalls = [(pred[y == c] == c).mean() for c in range(k) if (y == c).any()]
-    return {
-        "accuracy": float((pred == y).mean()),
-        "balanced_accuracy": float(np.mean(recalls)),
-        "f1_weighted": wf1,
-        "f1_macro": mf1,
-        "qwk": quadratic_kappa(y, pred, k),
-        "auc_ovr": float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan"),
-        "adjacent_accuracy": float((np.abs(pred - y) <= 1).mean()),
-        "ece": ece_top_label(y, proba),
-        "brier": float(((proba - onehot) ** 2).sum(1).mean()),
-    }
+    out = {"accuracy": float((pred == y).mean())}
+    if kind == "nominal":
+        out["uar"] = float(np.mean(recalls))
+    else:
+        out["balanced_accuracy"] = float(np.mean(recalls))
+    out.update({"f1_weighted": wf1, "f1_macro": mf1})
+    if kind != "nominal":
+        out["qwk"] = quadratic_kappa(y, pred, k)
+    out["auc_ovr"] = float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan")
+    if kind != "nominal":
+        out["adjacent_accuracy"] = float((np.abs(pred - y) <= 1).mean())
+    out["ece"] = ece_top_label(y, proba)
+    out["brier"] = float(((proba - onehot) ** 2).sum(1).mean())
+    return out
+
+
+def per_class_metrics(y: np.ndarray, pred: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Recall, precision, F1 and support of each class (NaN where undefined)."""
+    m = confusion(y, pred, k).astype(float)
+    tp, support, predicted = np.diag(m), m.sum(1), m.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, tp / support, np.nan)
+        precision = np.where(predicted > 0, tp / predicted, np.nan)
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), np.nan)
+    return {"recall": recall, "precision": precision, "f1": f1, "support": support}
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:

@@ -47,20 +47,27 @@ class SplitConfig(BaseModel):
 
     scheme: `grouped-kfold` (subject-grouped, label-stratified, repeated over seeds),
     `loso` (leave one subject out), `official` (the corpus's own splits: `train_splits` for
-    training, `test_splits` for testing), or `turn-level` (NOT subject-grouped; only for
-    demonstrating leakage). `inner_splits` > 1 adds nested subject-grouped validation folds
-    inside every training fold (for early stopping, calibration, stacking).
+    training, `test_splits` for testing), `holdout` (the groups listed in `test_groups` are
+    the test set, every other group trains), or `turn-level` (NOT subject-grouped; only for
+    demonstrating leakage). `inner_splits` > 1 adds nested grouped validation folds inside
+    every training fold (for early stopping, calibration, stacking, hyper-parameters).
+
+    group_by: what no split may separate: `auto` (the dataset's own grouping: the subject for
+    most corpora, the dialogue for MELD), `subject`, `group` (the adapter's grouping) or any
+    label column. "Subject" in the other settings means this group.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    scheme: Literal["grouped-kfold", "loso", "official", "turn-level"] = "grouped-kfold"
+    scheme: Literal["grouped-kfold", "loso", "official", "holdout", "turn-level"] = "grouped-kfold"
     n_splits: int = Field(5, ge=2)
     n_repeats: int = Field(3, ge=1)
     seed: int = 0
     inner_splits: int = Field(0, ge=0)
     train_splits: list[str] = Field(default_factory=lambda: ["train"])
     test_splits: list[str] = Field(default_factory=lambda: ["dev"])
+    test_groups: list[str] = Field(default_factory=list)
+    group_by: str = "auto"
 
 
 def grouped_kfold(y: np.ndarray, groups: np.ndarray, n_splits: int,
@@ -117,6 +124,15 @@ def make_folds(cfg: SplitConfig, y: np.ndarray, groups: np.ndarray,
             raise SplitError(f"official splits {cfg.train_splits} / {cfg.test_splits} leave "
                              f"{len(tr)} training and {len(te)} test samples "
                              f"(splits present: {sorted(set(splits))})")
+        outer.append((0, 0, cfg.seed, tr, te))
+    elif cfg.scheme == "holdout":
+        wanted = [str(g) for g in cfg.test_groups]
+        unknown = sorted(set(wanted) - set(groups))
+        if not wanted or unknown:
+            raise SplitError(f"holdout scheme: test_groups {unknown or '(none given)'} are not groups of "
+                             f"the data (groups: {sorted(set(groups))[:12]}…)")
+        te = np.flatnonzero(np.isin(groups, wanted))
+        tr = np.flatnonzero(~np.isin(groups, wanted))
         outer.append((0, 0, cfg.seed, tr, te))
     else:  # turn-level: samples, not subjects, are shuffled into folds
         from sklearn.model_selection import StratifiedKFold

@@ -12,7 +12,7 @@ import pandas as pd
 from fusion.data.blocks import TargetData
 from fusion.evaluation.crossval import TargetResult
 
-HEADLINE = ["accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "qwk", "auc_ovr",
+HEADLINE = ["uar", "accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "qwk", "auc_ovr",
             "adjacent_accuracy", "ece", "brier"]
 
 
@@ -21,7 +21,7 @@ def chance_levels(y: np.ndarray, k: int) -> dict[str, float]:
     prior = np.bincount(y, minlength=k) / len(y)
     p = prior.max()
     maj = int(prior.argmax())
-    return {"accuracy": p, "balanced_accuracy": 1 / k, "f1_weighted": p * 2 * p / (1 + p),
+    return {"accuracy": p, "balanced_accuracy": 1 / k, "uar": 1 / k, "f1_weighted": p * 2 * p / (1 + p),
             "f1_macro": 2 * p / (1 + p) / k, "qwk": 0.0, "auc_ovr": 0.5,
             "adjacent_accuracy": float(prior[max(0, maj - 1):maj + 2].sum()), "ece": float("nan"),
             "brier": float(1 - (prior ** 2).sum())}
@@ -39,17 +39,26 @@ def fmt(stat: dict[str, float]) -> str:
     return s
 
 
-def tables(result: TargetResult) -> dict[str, pd.DataFrame]:
-    """Ablation, robustness and calibration tables of one target."""
+def tables(result: TargetResult, classes: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Ablation, robustness, calibration, per-class and confusion tables of one target."""
     out: dict[str, pd.DataFrame] = {}
     m = result.metrics
+    classes = classes or [str(k) for k in range(result.n_classes)]
+    if result.per_class:
+        out["per_class"] = pd.DataFrame({"class": classes, **{
+            f"{stat}_{s}": result.per_class[stat][s] for stat in ("recall", "precision", "f1", "support")
+            for s in ("mean", "sd")}})
+    if result.confusion is not None:
+        out["confusion"] = pd.DataFrame(result.confusion, index=pd.Index(classes, name="true"),
+                                        columns=[f"pred_{c}" for c in classes]).reset_index()
     rows = []
     for name, stats in m.items():
         if name == "model" or name in result.ablation:
             fusion, mods = result.ablation.get(name, ("model", "all"))
             gain = stats.get("f1_weighted_gain_of_model")
             rows.append({"variant": name, "fusion": fusion, "modalities": mods,
-                         **{f"{k}": fmt(stats[k]) for k in ("f1_weighted", "accuracy", "qwk", "ece")},
+                         **{f"{k}": fmt(stats[k]) for k in ("uar", "f1_weighted", "accuracy", "qwk", "ece")
+                            if k in stats},
                          "model_minus_variant_f1_weighted": fmt(gain) if gain else "",
                          "f1_weighted_mean": stats["f1_weighted"]["mean"]})
     if len(rows) > 1:
@@ -73,7 +82,8 @@ def tables(result: TargetResult) -> dict[str, pd.DataFrame]:
 
 def predictions_table(target: TargetData, result: TargetResult) -> pd.DataFrame:
     """Every sample's out-of-fold probabilities (and predicted score) per repeat."""
-    preds = pd.DataFrame({"sample_id": target.index, "subject_id": target.groups, "y": target.y})
+    preds = pd.DataFrame({"sample_id": target.index, "subject_id": target.subjects, "group": target.groups,
+                          "y": target.y, "label": [target.classes[k] for k in target.y]})
     P = result.variants["model"]
     for r in range(len(P)):
         for k in range(result.n_classes):
@@ -144,12 +154,19 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(w)
     for tname, t in summary["targets"].items():
         m, chance = t["metrics"]["model"], t["chance"]
-        lines.append(f"\n{tname}: {t['label']} ({t['n_classes']} classes, counts {t['class_counts']}); "
-                     f"{t['n_samples']} samples, {t['n_subjects']} subjects")
+        names = t.get("classes") or [str(k) for k in range(t["n_classes"])]
+        counts = ", ".join(f"{c} {n}" for c, n in zip(names, t["class_counts"], strict=True))
+        groups = (f", {t['n_groups']} {t['group_by']} groups" if t.get("group_by", "subject") != "subject"
+                  else "")
+        lines.append(f"\n{tname}: {t['label']} ({t['n_classes']} {t.get('kind', 'ordinal')} classes: {counts}); "
+                     f"{t['n_samples']} samples, {t['n_subjects']} subjects{groups}")
         lines.append(f"  {'metric':<18} {'mean ± sd [95% CI]':>34} {'chance':>8}")
         for k in HEADLINE:
             if k in m and not (k == "adjacent_accuracy" and t["n_classes"] == 2):
                 lines.append(f"  {k:<18} {fmt(m[k]):>34} {chance[k]:>8.3f}")
+        if t.get("kind") == "nominal" and t.get("per_class"):
+            lines.append("  recall per class: " + ", ".join(
+                f"{c} {v['recall']['mean']:.2f}" for c, v in t["per_class"].items()))
         if "regression" in t["metrics"]:
             r = t["metrics"]["regression"]
             lines.append(f"  {'score MAE':<18} {fmt(r['mae']):>34}")
@@ -174,7 +191,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     scheme = {"grouped-kfold": f"{cv['n_splits']}-fold subject-grouped CV × {cv['n_repeats']} seeds",
               "loso": "leave-one-subject-out",
               "official": f"official splits {'+'.join(cv['train_splits'])} → {'+'.join(cv['test_splits'])}",
+              "holdout": f"held-out groups {', '.join(map(str, cv.get('test_groups', [])))}",
               "turn-level": "TURN-LEVEL folds (not subject-grouped: leaky)"}[cv["scheme"]]
     inner = f", {cv['inner_splits']} inner folds" if cv["inner_splits"] > 1 else ""
-    lines.append(f"({summary['model']}; {scheme}{inner}; CI: subject bootstrap)")
+    group_by = next((t.get("group_by") for t in summary["targets"].values()), "subject") or "subject"
+    lines.append(f"({summary['model']}; {scheme}{inner}; grouped by {group_by}; CI: {group_by} bootstrap)")
     return "\n".join(lines)

@@ -90,6 +90,11 @@ class FusionModel:
         without exact attributions (the evaluator then uses permutation importance)."""
         return dict.fromkeys(self.modalities)
 
+    def embedding(self, blocks: Blocks) -> np.ndarray | None:
+        """(n, width) the representation the model's output layer reads (a network's
+        penultimate layer), or None for a model without one (a linear learner)."""
+        return None
+
     def baselines(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """Other registered models this one is compared with in the ablation: variant tag →
         (model name, params)."""

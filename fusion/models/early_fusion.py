@@ -67,6 +67,10 @@ class EarlyFusion(FusionModel):
         self.check_fitted()
         return self.learner_.predict(self._concat(blocks, modalities))
 
+    def embedding(self, blocks: Blocks) -> np.ndarray | None:
+        self.check_fitted()
+        return self.learner_.embed(self._concat(blocks))
+
     def uncalibrated_proba(self, blocks: Blocks) -> np.ndarray | None:
         if self.calibrator_.method == "none":
             return None
@@ -93,6 +97,8 @@ class EarlyFusion(FusionModel):
 
     def summary(self) -> dict[str, Any]:
         d: dict[str, Any] = {"modalities": self.modalities}
+        if getattr(self.learner_, "chosen_", None):
+            d["learner_chosen"] = self.learner_.chosen_
         if self.task == "classification":
             d["calibration"] = self.calibrator_.to_dict()
         return d

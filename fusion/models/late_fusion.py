@@ -172,6 +172,9 @@ class LateCalibratedFusion(FusionModel):
         if self.task == "classification":
             d["calibration"] = {m: c.to_dict() for m, c in self.calibrators_.items()}
         d["fusion_weights"] = dict(zip(self.modalities, map(float, st.weights_), strict=True))
+        chosen = {m: lr.chosen_ for m, lr in self.learners_.items() if getattr(lr, "chosen_", None)}
+        if chosen:
+            d["learner_chosen"] = chosen
         return d
 
     def save_state(self, folder: Path) -> dict[str, Any]:

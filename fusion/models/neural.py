@@ -97,6 +97,21 @@ class Scaler:
         return cls(np.array(d["mean"], dtype=float), np.array(d["sd"], dtype=float))
 
 
+class capture_input:
+    """Collect the (float) input of a torch module on every call inside the `with` block."""
+
+    def __init__(self, module) -> None:
+        self.module, self.captured = module, []
+
+    def __enter__(self) -> list[np.ndarray]:
+        self.handle = self.module.register_forward_hook(
+            lambda _m, args, _out: self.captured.append(args[0].detach().float().cpu().numpy()))
+        return self.captured
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+
+
 def nonempty_subsets(items: Sequence[str]) -> list[tuple[str, ...]]:
     return [c for r in range(1, len(items) + 1) for c in itertools.combinations(items, r)]
 
@@ -213,6 +228,16 @@ class NeuralFusionModel(FusionModel):
             if times is not None:
                 out.setdefault("times", {})[m] = torch.as_tensor(times)
         return out
+
+    def embedding(self, blocks: Blocks) -> np.ndarray | None:
+        """The input of the network's output layer `head` (its penultimate representation)."""
+        self.check_fitted()
+        head = getattr(self.net_, "head", None)
+        if head is None:
+            return None
+        with capture_input(head) as captured:
+            self._forward(self.net_, self.scalers_, {m: blocks[m] for m in self.modalities}, self.modalities)
+        return np.concatenate(captured) if captured else None
 
     def _forward(self, net, scalers, blocks: Blocks, subset: Sequence[str], key: str = "y") -> np.ndarray:
         """The network's raw output for `blocks` with the modalities outside `subset` masked."""

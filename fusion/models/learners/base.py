@@ -9,11 +9,14 @@ of training without seeing validation data again.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from features.base import Params, validate_params
 from features.registry import ComponentRef, Registry
@@ -27,6 +30,8 @@ class Learner:
     """Base class: parameters validated on construction (scikit-learn style errors)."""
 
     Params: ClassVar[type[Params]] = Params
+    #: True for learners that assume the classes are ordered (refused for nominal targets)
+    ordered: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params = validate_params(type(self).__name__, self.Params, params)
@@ -51,6 +56,10 @@ class Learner:
     @classmethod
     def load(cls, info: dict[str, Any], prefix: Path) -> Learner:
         raise NotImplementedError
+
+    def embed(self, X: np.ndarray) -> np.ndarray | None:
+        """(n, width) the learner's penultimate representation, or None (no hidden layer)."""
+        return None
 
     def contributions(self, X: np.ndarray) -> np.ndarray | None:
         """Per-feature contributions to each class's margin, shape (n, features, classes), or
@@ -92,10 +101,40 @@ def expand_proba(proba: np.ndarray, classes: np.ndarray, n_classes: int, eps: fl
 
 
 class LearnerSpec(ComponentRef):
-    """A learner by registered name with its parameters, checked when validated."""
+    """A learner by registered name with its parameters, checked when validated.
+
+    `grid` lists values to choose from for some parameters (e.g. `{C: [0.001, 0.01, 0.1]}`):
+    every combination is scored on the inner folds (grouped, inside the training data only)
+    by `select` (log loss, or balanced accuracy = UAR), and the best is refitted; the choice
+    is reported with each fold's fitted model.
+    """
 
     registry = LEARNERS
     name: str = "logreg"
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    select: Literal["log_loss", "balanced_accuracy"] = "log_loss"
+
+    @model_validator(mode="after")
+    def _check_grid(self) -> LearnerSpec:
+        params_model = getattr(self.registry.get(self.name), "Params", None)
+        for combo in self.combinations():
+            if params_model is not None:
+                try:
+                    params_model.model_validate({**self.params, **combo})
+                except ValidationError as err:
+                    raise PydanticCustomError(
+                        "component_params", "invalid grid values for learner {name}: {details}",
+                        {"name": repr(self.name), "details": str(err), "errors": err.errors(include_url=False),
+                         "schema": params_model}) from None
+        return self
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """Every combination of the grid's values ([{}] without a grid)."""
+        keys = list(self.grid)
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*self.grid.values())]
+
+    def with_params(self, combo: dict[str, Any]) -> LearnerSpec:
+        return LearnerSpec(name=self.name, params={**self.params, **combo})
 
 
 def build_learner(spec: LearnerSpec) -> Learner:
@@ -114,7 +153,32 @@ def load_learner(info: dict[str, Any], prefix: Path) -> Learner:
 def cross_fit(spec: LearnerSpec, X: np.ndarray, y: np.ndarray, inner: Sequence[tuple[np.ndarray, np.ndarray]],
               task: Task, n_classes: int, seed: int) -> tuple[np.ndarray, Learner]:
     """Out-of-fold predictions over `inner` folds (early stopping on each validation fold),
-    then a refit on every available row with the median number of rounds."""
+    then a refit on every available row with the median number of rounds. With a grid, each
+    combination is cross-fitted and the best by `spec.select` is kept (`final.chosen_`).
+
+    Raises:
+        ValueError: a grid without inner folds to choose on.
+    """
+    combos = spec.combinations()
+    if len(combos) > 1 and not inner:
+        raise ValueError(f"learner {spec.name!r} has a grid {spec.grid}, chosen on inner folds: set "
+                         "cv.inner_splits to 2 or more")
+    best = None
+    for combo in combos:
+        oof, rounds = _inner_predictions(spec.with_params(combo), X, y, inner, task, n_classes, seed)
+        score = _selection_score(oof, y, task, spec.select) if len(combos) > 1 else 0.0
+        if best is None or score > best[0]:
+            best = (score, combo, oof, rounds)
+    _, combo, oof, rounds = best
+    avail = available(X)
+    final = build_learner(spec.with_params(combo)).fit(X[avail], y[avail], task=task, n_classes=n_classes,
+                                                       seed=seed, n_iter=int(np.median(rounds)) if rounds else None)
+    final.chosen_ = combo if len(combos) > 1 else None
+    return oof, final
+
+
+def _inner_predictions(spec: LearnerSpec, X: np.ndarray, y: np.ndarray, inner, task: Task, n_classes: int,
+                       seed: int) -> tuple[np.ndarray, list[int]]:
     avail = available(X)
     n = len(y)
     oof = np.full((n, n_classes), np.nan) if task == "classification" else np.full(n, np.nan)
@@ -128,6 +192,18 @@ def cross_fit(spec: LearnerSpec, X: np.ndarray, y: np.ndarray, inner: Sequence[t
         oof[va] = learner.predict_proba(X[va]) if task == "classification" else learner.predict(X[va])
         if learner.n_iter_ is not None:
             rounds.append(learner.n_iter_)
-    final = build_learner(spec).fit(X[avail], y[avail], task=task, n_classes=n_classes, seed=seed,
-                                    n_iter=int(np.median(rounds)) if rounds else None)
-    return oof, final
+    return oof, rounds
+
+
+def _selection_score(oof: np.ndarray, y: np.ndarray, task: Task, select: str) -> float:
+    """Higher is better: minus the log loss / mean squared error, or the balanced accuracy."""
+    has = ~np.isnan(oof).any(1) if oof.ndim == 2 else ~np.isnan(oof)
+    if not has.any():
+        return -np.inf
+    if task == "regression":
+        return -float(np.mean((oof[has] - y[has]) ** 2))
+    yy, pp = y[has].astype(int), oof[has]
+    if select == "balanced_accuracy":
+        pred = pp.argmax(1)
+        return float(np.mean([(pred[yy == c] == c).mean() for c in np.unique(yy)]))
+    return float(np.mean(np.log(np.clip(pp[np.arange(len(yy)), yy], 1e-12, 1))))

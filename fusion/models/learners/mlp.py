@@ -109,6 +109,14 @@ class MLPLearner(Learner):
         with torch.no_grad():
             return self.module_.net(torch.as_tensor(self._scale(X))).float().numpy()
 
+    def embed(self, X):
+        """The hidden layer's output (the head's input)."""
+        from fusion.models.neural import capture_input
+
+        with capture_input(self.module_.net.head) as captured:
+            self._forward(X)
+        return captured[0]
+
     def predict_proba(self, X):
         out = self._forward(X)
         e = np.exp(out - out.max(1, keepdims=True))

@@ -71,6 +71,7 @@ class OrdinalLearner(Learner):
     """
 
     Params = OrdinalParams
+    ordered = True  # assumes ordered classes: refused for nominal targets
 
     def fit(self, X, y, *, task="classification", n_classes=2, seed=0, eval_set=None, n_iter=None):
         self.task, self.n_classes = task, n_classes
