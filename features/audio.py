@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -261,6 +261,7 @@ class LogMelParams(Params):
     top_db: float | None = 80.0
     delta_width: int = 5
     sampling_rate: int = 16000
+    level: Literal["stats", "frames"] = "stats"
 
 
 def mel_filterbank(sr: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
@@ -294,7 +295,9 @@ def deltas(x: np.ndarray, width: int = 5) -> np.ndarray:
 class LogMelStatsExtractor(Extractor):
     """Log-Mel statistics per segment: mean and standard deviation over time of each of the
     64 log-Mel bands (dB) and of their deltas — 256 values, as in the tri-modal severity
-    model (n_fft 1024, hop 320 at 16 kHz, 20 Hz to Nyquist, 80 dB dynamic range).
+    model (n_fft 1024, hop 320 at 16 kHz, 20 Hz to Nyquist, 80 dB dynamic range); or, with
+    `level: frames`, the log-Mel frames themselves (one row per hop, `n_mels` values, for
+    frame-sequence models).
 
     Args:
         n_mels, n_fft, hop_length, f_min, f_max: the mel spectrogram (power, Hann window,
@@ -310,9 +313,17 @@ class LogMelStatsExtractor(Extractor):
     media = ("audio",)
     Params = LogMelParams
 
+    def get_params(self) -> dict[str, Any]:
+        params = super().get_params()
+        if params["level"] == "stats":
+            del params["level"]  # the default: stores written before `level` existed stay valid
+        return params
+
     @property
     def feature_names(self) -> list[str]:
         n = self.params.n_mels
+        if self.params.level == "frames":
+            return [f"logmel{i:02d}" for i in range(n)]
         return ([f"logmel{i:02d}_mean" for i in range(n)] + [f"logmel{i:02d}_std" for i in range(n)]
                 + [f"dlogmel{i:02d}_mean" for i in range(n)] + [f"dlogmel{i:02d}_std" for i in range(n)])
 
@@ -355,6 +366,8 @@ class LogMelStatsExtractor(Extractor):
         signal, sr = load_audio(path, self.params.sampling_rate, loaded)
         spans, chunks, warnings = cut_segments(signal, sr, segments, path)
         warnings = loaded + warnings
+        if self.params.level == "frames":
+            return self._frames(sample.sample_id, spans, chunks, sr, warnings)
         values = np.full((len(spans), 4 * self.params.n_mels), np.nan, dtype=np.float32)
         n_short = 0
         for i, chunk in enumerate(chunks):
@@ -368,5 +381,23 @@ class LogMelStatsExtractor(Extractor):
             warnings.append(f"{path}: {n_short} segment(s) shorter than two hops "
                             f"({2 * self.params.hop_length / sr:.3f} s); their features are NaN")
         frame = feature_frame(sample.sample_id, spans, values, self.feature_names)
+        frame.attrs["warnings"] = warnings
+        return frame
+
+    def _frames(self, sample_id: str, spans, chunks, sr: int, warnings: list[str]) -> pd.DataFrame:
+        """One row per log-Mel frame of each segment, timed by the frame's centre ± half a hop."""
+        hop = self.params.hop_length / sr
+        rows, values = [], []
+        for (start, _end), chunk in zip(spans, chunks, strict=True):
+            if len(chunk) < self.params.hop_length * 2:
+                continue
+            db = self.log_mel(chunk).T
+            centres = start + np.arange(len(db)) * hop
+            rows += [(round(c - hop / 2, 6), round(c + hop / 2, 6)) for c in centres]
+            values.append(db)
+        if not values:
+            raise ExtractionError(f"sample {sample_id!r}: every segment is shorter than two hops "
+                                  f"({2 * hop:.3f} s)")
+        frame = feature_frame(sample_id, rows, np.concatenate(values), self.feature_names)
         frame.attrs["warnings"] = warnings
         return frame

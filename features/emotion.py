@@ -1,0 +1,231 @@
+"""A trained emotion recogniser as a feature extractor: class posteriors (and the penultimate
+embedding) of each segment, written into the feature store like any other feature set.
+
+`fusion train` with `evaluation.save_model` saves, next to the fitted model, how each of its
+inputs was computed: the feature set's extractor and parameters, its segmentation, pooling,
+column selection and normalisation. This extractor recomputes exactly those inputs for every
+segment of a new sample (a participant's turns, windows, or the whole recording), pools them
+as in training, and runs the model:
+
+    features:
+      speech_emotion:
+        extractor: {name: emotion, params: {model: models/ravdess_emotion/emotion}}
+        segmentation: {level: turn, speaker: Participant}
+
+Columns: `p_<class>` (the model's calibrated posteriors) and, for a model with a hidden layer,
+`emb_<i>` (the input of its output layer). The parameter hash includes a digest of every file
+of the model folder, so a retrained model never reuses another model's rows.
+
+Limits, each a clear error when the extractor is built: the model must have been trained on
+whole-sample features (utterances, clips: `segmentation.level: session`), pooled (not frame
+sequences); dialogue-context inputs cannot be recomputed from one sample. Speaker
+normalisation is applied over the sample's own segments (one speaker per sample, e.g. the
+participant's turns) and needs at least the model's `speaker_min_rows` of them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from features.base import ExtractionError, Extractor, Params, Sample, Segment, feature_frame
+from features.registry import EXTRACTORS, build_extractor
+
+
+class EmotionParams(Params):
+    model: str
+    embedding: bool = True
+    max_segments: int = Field(4096, ge=1)
+
+
+def folder_digest(folder: Path) -> str:
+    """A digest of every file under `folder` (names and bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+class RecipeError(ValueError):
+    """A saved model's inputs cannot be recomputed by the emotion extractor."""
+
+
+@EXTRACTORS.register("emotion")
+class EmotionExtractor(Extractor):
+    """Class posteriors and embedding of a model saved by `fusion train`, per segment.
+
+    Args:
+        model: the model folder (the one holding `manifest.json`).
+        embedding: also write the model's penultimate representation, when it has one.
+        max_segments: segments predicted at once.
+    """
+
+    name = "emotion"
+    version = "1"
+    modality = "emotion"
+    Params = EmotionParams
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        from fusion.persist import read_manifest
+
+        self.folder = Path(self.params.model)
+        try:
+            manifest = read_manifest(self.folder)
+        except (FileNotFoundError, ValueError) as err:
+            raise ValueError(f"emotion extractor: {err}") from None
+        target = manifest.get("target") or {}
+        recipes = manifest.get("inputs") or {}
+        if manifest.get("task") != "classification" or not target.get("classes"):
+            raise RecipeError(f"emotion extractor: {self.folder} is not a classifier saved with its class "
+                              "names (retrain it with this version of `fusion train`)")
+        if not recipes:
+            raise RecipeError(f"emotion extractor: {self.folder} does not say how its inputs were computed "
+                              "(retrain it with this version of `fusion train`)")
+        self.classes = [str(c) for c in target["classes"]]
+        self.columns: dict[str, list[str]] = manifest["columns"]
+        self.recipes = self._check(recipes)
+        self.digest = folder_digest(self.folder)
+        self.inputs = {(m, i): build_extractor(r["extractor"]["name"], r["extractor"].get("params", {}))
+                       for m, rs in self.recipes.items() for i, r in enumerate(rs)}
+        self.media = tuple(dict.fromkeys(role for e in self.inputs.values() for role in e.media))
+        self._model = None
+        self._width: int | None = None
+        if self.params.embedding:
+            self._width = self._embedding_width()
+
+    def _check(self, recipes: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+        for modality, inputs in recipes.items():
+            for r in inputs:
+                where = f"emotion extractor: model {self.folder}, input {r['features']!r} of {modality!r}"
+                if r["extractor"]["name"] == "emotion":
+                    raise RecipeError(f"{where}: is itself an emotion recogniser's output")
+                if r["segmentation"].get("level", "session") != "session":
+                    raise RecipeError(f"{where}: was computed per {r['segmentation']['level']} and pooled per "
+                                      "sample; only models trained on whole-sample features (utterances, clips) "
+                                      "can be applied to new segments")
+                if r.get("context"):
+                    raise RecipeError(f"{where}: uses the dialogue context, which one sample's segments "
+                                      "cannot provide")
+                if r.get("pool") == "sequence":
+                    raise RecipeError(f"{where}: is a sequence of frames; the emotion extractor applies "
+                                      "models on pooled inputs (functionals, embeddings) only")
+        return recipes
+
+    # --- the model --------------------------------------------------------------------------------
+    @property
+    def model(self):
+        if self._model is None:
+            from fusion.persist import load_model
+
+            self._model = load_model(self.folder)
+        return self._model
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_model"] = None  # reloaded in the worker that needs it
+        return state
+
+    def _embedding_width(self) -> int | None:
+        emb = self.model.embedding({m: np.zeros((1, len(cols))) for m, cols in self.columns.items()})
+        return None if emb is None else int(emb.shape[1])
+
+    # --- the extractor interface ------------------------------------------------------------------
+    @property
+    def feature_names(self) -> list[str]:
+        names = [f"p_{c}" for c in self.classes]
+        if self._width:
+            names += [f"emb_{i:03d}" for i in range(self._width)]
+        return names
+
+    def get_params(self) -> dict[str, Any]:
+        return {"model_digest": self.digest, "embedding": self.params.embedding, "classes": self.classes}
+
+    def library_versions(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for e in self.inputs.values():
+            out.update(e.library_versions())
+        return out
+
+    def source_files(self, sample: Sample) -> dict[str, Path]:
+        files: dict[str, Path] = {}
+        for e in self.inputs.values():
+            files.update(e.source_files(sample))  # raises MissingMediaError naming what is missing
+        return files
+
+    def source_payload(self, sample: Sample) -> str | None:
+        parts = [e.source_payload(sample) for e in self.inputs.values()]
+        parts = [p for p in parts if p is not None]
+        return "\n".join(parts) if parts else None
+
+    def process_sample(self, sample: Sample, segments: Sequence[Segment] | None) -> pd.DataFrame:
+        blocks, warnings, keep = {}, [], None
+        for m, recipes in self.recipes.items():
+            parts = []
+            for i, r in enumerate(recipes):
+                frame, notes = self._input(sample, segments, m, i, r)
+                warnings += notes
+                parts.append(frame)
+            block = pd.concat(parts, axis=1, join="outer")
+            missing = [c for c in self.columns[m] if c not in block.columns]
+            if missing:
+                raise ExtractionError(f"sample {sample.sample_id!r}: the recomputed {m!r} input lacks "
+                                      f"{len(missing)} of the model's columns, e.g. {missing[:3]}")
+            blocks[m] = block[self.columns[m]]
+            keep = blocks[m].index if keep is None else keep.intersection(blocks[m].index)
+        if keep is None or not len(keep):
+            raise ExtractionError(f"sample {sample.sample_id!r}: no segment has every input of the model")
+        keep = keep.sort_values()
+        X = {m: b.loc[keep].to_numpy(dtype=np.float64) for m, b in blocks.items()}
+        proba, emb = [], []
+        step = self.params.max_segments
+        for a in range(0, len(keep), step):
+            part = {m: v[a:a + step] for m, v in X.items()}
+            proba.append(self.model.predict_proba(part))
+            if self._width:
+                emb.append(self.model.embedding(part))
+        values = np.concatenate(proba)
+        if self._width:
+            values = np.hstack([values, np.concatenate(emb)])
+        frame = feature_frame(sample.sample_id, [(float(s), float(e)) for s, e in keep], values,
+                              self.feature_names)
+        frame.attrs["warnings"] = warnings
+        return frame
+
+    def _input(self, sample: Sample, segments: Sequence[Segment] | None, modality: str, i: int,
+               recipe: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
+        """One input's rows per segment, indexed by (start, end), columns named as in training."""
+        frame = self.inputs[(modality, i)].process_sample(sample, segments)
+        notes = list(frame.attrs.pop("warnings", []))
+        frame = frame.droplevel("sample_id")
+        if recipe.get("columns"):
+            keep = [c for c in frame.columns if any(fnmatch.fnmatchcase(c, p) for p in recipe["columns"])]
+            frame = frame[keep]
+        if recipe.get("normalise") == "speaker":
+            n = len(frame)
+            if n < recipe.get("speaker_min_rows", 5):
+                raise ExtractionError(f"sample {sample.sample_id!r}: the model normalises {recipe['features']!r} "
+                                      f"per speaker, from at least {recipe.get('speaker_min_rows', 5)} segments; "
+                                      f"this sample has {n}")
+            mean, sd = frame.mean(), frame.std(ddof=0)
+            frame = (frame - mean) / sd.where(sd > 0, 1.0)
+        stats = recipe["pool"]
+        parts = []
+        for stat in stats:
+            # one row per segment: its spread is zero, as for a one-row training sample
+            pooled = frame * 0.0 if stat == "std" else frame.copy()
+            if len(stats) > 1:
+                pooled = pooled.add_suffix(f"__{stat}")
+            parts.append(pooled.add_prefix(f"{recipe['features']}/"))
+        out = pd.concat(parts, axis=1)
+        out.index = pd.MultiIndex.from_arrays([out.index.get_level_values("start").astype(float),
+                                               out.index.get_level_values("end").astype(float)])
+        return out, notes
