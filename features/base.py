@@ -167,6 +167,7 @@ class Extractor(ABC):
     media: ClassVar[tuple[str, ...]]
     Params: ClassVar[type[Params]] = Params
     chunk_size: ClassVar[int | None] = None  # samples per task; None lets the runner choose
+    nan_is_padding: ClassVar[bool] = False  # NaN marks padding by design (token ids), not a bad value
 
     def __init__(self, **params: Any) -> None:
         self.params = validate_params(type(self).__name__, self.Params, params)

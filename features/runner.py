@@ -127,7 +127,7 @@ def process_chunk(extractor: Extractor, segmenter: Segmenter,
         if sid not in failed and sid not in present:
             failed[sid] = f"sample {sid!r}: {extractor.name} produced no rows"
             paths[sid] = source_path(extractor, sample)
-    if frame is not None:
+    if frame is not None and not extractor.nan_is_padding:
         values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(values)
         if bad.any():

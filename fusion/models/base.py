@@ -40,7 +40,8 @@ class FusionModel:
         tag: the short name of its ablation variants ("late", "early", …).
         drops_modalities: True when `predict_proba(blocks, modalities)` on a subset is a model of
             that subset (no refit needed for the ablation).
-        inputs: the block kinds it takes: "pooled" (n, d) and/or "sequence" (n, T, d).
+        inputs: the block kinds it takes: "pooled" (n, d) and/or "sequence" (n, T, d), or
+            "tokens" (one (n, L) block of token ids, NaN past the text's end).
         needs_inner: True when it cannot be fitted without inner folds (calibration,
             stacking or early stopping on inner-validation data).
     """
