@@ -229,6 +229,8 @@ class FitResult:
     epochs: int
     best_epoch: int | None
     best_score: float | None = None
+    accelerator: str = "cpu"
+    precision: str = "32-true"
 
 
 class BestWeights(L.Callback):
@@ -281,10 +283,11 @@ def fit_module(module: LitModule, train: DataLoader, val: DataLoader | None, *, 
             enable_model_summary=False, num_sanity_val_steps=0,
             limit_val_batches=0 if val is None else 1.0)
         trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
-    result = FitResult(int(trainer.current_epoch), None)
+    where = {"accelerator": accel, "precision": str(trainer.precision)}
+    result = FitResult(int(trainer.current_epoch), None, **where)
     if best is not None and best.state is not None:
         module.load_state_dict(best.state)
-        result = FitResult(result.epochs, best.epoch, best.score)
+        result = FitResult(result.epochs, best.epoch, best.score, **where)
     module.eval().cpu()
     return result
 

@@ -165,6 +165,7 @@ class NeuralFusionModel(FusionModel):
         best, first = [], None
         for i, (tr, va) in enumerate(inner[:p.max_inner] if p.max_inner else inner):
             net, scalers, result = self._train(blocks, y, tr, va, seed + i)
+            self.trained_on_ = f"{result.accelerator} ({result.precision})"
             if result.best_epoch is not None:
                 best.append(result.best_epoch + 1)
             for s in subsets:
@@ -276,7 +277,8 @@ class NeuralFusionModel(FusionModel):
         return self.logits(blocks, modalities)[:, 0] * self.y_sd_ + self.y_mean_
 
     def summary(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"modalities": self.modalities, "best_epochs": self.best_epochs_}
+        d: dict[str, Any] = {"modalities": self.modalities, "best_epochs": self.best_epochs_,
+                             "trained_on": getattr(self, "trained_on_", None)}
         if self.temperatures_:
             d["temperature"] = self.temperatures_.get(tuple(self.modalities))
         return d

@@ -1,0 +1,168 @@
+"""Emotion recognition on real data, and the recognisers as extractors over the demo turns.
+
+1. RAVDESS speech (actors 1–16 of $AFFECT_SHARED_DATA/ravdess_dev), 8 emotions:
+   configs/train/ravdess_emotion.yaml (speaker-normalised eGeMAPS, ComParE and log-Mel
+   statistics, calibrated late fusion of per-set logistic regressions whose C is chosen on
+   inner folds of the training actors) with leave-one-actor-out over actors 1–16, and trained
+   on actors 1–12, tested on 13–16. The LOSO run saves the recogniser.
+2. MELD text ($AFFECT_SHARED_DATA/meld: train and dev; the official test split is not
+   there), 7 emotions: configs/train/meld_emotion.yaml (MiniLM sentence embeddings, logistic
+   regression with C chosen on inner dialogue-grouped folds), trained on train, scored on dev;
+   with and without the dialogue context (mean embedding of the 3 previous utterances). The
+   context-free run saves the recogniser.
+3. Both recognisers over the participant turns of a demo corpus: the time of extracting their
+   input feature sets per turn against the time of the `emotion` extractors, which recompute
+   those inputs and add the models' predictions (fresh stores, same worker count).
+
+Features of the corpora are cached under data/bench/store (extracted once, not timed).
+
+    .venv/bin/python benchmarks/bench_emotion.py [--skip-ravdess] [--skip-meld] [--skip-turns]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "data" / "bench"
+STORE = BENCH / "store"
+MODELS = BENCH / "models"
+HOLDOUT = ["cv.scheme=holdout", "cv.test_groups=[actor13,actor14,actor15,actor16]"]
+
+
+def fusion(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "fusion.cli", *args], check=True, cwd=ROOT,
+                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def train(config: str, tmp: Path, name: str, *sets: str) -> tuple[dict, float]:
+    out = tmp / f"{name}.json"
+    args = ["train", "--config", config, "--json", str(out), "--set", "tracking.enabled=false",
+            "--set", f"output_dir={tmp / 'outputs'}"]
+    for s in sets:
+        args += ["--set", s]
+    t0 = time.perf_counter()
+    fusion(*args)
+    return json.loads(out.read_text()), time.perf_counter() - t0
+
+
+def fmt(stat: dict) -> str:
+    return f"{stat['mean']:.3f} [{stat['ci_low']:.3f}, {stat['ci_high']:.3f}]"
+
+
+def report(title: str, summary: dict, seconds: float) -> dict:
+    t = summary["targets"]["emotion"]
+    m = t["metrics"]["model"]
+    recall = ", ".join(f"{c} {v['recall']['mean']:.2f}" for c, v in t["per_class"].items())
+    print(f"\n{title} ({seconds:.0f} s): {t['n_samples']} samples, {t['n_subjects']} subjects, "
+          f"{t['n_groups']} {t['group_by']} groups")
+    print(f"  UAR {fmt(m['uar'])}  weighted F1 {fmt(m['f1_weighted'])}  macro F1 {fmt(m['f1_macro'])}  "
+          f"accuracy {fmt(m['accuracy'])}  ECE {m['ece']['mean']:.3f}")
+    print(f"  recall per class: {recall}")
+    return {"uar": m["uar"], "f1_weighted": m["f1_weighted"], "seconds": round(seconds, 1)}
+
+
+def ravdess(shared: Path, tmp: Path) -> dict:
+    root = shared / "ravdess_dev"
+    fusion("extract", "--config", "configs/extract/ravdess.yaml", "--set", f"dataset.root={root}",
+           "--set", f"store={STORE}", "--set", "progress=false", "--only", "egemaps", "--only", "compare",
+           "--only", "logmel")
+    base = [f"extract.dataset.root={root}", f"extract.store={STORE}"]
+    out = {}
+    s, sec = train("configs/train/ravdess_emotion.yaml", tmp, "ravdess_loso", *base,
+                   f"evaluation.model_dir={MODELS / 'ravdess_emotion'}")
+    out["loso 1-16"] = report("RAVDESS, leave one actor out over actors 1-16", s, sec)
+    s, sec = train("configs/train/ravdess_emotion.yaml", tmp, "ravdess_holdout", *base, *HOLDOUT,
+                   "evaluation.save_model=false")
+    out["train 1-12, test 13-16"] = report("RAVDESS, trained on actors 1-12, tested on 13-16", s, sec)
+    return out
+
+
+def meld(shared: Path, tmp: Path) -> dict:
+    root = shared / "meld"
+    fusion("extract", "--config", "configs/extract/meld.yaml", "--set", f"dataset.root={root}",
+           "--set", f"store={STORE}", "--set", "progress=false")
+    base = [f"extract.dataset.root={root}", f"extract.store={STORE}"]
+    out = {}
+    s, sec = train("configs/train/meld_emotion.yaml", tmp, "meld", *base,
+                   f"evaluation.model_dir={MODELS / 'meld_emotion'}")
+    out["text"] = report("MELD text (MiniLM), train -> dev", s, sec)
+    s, sec = train("configs/train/meld_emotion.yaml", tmp, "meld_context", *base,
+                   "modalities={text: [{features: text}], context: [{features: text, context: 3}]}",
+                   "evaluation.save_model=false")
+    out["text + dialogue context"] = report("MELD text + context of 3 previous utterances, train -> dev", s, sec)
+    return out
+
+
+def turns(tmp: Path, sessions: int) -> dict:
+    """Input feature sets vs the emotion extractors over the demo corpus's participant turns."""
+    from fusion.synthetic.demo_corpus import generate_demo_corpus
+
+    root = BENCH / f"demo{sessions}"
+    generate_demo_corpus(root, n_sessions=sessions, seed=0, questions=10, n_jobs=2)
+    cfg = {"dataset": {"name": "daic-woz", "root": str(root), "params": {"splits": ["train", "dev"]}},
+           "n_jobs": 2, "progress": False, "features": {}}
+    turn = {"level": "turn", "speaker": "Participant"}
+    models = {"speech": MODELS / "ravdess_emotion" / "emotion", "text": MODELS / "meld_emotion" / "emotion"}
+    out = {}
+    for kind, model in models.items():
+        manifest = json.loads((model / "manifest.json").read_text())
+        inputs = {r["features"]: {"extractor": r["extractor"], "segmentation": turn}
+                  for rs in manifest["inputs"].values() for r in rs}
+        times = {}
+        for label, features in (("inputs", inputs),
+                                ("emotion", {f"{kind}_emotion": {"extractor": {"name": "emotion",
+                                                                               "params": {"model": str(model)}},
+                                                                 "segmentation": turn}})):
+            store = tmp / f"store_{kind}_{label}"
+            shutil.rmtree(store, ignore_errors=True)
+            path = tmp / f"{kind}_{label}.yaml"
+            path.write_text(json.dumps({**cfg, "store": str(store), "features": features}))
+            t0 = time.perf_counter()
+            fusion("extract", "--config", str(path), "--json", str(tmp / f"{kind}_{label}.json"))
+            times[label] = time.perf_counter() - t0
+        ratio = times["emotion"] / times["inputs"]
+        print(f"\n{kind} recogniser over the participant turns of {sessions} sessions: inputs "
+              f"({', '.join(inputs)}) {times['inputs']:.1f} s, emotion extractor {times['emotion']:.1f} s "
+              f"({100 * (ratio - 1):+.1f} %)")
+        out[kind] = {"inputs_s": round(times["inputs"], 1), "emotion_s": round(times["emotion"], 1),
+                     "added_percent": round(100 * (ratio - 1), 1)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-ravdess", action="store_true")
+    ap.add_argument("--skip-meld", action="store_true")
+    ap.add_argument("--skip-turns", action="store_true")
+    ap.add_argument("--sessions", type=int, default=60, help="demo sessions for the extractor timing")
+    args = ap.parse_args()
+    shared = os.environ.get("AFFECT_SHARED_DATA")
+    if not shared and not (args.skip_ravdess and args.skip_meld):
+        sys.exit("AFFECT_SHARED_DATA is not set: RAVDESS and MELD come from ../shared/data")
+    print(machine())
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if not args.skip_ravdess:
+            results["ravdess"] = ravdess(Path(shared), tmp)
+        if not args.skip_meld:
+            results["meld"] = meld(Path(shared), tmp)
+        if not args.skip_turns:
+            results["turns"] = turns(tmp, args.sessions)
+    print("\n" + json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
