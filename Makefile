@@ -7,7 +7,7 @@ CONFIG ?=
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train clean
+.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-gpu clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
@@ -45,7 +45,7 @@ lint: $(STAMP) ## ruff
 AFFECT_SHARED_DATA ?= $(wildcard ../shared/data)
 export AFFECT_SHARED_DATA
 
-bench: bench-demo bench-extract bench-train ## Run every benchmark (results go in BENCHMARKS.md by hand)
+bench: bench-demo bench-extract bench-train bench-emotion ## Run every CPU benchmark (results go in BENCHMARKS.md by hand)
 
 bench-demo: $(STAMP) ## Wall time and peak memory of `fusion demo`, cold and warm
 	$(BIN)/python benchmarks/bench_demo.py $(ARGS)
@@ -55,6 +55,12 @@ bench-extract: $(STAMP) ## eGeMAPS on RAVDESS and MiniLM on MELD: ours vs bare l
 
 bench-train: $(STAMP) ## Severity late fusion on 275 / 1,000 synthetic sessions: time, gains, ECE, paper protocol, neural models
 	$(BIN)/python benchmarks/bench_train.py $(ARGS)
+
+bench-emotion: $(STAMP) ## RAVDESS / MELD emotion recognition and the recognisers over the demo turns (needs AFFECT_SHARED_DATA)
+	$(BIN)/python benchmarks/bench_emotion.py $(ARGS)
+
+bench-gpu: $(STAMP) ## Every neural GPU path (bf16) on RAVDESS features: ARGS='--root … --store …'
+	$(BIN)/python benchmarks/bench_gpu.py $(ARGS)
 
 clean: ## Remove demo outputs (data/demo, features_store, mlruns, outputs)
 	rm -rf data/demo features_store mlruns outputs

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from fusion.config.schema import ConfigError, DataConfig
-from fusion.datasets.base import build_dataset
+from fusion.datasets.base import build_dataset, group_column
 from fusion.evaluation.splits import make_folds
 
 
@@ -19,13 +19,17 @@ def describe(cfg: DataConfig) -> dict[str, Any]:
         labels = dataset.labels()
         if cfg.target is None or cfg.target not in labels.columns:
             raise ConfigError(f"describing folds needs `target`, one of the labels: "
-                              f"{', '.join(labels.columns.drop(['subject_id', 'split']))}")
+                              f"{', '.join(labels.columns.drop(['subject_id', 'split', 'group']))}")
         labels = labels[labels[cfg.target].notna()]
-        folds = make_folds(cfg.cv, labels[cfg.target].astype(str).to_numpy(),
-                           labels["subject_id"].to_numpy(), labels["split"].to_numpy())
+        groups, out["group_by"] = group_column(dataset, labels, cfg.cv.group_by)
+        folds = make_folds(cfg.cv, labels[cfg.target].astype(str).to_numpy(), groups.to_numpy(),
+                           labels["split"].to_numpy())
+        subjects = labels["subject_id"].astype(str).to_numpy()
         out["folds"] = [{"repeat": f.repeat, "fold": f.fold, "n_train": int(len(f.train)),
                          "n_test": int(len(f.test)), "n_inner": len(f.inner),
-                         "test_subjects": int(len(np.unique(labels["subject_id"].to_numpy()[f.test])))}
+                         "test_groups": int(len(np.unique(groups.to_numpy()[f.test]))),
+                         "test_subjects": int(len(np.unique(subjects[f.test]))),
+                         "subjects_on_both_sides": int(len(np.intersect1d(subjects[f.train], subjects[f.test])))}
                         for f in folds]
     return out
 
@@ -45,5 +49,9 @@ def format_description(d: dict[str, Any], indent: str = "") -> str:
         lines.append(format_description(m, indent + "  "))
     if "folds" in d:
         sizes = [f"{f['n_train']}/{f['n_test']}" for f in d["folds"]]
-        lines.append(f"{indent}  folds (train/test samples): {', '.join(sizes)}; no subject on both sides")
+        group = d.get("group_by", "subject")
+        lines.append(f"{indent}  folds (train/test samples): {', '.join(sizes)}; no {group} on both sides")
+        shared = [f["subjects_on_both_sides"] for f in d["folds"] if f.get("subjects_on_both_sides")]
+        if group != "subject" and shared:
+            lines.append(f"{indent}  subjects on both sides of a fold: up to {max(shared)} (grouped by {group})")
     return "\n".join(lines)

@@ -296,3 +296,14 @@ def test_a_store_written_with_extractor_named_files_is_adopted_not_recomputed(tm
     assert any("renamed" in n for n in again.notes)
     assert not old.exists() and store.path(feature_set_key("rav", ext, Segmenter(), "mel8")).exists()
     assert store.resolve("mel8").name.startswith("mel8-")
+
+
+def test_data_describe_folds_follow_the_dataset_grouping(tmp_path, capsys):
+    root = write_meld(tmp_path / "meld")
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text(yaml.safe_dump({"dataset": {"name": "meld", "root": str(root)}, "target": "emotion",
+                                   "cv": {"scheme": "official", "train_splits": ["train"], "test_splits": ["dev"]}}))
+    assert main(["data", "describe", "--config", str(cfg), "--json", str(tmp_path / "d.json")]) == 0
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert d["group_by"] == "group" and d["folds"][0]["subjects_on_both_sides"] == 3
+    assert "subjects on both sides of a fold: up to 3" in capsys.readouterr().out
