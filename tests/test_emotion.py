@@ -307,3 +307,25 @@ def test_data_describe_folds_follow_the_dataset_grouping(tmp_path, capsys):
     d = json.loads((tmp_path / "d.json").read_text())
     assert d["group_by"] == "group" and d["folds"][0]["subjects_on_both_sides"] == 3
     assert "subjects on both sides of a fold: up to 3" in capsys.readouterr().out
+
+
+def test_a_fixed_split_is_repeated_once_per_seed_with_the_same_folds():
+    y = np.array([0, 1] * 6)
+    groups = np.repeat(["a", "b", "c", "d", "e", "f"], 2)
+    folds = make_folds(SplitConfig(scheme="loso", seeds=[0, 7]), y, groups)
+    assert len(folds) == 12 and [f.repeat for f in folds] == [0] * 6 + [1] * 6
+    assert {f.seed for f in folds} == {0, 7}
+    assert all((a.test == b.test).all() for a, b in zip(folds[:6], folds[6:], strict=True))
+
+
+def test_log_mel_frames_are_one_row_per_hop_and_the_stats_hash_is_unchanged(tmp_path):
+    wav = write_wav(tmp_path / "a.wav", tone(0.5))
+    frames = LogMelStatsExtractor(level="frames", n_mels=16).process_file(wav)
+    assert list(frames.columns) == [f"logmel{i:02d}" for i in range(16)]
+    assert len(frames) == 1 + 8000 // 320  # centred frames every 20 ms
+    starts = frames.index.get_level_values("start").to_numpy()
+    assert np.allclose(np.diff(starts), 0.02) and np.isfinite(frames.to_numpy()).all()
+    # `level` left at its default does not enter the parameter hash: stores stay valid
+    assert "level" not in LogMelStatsExtractor().get_params()
+    assert feature_set_key("d", LogMelStatsExtractor(), Segmenter()).param_hash == \
+        feature_set_key("d", LogMelStatsExtractor(level="stats"), Segmenter()).param_hash

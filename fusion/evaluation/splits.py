@@ -52,6 +52,9 @@ class SplitConfig(BaseModel):
     demonstrating leakage). `inner_splits` > 1 adds nested grouped validation folds inside
     every training fold (for early stopping, calibration, stacking, hyper-parameters).
 
+    seeds: for the fixed schemes (`loso`, `official`, `holdout`), repeat the same split once per
+    seed, the models refitted with each (mean ± sd over seeds for stochastic models such as
+    networks); `grouped-kfold` draws new folds per repeat instead (`n_repeats`).
     group_by: what no split may separate: `auto` (the dataset's own grouping: the subject for
     most corpora, the dialogue for MELD), `subject`, `group` (the adapter's grouping) or any
     label column. "Subject" in the other settings means this group.
@@ -68,6 +71,7 @@ class SplitConfig(BaseModel):
     test_splits: list[str] = Field(default_factory=lambda: ["dev"])
     test_groups: list[str] = Field(default_factory=list)
     group_by: str = "auto"
+    seeds: list[int] | None = Field(None, min_length=1)
 
 
 def grouped_kfold(y: np.ndarray, groups: np.ndarray, n_splits: int,
@@ -141,6 +145,8 @@ def make_folds(cfg: SplitConfig, y: np.ndarray, groups: np.ndarray,
             cv = StratifiedKFold(cfg.n_splits, shuffle=True, random_state=cfg.seed + r)
             for f, (tr, te) in enumerate(cv.split(np.zeros(len(y)), y)):
                 outer.append((r, f, cfg.seed + r, tr, te))
+    if cfg.seeds and cfg.scheme in ("loso", "official", "holdout"):
+        outer = [(r, f, s, tr, te) for r, s in enumerate(cfg.seeds) for _, f, _, tr, te in outer]
     folds = []
     for r, f, seed, tr, te in outer:
         if cfg.scheme != "turn-level":
