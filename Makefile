@@ -62,5 +62,5 @@ bench-emotion: $(STAMP) ## RAVDESS / MELD emotion recognition and the recogniser
 bench-gpu: $(STAMP) ## Every neural GPU path (bf16) on RAVDESS features: ARGS='--root … --store …'
 	$(BIN)/python benchmarks/bench_gpu.py $(ARGS)
 
-clean: ## Remove demo outputs (data/demo, features_store, mlruns, outputs)
-	rm -rf data/demo features_store mlruns outputs
+clean: ## Remove demo outputs (data/demo, features_store, mlruns, outputs, models)
+	rm -rf data/demo features_store mlruns outputs models
