@@ -203,6 +203,12 @@ class Extractor(ABC):
             )
         return found
 
+    def segments_as_samples(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Per-segment rows with the columns they would have if each segment were a whole
+        sample (how a model trained on whole samples, such as utterances, reads segments).
+        Most extractors give the same columns either way; the sentence extractor does not."""
+        return frame
+
     def source_payload(self, sample: Sample) -> str | None:
         """In-memory source content that enters the sample's hash (e.g. an utterance's text)."""
         return None

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from features.base import ExtractionError, Extractor, Params, Sample, Segment, feature_frame
+from features.base import BatchResult, ExtractionError, Extractor, Params, Sample, Segment, feature_frame
 from features.registry import EXTRACTORS, build_extractor
 
 
@@ -97,6 +97,8 @@ class EmotionExtractor(Extractor):
         self.inputs = {(m, i): build_extractor(r["extractor"]["name"], r["extractor"].get("params", {}))
                        for m, rs in self.recipes.items() for i, r in enumerate(rs)}
         self.media = tuple(dict.fromkeys(role for e in self.inputs.values() for role in e.media))
+        # batch as the inputs do (the sentence encoder: large chunks, encoded together)
+        self.chunk_size = max((e.chunk_size for e in self.inputs.values() if e.chunk_size), default=None)
         self._model = None
         self._width: int | None = None
         if self.params.embedding:
@@ -167,13 +169,62 @@ class EmotionExtractor(Extractor):
         return "\n".join(parts) if parts else None
 
     def process_sample(self, sample: Sample, segments: Sequence[Segment] | None) -> pd.DataFrame:
-        blocks, warnings, keep = {}, [], None
+        batch = self.process_samples([(sample, segments)])
+        if sample.sample_id in batch.errors:
+            raise batch.errors[sample.sample_id]
+        batch.frame.attrs["warnings"] = batch.warnings.get(sample.sample_id, [])
+        return batch.frame
+
+    def process_samples(self, items) -> BatchResult:
+        """Each input extractor runs once over the whole batch (batched where it batches, as the
+        sentence encoder does); the model then predicts every kept segment of the batch at once."""
+        result = BatchResult(None, {}, {})
+        outputs = {key: ext.process_samples(items) for key, ext in self.inputs.items()}
+        rows: list[tuple[str, pd.Index, dict[str, np.ndarray]]] = []
+        for sample, segments in items:
+            sid = sample.sample_id
+            warnings = result.warnings.setdefault(sid, [])
+            failed = next((b.errors[sid] for b in outputs.values() if sid in b.errors), None)
+            if failed is not None:
+                result.errors[sid] = failed
+                continue
+            try:
+                for b in outputs.values():
+                    warnings += b.warnings.get(sid, [])
+                keep, X = self._blocks(sample, segments, {k: b.frame.loc[[sid]] for k, b in outputs.items()})
+            except Exception as err:  # noqa: BLE001 - returned in the sample's place
+                result.errors[sid] = err
+                continue
+            rows.append((sid, keep, X))
+        if not rows:
+            return result
+        X = {m: np.concatenate([x[m] for _, _, x in rows]) for m in self.columns}
+        n = len(next(iter(X.values())))
+        proba, emb = [], []
+        step = self.params.max_segments
+        for a in range(0, n, step):
+            part = {m: v[a:a + step] for m, v in X.items()}
+            proba.append(self.model.predict_proba(part))
+            if self._width:
+                emb.append(self.model.embedding(part))
+        values = np.concatenate(proba)
+        if self._width:
+            values = np.hstack([values, np.concatenate(emb)])
+        frames, at = [], 0
+        for sid, keep, _ in rows:
+            frames.append(feature_frame(sid, [(float(s), float(e)) for s, e in keep], values[at:at + len(keep)],
+                                        self.feature_names))
+            at += len(keep)
+        result.frame = pd.concat(frames) if len(frames) > 1 else frames[0]
+        return result
+
+    def _blocks(self, sample: Sample, segments: Sequence[Segment] | None,
+                frames: dict[tuple[str, int], pd.DataFrame]) -> tuple[pd.Index, dict[str, np.ndarray]]:
+        """One sample's model input: each modality's recomputed rows per segment, columns as in
+        training, on the segments every modality has."""
+        blocks, keep = {}, None
         for m, recipes in self.recipes.items():
-            parts = []
-            for i, r in enumerate(recipes):
-                frame, notes = self._input(sample, segments, m, i, r)
-                warnings += notes
-                parts.append(frame)
+            parts = [self._input(sample, segments, frames[(m, i)], m, i, r) for i, r in enumerate(recipes)]
             block = pd.concat(parts, axis=1, join="outer")
             missing = [c for c in self.columns[m] if c not in block.columns]
             if missing:
@@ -184,27 +235,14 @@ class EmotionExtractor(Extractor):
         if keep is None or not len(keep):
             raise ExtractionError(f"sample {sample.sample_id!r}: no segment has every input of the model")
         keep = keep.sort_values()
-        X = {m: b.loc[keep].to_numpy(dtype=np.float64) for m, b in blocks.items()}
-        proba, emb = [], []
-        step = self.params.max_segments
-        for a in range(0, len(keep), step):
-            part = {m: v[a:a + step] for m, v in X.items()}
-            proba.append(self.model.predict_proba(part))
-            if self._width:
-                emb.append(self.model.embedding(part))
-        values = np.concatenate(proba)
-        if self._width:
-            values = np.hstack([values, np.concatenate(emb)])
-        frame = feature_frame(sample.sample_id, [(float(s), float(e)) for s, e in keep], values,
-                              self.feature_names)
-        frame.attrs["warnings"] = warnings
-        return frame
+        return keep, {m: b.loc[keep].to_numpy(dtype=np.float64) for m, b in blocks.items()}
 
-    def _input(self, sample: Sample, segments: Sequence[Segment] | None, modality: str, i: int,
-               recipe: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
+    def _input(self, sample: Sample, segments: Sequence[Segment] | None, frame: pd.DataFrame, modality: str,
+               i: int, recipe: dict[str, Any]) -> pd.DataFrame:
         """One input's rows per segment, indexed by (start, end), columns named as in training."""
-        frame = self.inputs[(modality, i)].process_sample(sample, segments)
-        notes = list(frame.attrs.pop("warnings", []))
+        extractor = self.inputs[(modality, i)]
+        if segments is not None:
+            frame = extractor.segments_as_samples(frame)
         frame = frame.droplevel("sample_id")
         if recipe.get("columns"):
             keep = [c for c in frame.columns if any(fnmatch.fnmatchcase(c, p) for p in recipe["columns"])]
@@ -228,4 +266,4 @@ class EmotionExtractor(Extractor):
         out = pd.concat(parts, axis=1)
         out.index = pd.MultiIndex.from_arrays([out.index.get_level_values("start").astype(float),
                                                out.index.get_level_values("end").astype(float)])
-        return out, notes
+        return out

@@ -140,6 +140,17 @@ class SentenceEmbeddingExtractor(Extractor):
                 "transformers": transformers.__version__, "torch": torch.__version__,
                 "model": model_fingerprint(resolve_model(self.params.model))}
 
+    def segments_as_samples(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A segment's `emb_###` is what a one-text sample gets as its mean of turn embeddings
+        and as the embedding of its concatenated text."""
+        emb = frame[[c for c in frame.columns if str(c).startswith("emb_")]]
+        parts = []
+        if self.params.session in ("mean", "both"):
+            parts.append(emb.rename(columns=lambda c: "mean_" + str(c)[4:]))
+        if self.params.session in ("concat", "both"):
+            parts.append(emb.rename(columns=lambda c: "concat_" + str(c)[4:]))
+        return pd.concat(parts, axis=1)
+
     def source_files(self, sample: Sample) -> dict[str, Path]:
         if sample.text is not None:
             return {}

@@ -62,6 +62,9 @@ class TokenExtractor(SentenceEmbeddingExtractor):
     def feature_names(self) -> list[str]:
         return [f"tok_{i:03d}" for i in range(self.params.max_length)]
 
+    def segments_as_samples(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame  # the same token columns for a segment and for a whole sample
+
     def library_versions(self) -> dict[str, str]:
         import transformers
 

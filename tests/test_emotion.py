@@ -329,3 +329,34 @@ def test_log_mel_frames_are_one_row_per_hop_and_the_stats_hash_is_unchanged(tmp_
     assert "level" not in LogMelStatsExtractor().get_params()
     assert feature_set_key("d", LogMelStatsExtractor(), Segmenter()).param_hash == \
         feature_set_key("d", LogMelStatsExtractor(level="stats"), Segmenter()).param_hash
+
+
+def test_a_text_recogniser_trained_on_utterances_runs_over_participant_turns(tmp_path, demo_corpus):
+    """Trained on whole utterances (MiniLM `mean_###` columns), applied per turn (`emb_###`)."""
+    meld = write_meld(tmp_path / "meld")
+    extract = {"dataset": {"name": "meld", "root": str(meld)}, "store": str(tmp_path / "store"), "progress": False,
+               "features": {"text": {"extractor": {"name": "sentence", "params": {"session": "mean"}}}}}
+    train = {"extract": "extract.yaml", "modalities": {"text": [{"features": "text"}]},
+             "targets": {"emotion": {"label": "emotion", "classes": ["neutral", "joy", "surprise", "anger",
+                                                                     "sadness", "disgust", "fear"]}},
+             "model": {"name": "early-fusion", "params": {"calibration": "none"}},
+             "cv": {"scheme": "official", "train_splits": ["train"], "test_splits": ["dev"]},
+             "evaluation": {"n_bootstrap": 0, "save_model": True, "model_dir": str(tmp_path / "models")},
+             "tracking": {"enabled": False}, "output_dir": str(tmp_path / "out")}
+    (tmp_path / "extract.yaml").write_text(yaml.safe_dump(extract))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
+    assert main(["extract", "--config", str(tmp_path / "extract.yaml")]) == 0
+    assert main(["train", "--config", str(tmp_path / "train.yaml")]) == 0
+    demo = {"dataset": {"name": "daic-woz", "root": str(demo_corpus), "params": {"splits": ["train", "dev"]}},
+            "store": str(tmp_path / "store"), "progress": False,
+            "features": {"text_emotion": {
+                "extractor": {"name": "emotion", "params": {"model": str(tmp_path / "models" / "emotion")}},
+                "segmentation": {"level": "turn", "speaker": "Participant"}}}}
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(demo))
+    assert main(["extract", "--config", str(tmp_path / "demo.yaml"), "--json", str(tmp_path / "x.json")]) == 0
+    s = json.loads((tmp_path / "x.json").read_text())["feature_sets"]["text_emotion"]
+    assert s["failed"] == 0 and s["computed"] == 6
+    frame = FeatureStore(tmp_path / "store").read(s["path"])
+    assert list(frame.columns) == [f"p_{c}" for c in ["neutral", "joy", "surprise", "anger", "sadness", "disgust",
+                                                      "fear"]]  # a linear model: posteriors, no embedding
+    assert frame.index.get_level_values("sample_id").nunique() == 6 and len(frame) > 6
