@@ -191,7 +191,8 @@ class EmotionExtractor(Extractor):
             try:
                 for b in outputs.values():
                     warnings += b.warnings.get(sid, [])
-                keep, X = self._blocks(sample, segments, {k: b.frame.loc[[sid]] for k, b in outputs.items()})
+                keep, X = self._blocks(sample, segments, {k: b.frame.loc[[sid]] for k, b in outputs.items()},
+                                       warnings)
             except Exception as err:  # noqa: BLE001 - returned in the sample's place
                 result.errors[sid] = err
                 continue
@@ -218,8 +219,8 @@ class EmotionExtractor(Extractor):
         result.frame = pd.concat(frames) if len(frames) > 1 else frames[0]
         return result
 
-    def _blocks(self, sample: Sample, segments: Sequence[Segment] | None,
-                frames: dict[tuple[str, int], pd.DataFrame]) -> tuple[pd.Index, dict[str, np.ndarray]]:
+    def _blocks(self, sample: Sample, segments: Sequence[Segment] | None, frames: dict[tuple[str, int], pd.DataFrame],
+                warnings: list[str]) -> tuple[pd.Index, dict[str, np.ndarray]]:
         """One sample's model input: each modality's recomputed rows per segment, columns as in
         training, on the segments every modality has."""
         blocks, keep = {}, None
@@ -235,7 +236,15 @@ class EmotionExtractor(Extractor):
         if keep is None or not len(keep):
             raise ExtractionError(f"sample {sample.sample_id!r}: no segment has every input of the model")
         keep = keep.sort_values()
-        return keep, {m: b.loc[keep].to_numpy(dtype=np.float64) for m, b in blocks.items()}
+        X = {m: b.loc[keep].to_numpy(dtype=np.float64) for m, b in blocks.items()}
+        informative = np.column_stack([~np.isnan(x).all(axis=1) for x in X.values()]).any(axis=1)
+        if not informative.all():  # e.g. turns shorter than an analysis frame: no prediction at all
+            warnings.append(f"sample {sample.sample_id!r}: {int((~informative).sum())} segment(s) without any "
+                            "input value (too short to analyse) get no emotion row")
+            if not informative.any():
+                raise ExtractionError(f"sample {sample.sample_id!r}: no segment has any input value")
+            keep, X = keep[informative], {m: x[informative] for m, x in X.items()}
+        return keep, X
 
     def _input(self, sample: Sample, segments: Sequence[Segment] | None, frame: pd.DataFrame, modality: str,
                i: int, recipe: dict[str, Any]) -> pd.DataFrame:

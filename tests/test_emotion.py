@@ -360,3 +360,15 @@ def test_a_text_recogniser_trained_on_utterances_runs_over_participant_turns(tmp
     assert list(frame.columns) == [f"p_{c}" for c in ["neutral", "joy", "surprise", "anger", "sadness", "disgust",
                                                       "fear"]]  # a linear model: posteriors, no embedding
     assert frame.index.get_level_values("sample_id").nunique() == 6 and len(frame) > 6
+
+
+def test_segments_too_short_to_analyse_get_no_emotion_row(trained):
+    from features.base import Segment
+
+    tmp, corpus, _ = trained
+    ext = build_extractor("emotion", {"model": str(tmp / "models" / "emotion")})
+    sample = Ravdess(corpus).samples()[0]
+    segments = [Segment(0.0, 0.2), Segment(0.2, 0.21), Segment(0.21, 0.4), Segment(0.4, 0.6)]
+    frame = ext.process_sample(sample, segments)
+    assert list(frame.index.get_level_values("start")) == [0.0, 0.21, 0.4]
+    assert any("1 segment(s) without any input value" in w for w in frame.attrs["warnings"])
