@@ -97,7 +97,7 @@ def ablation_figure(title: str, metrics: dict[str, dict[str, dict[str, float]]],
 
 
 def target_figures(tname: str, spec, result, y: np.ndarray, dc: dict[str, Any] | None):
-    names = [str(k) for k in range(spec.n_classes)]
+    names = spec.class_names
     curves = {"model": result.variants["model"]}
     if "uncalibrated" in result.variants:
         curves = {"calibrated": result.variants["model"], "uncalibrated": result.variants["uncalibrated"]}
