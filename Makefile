@@ -7,7 +7,7 @@ CONFIG ?=
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-gpu clean
+.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-gpu sweep clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
@@ -31,6 +31,9 @@ extract: $(STAMP) ## Extract features (CONFIG=configs/extract/<corpus>.yaml)
 
 train: $(STAMP) ## Train and evaluate a model (CONFIG=configs/train/<experiment>.yaml)
 	$(BIN)/fusion train $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+sweep: $(STAMP) ## Optuna sweep of a train config (CONFIG=configs/sweep/<name>.yaml), then one nested evaluation
+	$(BIN)/fusion sweep --config $(or $(CONFIG),configs/sweep/demo_baseline.yaml) $(ARGS)
 
 test: $(STAMP) ## Run the whole test suite (slow end-to-end tests included)
 	$(BIN)/python -m pytest $(ARGS)

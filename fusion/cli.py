@@ -109,6 +109,25 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    from fusion.config.load import load_config
+    from fusion.sweep import SweepConfig, format_sweep, run_sweep
+
+    overrides = list(args.overrides)
+    for key, value in (("storage", args.storage), ("study", args.study), ("n_trials", args.n_trials)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    cfg = load_config(SweepConfig, args.config, overrides)
+    result = run_sweep(cfg, Path(args.config).parent)
+    print(format_sweep(result))
+    if "evaluation" in result:
+        from fusion.evaluation.tables import format_summary
+
+        print("\nthe best configuration on the outer protocol (test samples unseen by the trials):")
+        print(format_summary(result["evaluation"]))
+    return result
+
+
 def cmd_data_describe(args: argparse.Namespace) -> dict[str, Any]:
     from fusion.config.load import load_config
     from fusion.config.schema import DataConfig
@@ -188,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true",
                    help="show Lightning's own output (banners, warnings) while networks train")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="Optuna search over a train config's keys, then one nested evaluation")
+    _common(p, None)
+    p.add_argument("--config", required=True, help="sweep config (configs/sweep/<name>.yaml)")
+    p.add_argument("--storage", help="SQLAlchemy URL of the study storage (default: SQLite in output_dir)")
+    p.add_argument("--study", help="study name; processes with the same storage and study join it")
+    p.add_argument("--n-trials", type=int, dest="n_trials", help="finished trials the study should hold")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("data", help="inspect a dataset")
     dsub = p.add_subparsers(dest="data_command", required=True)

@@ -7,6 +7,7 @@ in `mlruns/artifacts`; browse it with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -55,16 +56,27 @@ class Tracker:
         import mlflow
 
         db = _sqlite_path(self.cfg.uri)
+        guard = contextlib.nullcontext()
         if db is not None:
+            from filelock import FileLock
+
             db.parent.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(self.cfg.uri)
-        exp = mlflow.get_experiment_by_name(self.cfg.experiment)
-        if exp is None:
-            self.cfg.artifacts.mkdir(parents=True, exist_ok=True)
-            self.experiment_id = mlflow.create_experiment(
-                self.cfg.experiment, artifact_location=self.cfg.artifacts.resolve().as_uri())
-        else:
-            self.experiment_id = exp.experiment_id
+            # processes starting together (sweep workers) would race to create the tables
+            guard = FileLock(str(db) + ".lock", timeout=120)
+        with guard:
+            mlflow.set_tracking_uri(self.cfg.uri)
+            exp = mlflow.get_experiment_by_name(self.cfg.experiment)
+            if exp is None:
+                self.cfg.artifacts.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.experiment_id = mlflow.create_experiment(
+                        self.cfg.experiment, artifact_location=self.cfg.artifacts.resolve().as_uri())
+                except mlflow.exceptions.MlflowException:  # created meanwhile by another process
+                    exp = mlflow.get_experiment_by_name(self.cfg.experiment)
+                    if exp is None:
+                        raise
+            if exp is not None:
+                self.experiment_id = exp.experiment_id
         run = mlflow.start_run(experiment_id=self.experiment_id, run_name=self.run_name)
         self.run_id = run.info.run_id
         self._mlflow = mlflow
@@ -73,6 +85,20 @@ class Tracker:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._mlflow is not None:
             self._mlflow.end_run(status="FAILED" if exc_type else "FINISHED")
+
+    @contextlib.contextmanager
+    def child(self, run_name: str):
+        """A nested run inside this one (a sweep's trial); a no-op tracker when disabled."""
+        child = Tracker(self.cfg, run_name)
+        if self._mlflow is None:
+            yield child
+            return
+        run = self._mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, nested=True)
+        child._mlflow, child.run_id, child.experiment_id = self._mlflow, run.info.run_id, self.experiment_id
+        try:
+            yield child
+        finally:
+            self._mlflow.end_run()
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if self._mlflow:

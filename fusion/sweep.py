@@ -1,0 +1,359 @@
+"""`fusion sweep`: Optuna search over any keys of a train config, scored on the training data
+only, with pruning, a shared study storage, MLflow tracking, and one final nested evaluation.
+
+A sweep config names a train config and a search space over its key paths (each checked
+against the train config's schema: a key that does not exist is an error naming it). A trial's
+objective is a metric of the target computed by grouped K-fold (`folds`) on the training
+samples of the train config's outer protocol, which must hold a fixed test set (`official` or
+`holdout`): the test samples are never seen by any trial. The running mean after each fold is
+reported to the pruner (median pruning by default). The best trial's configuration is written
+as a complete train config (`best.yaml`, accepted by `fusion train --config`) and evaluated once
+with the outer protocol: the reported test figure never comes from the trials' own folds.
+
+Studies live in an SQLite file under the output folder by default, or at any SQLAlchemy URL
+(`--storage postgresql://…`), so that processes started with the same `--storage` and
+`--study` join one study; `n_trials` counts finished (complete or pruned) trials of the whole
+study, so several workers together run exactly that many. A trial interrupted by a killed
+process is marked failed by the heartbeat and retried once by the next process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from fusion.config.schema import ConfigError, StrictModel, TrainConfig
+
+NOMINAL_METRICS = ("accuracy", "uar", "f1_weighted", "f1_macro", "auc_ovr", "ece", "brier")
+ORDINAL_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "qwk", "auc_ovr",
+                   "adjacent_accuracy", "ece", "brier")
+
+
+class SpaceSpec(StrictModel):
+    """One searched key: a float or int range (optionally log-scaled or stepped), or choices."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SpaceSpec:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs `choices`")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.type} parameter needs low < high")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scaled parameter needs low > 0")
+        return self
+
+
+class SweepConfig(StrictModel):
+    """`fusion sweep`: the train config (a file, relative to the sweep config) with optional
+    `overrides` (`--set` items), the space, the objective and how the study is run and stored."""
+
+    train: Path
+    overrides: list[str] = Field(default_factory=list)
+    space: dict[str, SpaceSpec] = Field(min_length=1)
+    target: str | None = None
+    objective: str = "f1_weighted"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    folds: int = Field(3, ge=2)
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+    pruner: Literal["median", "none"] = "median"
+    n_trials: int | None = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    storage: str | None = None
+    study: str | None = None
+    output_dir: Path = Path("outputs/sweeps")
+    evaluate_best: bool = True
+    heartbeat: int = Field(30, ge=1)
+    grace_period: int = Field(90, ge=1)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> SweepConfig:
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("give n_trials, timeout (seconds) or both")
+        return self
+
+
+def value_text(value: Any) -> str:
+    """A value as `--set` reads it (YAML)."""
+    return json.dumps(value)
+
+
+def train_config(sweep: SweepConfig, base: Path, params: Mapping[str, Any]) -> TrainConfig:
+    """The train config with `params` (key path → value) applied and validated."""
+    from fusion.config.load import load_config
+
+    return load_config(TrainConfig, base / sweep.train,
+                       [*sweep.overrides, *(f"{k}={value_text(v)}" for k, v in params.items())])
+
+
+def check_sweep(sweep: SweepConfig, base: Path) -> tuple[TrainConfig, str]:
+    """Validate every searched key at both ends of its range, the objective and the outer
+    protocol; return the base train config and the target name.
+
+    Raises:
+        ConfigError: naming the key, metric or scheme at fault.
+    """
+    for key, spec in sweep.space.items():
+        ends = spec.choices if spec.type == "categorical" else [spec.low, spec.high]
+        for v in ends:
+            v = int(v) if spec.type == "int" else v
+            try:
+                train_config(sweep, base, {key: v})
+            except ConfigError as err:
+                raise ConfigError(f"sweep space key {key!r} = {v!r}: {err}") from None
+    cfg = train_config(sweep, base, {})
+    target = sweep.target or next(iter(cfg.targets))
+    if target not in cfg.targets:
+        raise ConfigError(f"sweep target {target!r} is not a target of {sweep.train} ({', '.join(cfg.targets)})")
+    allowed = NOMINAL_METRICS if cfg.targets[target].kind == "nominal" else ORDINAL_METRICS
+    if sweep.objective not in allowed:
+        raise ConfigError(f"sweep objective {sweep.objective!r} is not a metric of target {target!r} "
+                          f"({cfg.targets[target].kind}): {', '.join(allowed)}")
+    if cfg.cv.scheme not in ("official", "holdout"):
+        raise ConfigError(f"a sweep needs an outer protocol with a fixed test set (cv.scheme official or holdout), "
+                          f"so that no trial sees the test samples; {sweep.train} has {cfg.cv.scheme!r}")
+    return cfg, target
+
+
+def suggest(trial, space: Mapping[str, SpaceSpec]) -> dict[str, Any]:
+    out = {}
+    for key, s in space.items():
+        if s.type == "float":
+            out[key] = trial.suggest_float(key, s.low, s.high, log=s.log, step=s.step)
+        elif s.type == "int":
+            out[key] = trial.suggest_int(key, int(s.low), int(s.high), log=s.log, step=int(s.step or 1))
+        else:
+            out[key] = trial.suggest_categorical(key, s.choices)
+    return out
+
+
+class SurplusTrial(RuntimeError):
+    """A trial started by one worker after the study already held `n_trials` (finished or
+    running) trials of other workers: recorded as failed with `surplus: true`, not run."""
+
+
+class Objective:
+    """Grouped K-fold on the outer protocol's training samples; the running mean of the metric
+    after each fold is reported for pruning. Features are loaded once per distinct data part of
+    the config (extract + modalities), not once per trial."""
+
+    def __init__(self, sweep: SweepConfig, base: Path, target: str, tracker=None) -> None:
+        self.sweep, self.base, self.target, self.tracker = sweep, base, target, tracker
+        self._data: dict[str, Any] = {}
+
+    def data(self, cfg: TrainConfig):
+        from fusion.data.blocks import load_model_data, select_target
+        from fusion.models.base import MODELS
+
+        key = json.dumps([cfg.extract.model_dump(mode="json") if cfg.extract else None,
+                          {m: [i.model_dump(mode="json") for i in v] for m, v in cfg.modalities.items()},
+                          cfg.targets[self.target].model_dump(mode="json"), cfg.cv.group_by], sort_keys=True)
+        if key not in self._data:
+            data = load_model_data(cfg, sequence_ok="sequence" in MODELS.get(cfg.model.name).inputs)
+            self._data[key] = select_target(self.target, cfg.targets[self.target], data.labels, data.blocks,
+                                            data.dataset, cfg.cv.group_by)
+        return self._data[key]
+
+    def __call__(self, trial) -> float:
+        import optuna
+        from optuna.trial import TrialState
+
+        from fusion.evaluation.crossval import ModelSpec, rows
+        from fusion.evaluation.metrics import multiclass_metrics
+        from fusion.evaluation.splits import grouped_kfold, inner_folds, make_folds
+
+        if self.sweep.n_trials:  # several workers: exactly n_trials run, whoever starts them
+            earlier = [t for t in trial.study.get_trials(deepcopy=False, states=(
+                TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)) if t.number < trial.number]
+            if len(earlier) >= self.sweep.n_trials:
+                trial.set_user_attr("surplus", True)
+                trial.study.stop()
+                raise SurplusTrial(f"the study already holds {self.sweep.n_trials} trials")
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        params = suggest(trial, self.sweep.space)
+        cfg = train_config(self.sweep, self.base, params)
+        t = self.data(cfg)
+        (outer,) = make_folds(cfg.cv.model_copy(update={"inner_splits": 0, "seeds": None}), t.y, t.groups, t.splits)
+        tr = outer.train
+        seed = self.sweep.seed + trial.number
+        values: list[float] = []
+        t0 = time.perf_counter()
+        for i, (a, b) in enumerate(grouped_kfold(t.y[tr], t.groups[tr], self.sweep.folds, self.sweep.seed)):
+            a, b = tr[a], tr[b]
+            inner = []
+            if cfg.cv.inner_splits > 1:
+                pos = np.full(len(t.y), -1)
+                pos[a] = np.arange(len(a))
+                inner = [(pos[x], pos[y]) for x, y in inner_folds(t.y, t.groups, a, cfg.cv.inner_splits, seed)]
+            model = ModelSpec(cfg.model.name, cfg.model.params).build().fit(
+                rows(t.blocks, a), t.y[a], task="classification", n_classes=t.spec.n_classes, inner=inner, seed=seed)
+            proba = model.predict_proba(rows(t.blocks, b))
+            values.append(multiclass_metrics(t.y[b], proba, t.spec.kind)[self.sweep.objective])
+            running = float(np.nanmean(values))
+            trial.report(running, i)
+            if trial.should_prune():
+                self._track(trial, params, values, "PRUNED", time.perf_counter() - t0)
+                raise optuna.TrialPruned(f"pruned after fold {i + 1}: {running:.4f}")
+        value = float(np.nanmean(values))
+        self._track(trial, params, values, "COMPLETE", time.perf_counter() - t0, value)
+        return value
+
+    def _track(self, trial, params, values, state, seconds, value=None) -> None:
+        if self.tracker is None:
+            return
+        with self.tracker.child(f"trial-{trial.number}") as child:
+            child.log_params(params)
+            child.set_tags({"trial.state": state, "trial.number": trial.number})
+            for step, v in enumerate(np.cumsum(values) / np.arange(1, len(values) + 1)):
+                child.log_metrics({f"intermediate.{self.sweep.objective}": float(v)}, step=step)
+            metrics = {"seconds": seconds, "folds_run": len(values)}
+            if value is not None:
+                metrics[self.sweep.objective] = value
+            child.log_metrics(metrics)
+
+
+def storage_for(sweep: SweepConfig, study: str):
+    """The study storage: SQLite under the output folder unless a URL is given; a running
+    trial without a heartbeat for `grace_period` seconds (its process was killed) is marked
+    failed when a process next joins the study, and retried once."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    url = sweep.storage
+    if url is None:
+        sweep.output_dir.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{(sweep.output_dir / f'{study}.db').resolve()}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(5):  # workers starting together race to create the tables
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = RDBStorage(url, heartbeat_interval=sweep.heartbeat, grace_period=sweep.grace_period,
+                                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+            return storage, url
+        except (IntegrityError, ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.3 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def join_study(name: str, storage, sampler, pruner, direction: str, attempts: int = 5):
+    """Create the study, or load it when another process created it first (two workers
+    starting together race to insert it: the loser loads the winner's)."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                       direction=direction, load_if_exists=True)
+        except (IntegrityError, optuna.exceptions.DuplicatedStudyError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def run_sweep(sweep: SweepConfig, base: Path) -> dict[str, Any]:
+    """Run (or join) the study, write the best configuration, evaluate it once.
+
+    Returns:
+        {"study", "storage", "n_trials" (finished: complete or pruned), "states", "best":
+        {"value", "params", "trial"}, "best_config", "importance", "evaluation" (the outer
+        protocol's summary of the best configuration, when `evaluate_best`)}.
+    """
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    from fusion.config.load import to_yaml
+    from fusion.tracking import Tracker
+
+    cfg, target = check_sweep(sweep, base)
+    study_name = sweep.study or Path(sweep.train).stem
+    storage, url = storage_for(sweep, study_name)
+    sampler = (optuna.samplers.TPESampler(seed=sweep.seed) if sweep.sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=sweep.seed))
+    pruner = optuna.pruners.MedianPruner(n_warmup_steps=0) if sweep.pruner == "median" else optuna.pruners.NopPruner()
+    study = join_study(study_name, storage, sampler, pruner, sweep.direction)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    callbacks = [MaxTrialsCallback(sweep.n_trials, states=finished)] if sweep.n_trials else []
+    t0 = time.perf_counter()
+    with Tracker(cfg.tracking.model_copy(update={"experiment": f"{cfg.tracking.experiment}-sweeps"}),
+                 run_name=f"sweep-{study_name}") as tracker:
+        objective = Objective(sweep, base, target, tracker if cfg.tracking.enabled else None)
+        done = len(study.get_trials(deepcopy=False, states=finished))
+        if not sweep.n_trials or done < sweep.n_trials:
+            # MaxTrialsCallback stops every worker once the study holds n_trials finished trials
+            study.optimize(objective, timeout=sweep.timeout, callbacks=callbacks, gc_after_trial=True,
+                           catch=(SurplusTrial,))
+        trials = study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        if not complete:
+            raise ConfigError(f"study {study_name!r}: no trial completed (states: "
+                              f"{sorted({t.state.name for t in trials})})")
+        best = study.best_trial
+        best_cfg = train_config(sweep, base, best.params)
+        folder = sweep.output_dir / study_name
+        folder.mkdir(parents=True, exist_ok=True)
+        from features.files import atomic_write_text
+
+        atomic_write_text(to_yaml(best_cfg), folder / "best.yaml")
+        importance = {}
+        if len(complete) >= 2 and len(sweep.space) > 1:
+            importance = {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        states: dict[str, int] = {}
+        for t in trials:
+            name = "SURPLUS" if t.user_attrs.get("surplus") else t.state.name
+            states[name] = states.get(name, 0) + 1
+        summary: dict[str, Any] = {
+            "study": study_name, "storage": url, "target": target, "objective": sweep.objective,
+            "direction": sweep.direction, "n_trials": sum(states.get(s.name, 0) for s in finished),
+            "states": states, "seconds": round(time.perf_counter() - t0, 3),
+            "best": {"value": best.value, "params": best.params, "trial": best.number},
+            "best_config": str(folder / "best.yaml"), "importance": importance}
+        tracker.log_params({f"best.{k}": v for k, v in best.params.items()})
+        tracker.log_metrics({f"best.{sweep.objective}": best.value, "trials.finished": summary["n_trials"],
+                             **{f"importance.{k}": v for k, v in importance.items()}})
+        tracker.set_tags({"sweep.study": study_name, "sweep.storage": url.split("@")[-1]})
+        atomic_write_text(json.dumps(summary, indent=2, default=str), folder / "sweep.json")
+        tracker.log_artifact(folder / "best.yaml")
+        tracker.log_artifact(folder / "sweep.json")
+    if sweep.evaluate_best:
+        from fusion.train import train
+
+        final = best_cfg.model_copy(update={"tracking": best_cfg.tracking.model_copy(
+            update={"run_name": f"{study_name}-best"})})
+        summary["evaluation"] = train(final)
+    return summary
+
+
+def format_sweep(s: dict[str, Any]) -> str:
+    lines = [f"study {s['study']} ({s['storage']}): {s['n_trials']} finished trials {s['states']}, "
+             f"{s['seconds']:.1f} s",
+             f"best {s['objective']} on the training folds: {s['best']['value']:.4f} (trial {s['best']['trial']}) "
+             f"with {s['best']['params']}",
+             f"best configuration: {s['best_config']} (fusion train --config accepts it)"]
+    if s["importance"]:
+        lines.append("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in s["importance"].items()))
+    return "\n".join(lines)

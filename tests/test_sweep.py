@@ -1,0 +1,170 @@
+"""`fusion sweep`: the space checked against the train config, trials on training data only,
+an exact trial count across processes, resume, the best configuration, nested evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_emotion import ravdess_tree, write_configs
+
+from fusion.cli import main
+from fusion.config.load import load_config
+from fusion.config.schema import ConfigError, TrainConfig
+from fusion.sweep import SweepConfig, check_sweep
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A 4-actor RAVDESS-layout corpus with log-Mel statistics extracted; actor 4 is the test set."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    root = ravdess_tree(tmp / "ravdess")
+    extract_cfg, train_cfg = write_configs(tmp, root, {"name": "logreg", "params": {"C": 1.0}})
+    assert main(["extract", "--config", str(extract_cfg)]) == 0
+    train = yaml.safe_load(train_cfg.read_text())
+    train["cv"] = {"scheme": "holdout", "test_groups": ["actor04"], "inner_splits": 0}
+    train["evaluation"] = {"n_bootstrap": 20}
+    train["tracking"] = {"enabled": True, "uri": f"sqlite:///{tmp / 'mlruns.db'}", "artifacts": str(tmp / "art"),
+                         "experiment": "emo"}
+    train_cfg.write_text(yaml.safe_dump(train))
+    return tmp
+
+
+def sweep_file(tmp: Path, name: str, **extra) -> Path:
+    cfg = {"train": "train.yaml", "space": {"model.params.learner.params.C": {"type": "float", "low": 1e-4,
+                                                                             "high": 10.0, "log": True}},
+           "objective": "uar", "folds": 3, "n_trials": 4, "output_dir": str(tmp / "sweeps"), "study": name, **extra}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_key_that_does_not_exist_is_named(corpus):
+    bad = SweepConfig(train=Path("train.yaml"), space={"model.params.learner.params.Cc": {
+        "type": "float", "low": 0.1, "high": 1.0}})
+    with pytest.raises(ConfigError, match="sweep space key 'model.params.learner.params.Cc'"):
+        check_sweep(bad, corpus)
+    with pytest.raises(ConfigError, match="'qwk' is not a metric of target 'emotion' \\(nominal\\)"):
+        check_sweep(bad.model_copy(update={"space": {"model.params.learner.params.C": bad.space[
+            "model.params.learner.params.Cc"]}, "objective": "qwk"}), corpus)
+
+
+def test_a_cross_validated_outer_protocol_is_refused(corpus):
+    cfg = SweepConfig(train=Path("train.yaml"), overrides=["cv.scheme=loso"],
+                      space={"model.params.learner.params.C": {"type": "float", "low": 0.1, "high": 1.0}})
+    with pytest.raises(ConfigError, match="fixed test set"):
+        check_sweep(cfg, corpus)
+
+
+def test_a_sweep_finds_the_best_config_evaluates_it_once_and_resumes(corpus):
+    path = sweep_file(corpus, "c_search")
+    assert main(["sweep", "--config", str(path), "--json", str(corpus / "s.json")]) == 0
+    s = json.loads((corpus / "s.json").read_text())
+    assert s["n_trials"] == 4 and s["objective"] == "uar"
+    best = load_config(TrainConfig, s["best_config"])  # a complete config `fusion train` accepts
+    assert best.model.params["learner"]["params"]["C"] == pytest.approx(s["best"]["params"][
+        "model.params.learner.params.C"])
+    ev = s["evaluation"]["targets"]["emotion"]
+    assert ev["n_samples"] == 8 and ev["n_subjects"] == 1  # only actor 4, which no trial saw
+    # the same study again asks for 6: two more trials, the first four kept
+    assert main(["sweep", "--config", str(path), "--n-trials", "6", "--json", str(corpus / "s2.json")]) == 0
+    s2 = json.loads((corpus / "s2.json").read_text())
+    assert s2["n_trials"] == 6 and s2["storage"] == s["storage"]
+    # each trial is a nested MLflow run under the sweep's run
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{corpus / 'mlruns.db'}")
+    runs = mlflow.search_runs(experiment_names=["emo-sweeps"], output_format="list")
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(trials) == 6 and {r.data.tags["trial.state"] for r in trials} <= {"COMPLETE", "PRUNED"}
+
+
+def test_a_trial_left_running_by_a_killed_process_is_failed_and_retried(corpus):
+    import optuna
+
+    from fusion.sweep import storage_for
+
+    path = sweep_file(corpus, "killed", heartbeat=1, grace_period=2, n_trials=2, evaluate_best=False)
+    cfg = load_config(SweepConfig, path)
+    storage, _ = storage_for(cfg, "killed")
+    study = optuna.create_study(study_name="killed", storage=storage, direction="maximize")
+    orphan = study.ask({"model.params.learner.params.C": optuna.distributions.FloatDistribution(1e-4, 10.0, log=True)})
+    storage.record_heartbeat(orphan._trial_id)  # then its process "dies": no more heartbeats
+    time.sleep(3)
+    assert main(["sweep", "--config", str(path), "--json", str(corpus / "k.json")]) == 0
+    s = json.loads((corpus / "k.json").read_text())
+    assert s["states"]["FAIL"] == 1 and s["n_trials"] == 2
+    retried = [t for t in optuna.load_study(study_name="killed", storage=storage).trials
+               if t.system_attrs.get("failed_trial") == orphan.number]
+    assert retried and retried[0].params == orphan.params
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    return str(candidates[-1]) if candidates else None
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A throw-away PostgreSQL server on 127.0.0.1 (as the `postgres` user when run as root)."""
+    pytest.importorskip("psycopg2", reason="psycopg2 (the PostgreSQL driver) is not installed")
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL is not installed here (no initdb / pg_ctl); .ci/run installs it")
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    # the server's own user must reach its folder: not under pytest's private (0700) tmp dir
+    folder = Path(tempfile.mkdtemp(prefix="fusion-pg-")) if as_user else tmp_path_factory.mktemp("pg")
+    folder.chmod(0o777)
+    data, sock = folder / "data", folder / "sock"
+    sock.mkdir()
+    sock.chmod(0o777)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "fusion"], check=True,
+                   capture_output=True)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-w", "-l", str(folder / "log"), "-o",
+                    f"-c listen_addresses=127.0.0.1 -p {port} -k {sock}", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://fusion@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        if as_user:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_workers_share_one_postgresql_study_with_an_exact_trial_count(corpus, postgres):
+    import optuna
+
+    path = sweep_file(corpus, "pg", n_trials=8, evaluate_best=False)
+    cmd = [sys.executable, "-m", "fusion.cli", "sweep", "--config", str(path), "--storage", postgres,
+           "--study", "shared"]
+    workers = [subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    study = optuna.load_study(study_name="shared", storage=postgres)
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 8  # exactly, though two processes ran them
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert len({t.user_attrs["worker"] for t in finished}) == 2  # both took part
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "sweep").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_sweep_configs_validate_against_their_train_configs(path):
+    cfg = load_config(SweepConfig, path)
+    train, target = check_sweep(cfg, path.parent)
+    assert target in train.targets
