@@ -274,6 +274,29 @@ def join_study(name: str, storage, sampler, pruner, direction: str, attempts: in
     raise AssertionError("unreachable")
 
 
+def study_figures(study, folder: Path) -> list[Path]:
+    """Optimisation history and parallel coordinates of the study's trials, as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+
+    out = []
+    with warnings.catch_warnings(), matplotlib.rc_context():  # optuna changes the style: restore it
+        warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
+        for name, plot in (("optimization_history", ovm.plot_optimization_history),
+                           ("parallel_coordinates", ovm.plot_parallel_coordinate)):
+            ax = plot(study)
+            fig = (ax if hasattr(ax, "savefig") else np.ravel(ax)[0].figure)
+            fig.set_size_inches(8, 4.5)
+            path = folder / f"{name}.png"
+            fig.savefig(path, dpi=100, bbox_inches="tight")
+            out.append(path)
+    plt.close("all")
+    return out
+
+
 def run_sweep(sweep: SweepConfig, base: Path) -> dict[str, Any]:
     """Run (or join) the study, write the best configuration, evaluate it once.
 
@@ -337,8 +360,9 @@ def run_sweep(sweep: SweepConfig, base: Path) -> dict[str, Any]:
                              **{f"importance.{k}": v for k, v in importance.items()}})
         tracker.set_tags({"sweep.study": study_name, "sweep.storage": url.split("@")[-1]})
         atomic_write_text(json.dumps(summary, indent=2, default=str), folder / "sweep.json")
-        tracker.log_artifact(folder / "best.yaml")
-        tracker.log_artifact(folder / "sweep.json")
+        summary["figures"] = [str(f) for f in study_figures(study, folder)]
+        for f in [folder / "best.yaml", folder / "sweep.json", *map(Path, summary["figures"])]:
+            tracker.log_artifact(f)
     if sweep.evaluate_best:
         from fusion.train import train
 

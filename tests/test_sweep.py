@@ -70,6 +70,7 @@ def test_a_sweep_finds_the_best_config_evaluates_it_once_and_resumes(corpus):
     assert main(["sweep", "--config", str(path), "--json", str(corpus / "s.json")]) == 0
     s = json.loads((corpus / "s.json").read_text())
     assert s["n_trials"] == 4 and s["objective"] == "uar"
+    assert sorted(Path(f).name for f in s["figures"]) == ["optimization_history.png", "parallel_coordinates.png"]
     best = load_config(TrainConfig, s["best_config"])  # a complete config `fusion train` accepts
     assert best.model.params["learner"]["params"]["C"] == pytest.approx(s["best"]["params"][
         "model.params.learner.params.C"])
