@@ -74,6 +74,7 @@ class SweepConfig(StrictModel):
     sampler: Literal["tpe", "random"] = "tpe"
     seed: int = 0
     pruner: Literal["median", "none"] = "median"
+    prune_after_folds: int = Field(1, ge=0)
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
     storage: str | None = None
@@ -317,7 +318,10 @@ def run_sweep(sweep: SweepConfig, base: Path) -> dict[str, Any]:
     storage, url = storage_for(sweep, study_name)
     sampler = (optuna.samplers.TPESampler(seed=sweep.seed) if sweep.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=sweep.seed))
-    pruner = optuna.pruners.MedianPruner(n_warmup_steps=0) if sweep.pruner == "median" else optuna.pruners.NopPruner()
+    # the median rule compares running means after the same number of folds; one fold alone is
+    # a noisy estimate, so by default a trial is not pruned before its second fold
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=sweep.prune_after_folds)
+              if sweep.pruner == "median" else optuna.pruners.NopPruner())
     study = join_study(study_name, storage, sampler, pruner, sweep.direction)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     callbacks = [MaxTrialsCallback(sweep.n_trials, states=finished)] if sweep.n_trials else []
