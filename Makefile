@@ -7,7 +7,7 @@ CONFIG ?=
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-gpu sweep clean
+.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-sweep bench-gpu sweep clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
@@ -61,6 +61,9 @@ bench-train: $(STAMP) ## Severity late fusion on 275 / 1,000 synthetic sessions:
 
 bench-emotion: $(STAMP) ## RAVDESS / MELD emotion recognition and the recognisers over the demo turns (needs AFFECT_SHARED_DATA)
 	$(BIN)/python benchmarks/bench_emotion.py $(ARGS)
+
+bench-sweep: $(STAMP) ## Sweeps of the MLP learner with and without pruning (after bench-train)
+	$(BIN)/python benchmarks/bench_sweep.py $(ARGS)
 
 bench-gpu: $(STAMP) ## Every neural GPU path (bf16) on RAVDESS features: ARGS='--root … --store …'
 	$(BIN)/python benchmarks/bench_gpu.py $(ARGS)
