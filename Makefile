@@ -7,7 +7,7 @@ CONFIG ?=
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-sweep bench-gpu sweep clean
+.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-sweep bench-gpu sweep compare clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
@@ -34,6 +34,9 @@ train: $(STAMP) ## Train and evaluate a model (CONFIG=configs/train/<experiment>
 
 sweep: $(STAMP) ## Optuna sweep of a train config (CONFIG=configs/sweep/<name>.yaml), then one nested evaluation
 	$(BIN)/fusion sweep --config $(or $(CONFIG),configs/sweep/demo_baseline.yaml) $(ARGS)
+
+compare: $(STAMP) ## Tracked runs side by side (ARGS='--experiment NAME [--metric uar] …')
+	$(BIN)/fusion compare $(ARGS)
 
 test: $(STAMP) ## Run the whole test suite (slow end-to-end tests included)
 	$(BIN)/python -m pytest $(ARGS)

@@ -128,6 +128,16 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
+    from fusion.compare import compare
+
+    result = compare(args.tracking_uri, args.experiment, Path(args.out), args.metric, args.runs or (),
+                     args.filter or "", args.force, args.n_bootstrap)
+    print(Path(result["files"][0]).read_text())
+    print("written: " + ", ".join(result["files"]))
+    return result
+
+
 def cmd_data_describe(args: argparse.Namespace) -> dict[str, Any]:
     from fusion.config.load import load_config
     from fusion.config.schema import DataConfig
@@ -215,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study name; processes with the same storage and study join it")
     p.add_argument("--n-trials", type=int, dest="n_trials", help="finished trials the study should hold")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("compare", help="tracked runs side by side: metric with CIs, paired differences, configs")
+    _common(p, None)
+    p.add_argument("--experiment", required=True, help="MLflow experiment of the runs")
+    p.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db", dest="tracking_uri")
+    p.add_argument("--run", action="append", dest="runs", metavar="ID_OR_NAME", help="only these runs (repeatable)")
+    p.add_argument("--filter", help="an MLflow filter string, e.g. \"tags.model = 'late-fusion'\"")
+    p.add_argument("--metric", default="f1_weighted")
+    p.add_argument("--out", default="outputs/compare", help="folder for compare.md/.csv/.html and forest.png")
+    p.add_argument("--force", action="store_true", help="compare runs on different data or splits anyway")
+    p.add_argument("--n-bootstrap", type=int, default=1000, dest="n_bootstrap")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("data", help="inspect a dataset")
     dsub = p.add_subparsers(dest="data_command", required=True)
