@@ -1,0 +1,38 @@
+"""The notebooks run top to bottom on the demo corpus (nbclient), and are stored without outputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def test_notebooks_are_stored_without_outputs():
+    import nbformat
+
+    assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb", "02_sweep_and_compare.ipynb"]
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), path.name
+
+
+@pytest.mark.slow
+def test_notebooks_execute_in_order(tmp_path, monkeypatch):
+    pytest.importorskip("ipykernel", reason="ipykernel (test extra) runs the notebooks")
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("FUSION_NOTEBOOK_DIR", str(tmp_path))
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(nb, timeout=600, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                  if "image/png" in o.get("data", {})]
+        assert images, f"{path.name} shows no figure"
+    assert (tmp_path / "compare_sweep" / "compare.md").is_file()
+    assert os.environ["FUSION_NOTEBOOK_DIR"] == str(tmp_path)
