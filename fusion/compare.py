@@ -4,8 +4,9 @@ Runs are selected in MLflow by experiment and optionally by run ids or a filter 
 each run and target the table gives the metric as mean ± sd [95 % CI] (from the run's own
 metrics.json), its model, modalities and protocol; for every pair of runs evaluated on the
 same samples, folds and seeds, the paired difference with a bootstrap interval over the same
-resampled groups, computed from the runs' out-of-fold predictions; and the configuration keys
-whose values differ between runs. Runs on different data (another feature-store hash of a
+resampled groups, computed from the runs' out-of-fold predictions; the configuration keys
+whose values differ between runs; and the runs' reliability diagrams and decision curves
+overlaid per target (`curves.png`). Runs on different data (another feature-store hash of a
 feature set they share, another dataset) or other splits are refused, saying why, unless
 `force`. Writes Markdown, CSV and a self-contained HTML page with a forest plot.
 """
@@ -188,6 +189,64 @@ def forest_plot(table: pd.DataFrame, metric: str) -> bytes:
     return buf.getvalue()
 
 
+def curves_figure(runs: Sequence[dict]) -> bytes | None:
+    """Reliability diagrams (from each run's out-of-fold predictions, repeats pooled) and, for
+    targets with a decision curve, the net benefit of each run, overlaid per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fusion.evaluation.metrics import reliability
+
+    targets = sorted({t for r in runs for t in r["summary"]["targets"]})
+    panels = [(t, "reliability") for t in targets]
+    panels += [(t, "decision") for t in targets if any("decision_curve" in r["summary"]["targets"].get(t, {})
+                                                       for r in runs)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    drawn = False
+    for ax, (t, kind) in zip(axes[0], panels, strict=True):
+        for r in runs:
+            if kind == "decision":
+                dc = r["summary"]["targets"].get(t, {}).get("decision_curve")
+                if dc:
+                    ax.plot(dc["threshold"], dc["model"], label=r["name"])
+                    drawn = True
+                continue
+            p = _predictions(r, t)
+            if p is None:
+                continue
+            k = r["summary"]["targets"][t]["n_classes"]
+            reps = sorted({int(c.split("repeat")[1]) for c in p.columns if c.startswith("p") and "_repeat" in c})
+            P = np.concatenate([p[[f"p{c}_repeat{i}" for c in range(k)]].to_numpy() for i in reps])
+            y = np.tile(p["y"].to_numpy().astype(int), len(reps))
+            ok = ~np.isnan(P).any(1)
+            rel = reliability(y[ok], P[ok])
+            has = rel["count"] > 0
+            ax.plot(rel["confidence"][has], rel["accuracy"][has], "o-", label=r["name"])
+            drawn = True
+        if kind == "reliability":
+            ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+            ax.set_xlabel("confidence of the top class")
+            ax.set_ylabel("accuracy")
+        else:
+            first = next((r["summary"]["targets"][t]["decision_curve"] for r in runs
+                          if "decision_curve" in r["summary"]["targets"].get(t, {})), None)
+            ax.plot(first["threshold"], first["treat_all"], "k:", lw=0.8, label="treat all")
+            ax.axhline(0, color="k", lw=0.8)
+            ax.set_xlabel("threshold probability")
+            ax.set_ylabel("net benefit")
+        ax.set_title(f"{t}: {kind}", fontsize=9)
+        ax.legend(fontsize=7)
+    if not drawn:
+        plt.close(fig)
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def compare(uri: str, experiment: str, out_dir: Path, metric: str = "f1_weighted", run_ids: Sequence[str] = (),
             filter_string: str = "", force: bool = False, n_bootstrap: int = 1000) -> dict[str, Any]:
     """Compare the selected runs; write compare.md, compare.csv, compare.html, forest.png.
@@ -218,12 +277,20 @@ def compare(uri: str, experiment: str, out_dir: Path, metric: str = "f1_weighted
     if len(configs):
         md += ["", "## Configuration differences", "", markdown(configs)]
     atomic_write_text("\n".join(md) + "\n", out_dir / "compare.md")
+    curves = curves_figure(runs)
+    files = ["compare.md", "compare.csv", "compare.html", "forest.png"]
+    if curves is not None:
+        atomic_write_bytes(curves, out_dir / "curves.png")
+        files.append("curves.png")
     img = base64.b64encode(png).decode()
     html = ["<!doctype html><html><head><meta charset='utf-8'><title>fusion compare</title>",
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}</style></head><body>",
             f"<h1>{metric} of {len(runs)} runs in experiment {experiment}</h1>", shown.to_html(index=False),
             f"<p><img alt='forest plot' src='data:image/png;base64,{img}'></p>"]
+    if curves is not None:
+        html.append(f"<p><img alt='calibration and decision curves' "
+                    f"src='data:image/png;base64,{base64.b64encode(curves).decode()}'></p>")
     if problems:
         html.append("<p><b>Compared although not comparable:</b> " + "; ".join(problems) + "</p>")
     if len(paired):
@@ -235,4 +302,4 @@ def compare(uri: str, experiment: str, out_dir: Path, metric: str = "f1_weighted
     return {"experiment": experiment, "runs": [r["run_id"] for r in runs], "metric": metric,
             "table": table.drop(columns=["value"]).to_dict("records"), "paired": paired.to_dict("records"),
             "config_differences": configs.to_dict("records"), "problems": problems,
-            "files": [str(out_dir / f) for f in ("compare.md", "compare.csv", "compare.html", "forest.png")]}
+            "files": [str(out_dir / f) for f in files]}

@@ -33,6 +33,7 @@ def test_runs_are_compared_with_paired_differences_and_other_splits_are_refused(
     assert pair["n_samples"] == 16 and pair["ci_low"] <= pair["a_minus_b"] <= pair["ci_high"]
     assert [d["key"] for d in c["config_differences"]] == ["model.params.learner.params.C"]
     html = (out / "compare.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and (out / "curves.png").is_file()
     assert "data:image/png;base64," in html and "http" not in html.replace("http-equiv", "")
     # a run split another way is not comparable unless asked
     assert main(["train", "--config", str(train_cfg), "--set", "cv.scheme=holdout", "--set",
