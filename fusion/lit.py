@@ -272,8 +272,12 @@ def fit_module(module: LitModule, train: DataLoader, val: DataLoader | None, *, 
 
     L.seed_everything(seed, workers=True, verbose=False)
     accel = accelerator(device)
+    from fusion.evaluation.progress import watching
+
     best = BestWeights() if val is not None else None
     callbacks = [EarlyStopping("val_loss", patience=patience), best] if best is not None else []
+    if best is not None and watching():
+        callbacks.append(ReportProgress())
     with quiet_lightning():
         trainer = L.Trainer(
             max_epochs=max_epochs, callbacks=callbacks, accelerator=accel, devices=devices,
@@ -290,6 +294,17 @@ def fit_module(module: LitModule, train: DataLoader, val: DataLoader | None, *, 
         result = FitResult(result.epochs, best.epoch, best.score, **where)
     module.eval().cpu()
     return result
+
+
+class ReportProgress(L.Callback):
+    """Each epoch's validation loss to `fusion.evaluation.progress` (a sweep's pruner)."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from fusion.evaluation.progress import report_progress
+
+        loss = trainer.callback_metrics.get("val_loss")
+        if loss is not None and not trainer.sanity_checking:
+            report_progress(float(loss))
 
 
 class quiet_lightning:

@@ -6,7 +6,9 @@ against the train config's schema: a key that does not exist is an error naming 
 objective is a metric of the target computed by grouped K-fold (`folds`) on the training
 samples of the train config's outer protocol, which must hold a fixed test set (`official` or
 `holdout`): the test samples are never seen by any trial. The running mean after each fold is
-reported to the pruner (median pruning by default). The best trial's configuration is written
+reported to the pruner (median pruning by default), and so is every epoch's (networks) or
+boosting round's (XGBoost) validation loss inside each fold, so that a poor trial is stopped
+mid-training, not only between folds. The best trial's configuration is written
 as a complete train config (`best.yaml`, accepted by `fusion train --config`) and evaluated once
 with the outer protocol: the reported test figure never comes from the trials' own folds.
 
@@ -19,6 +21,7 @@ process is marked failed by the heartbeat and retried once by the next process.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -32,6 +35,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from fusion.config.schema import ConfigError, StrictModel, TrainConfig
+from fusion.evaluation.progress import PROGRESS
 
 NOMINAL_METRICS = ("accuracy", "uar", "f1_weighted", "f1_macro", "auc_ovr", "ece", "brier")
 ORDINAL_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "qwk", "auc_ovr",
@@ -75,6 +79,7 @@ class SweepConfig(StrictModel):
     seed: int = 0
     pruner: Literal["median", "none"] = "median"
     prune_after_folds: int = Field(1, ge=0)
+    prune_after_epochs: int = Field(10, ge=1)
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
     storage: str | None = None
@@ -203,8 +208,15 @@ class Objective:
                 pos = np.full(len(t.y), -1)
                 pos[a] = np.arange(len(a))
                 inner = [(pos[x], pos[y]) for x, y in inner_folds(t.y, t.groups, a, cfg.cv.inner_splits, seed)]
-            model = ModelSpec(cfg.model.name, cfg.model.params).build().fit(
-                rows(t.blocks, a), t.y[a], task="classification", n_classes=t.spec.n_classes, inner=inner, seed=seed)
+            # per-epoch values only feed the pruner: without one they would only cost storage writes
+            hook = self._epoch_hook(trial, i, params, values, t0) if self.sweep.pruner != "none" else None
+            token = PROGRESS.set(hook)
+            try:
+                model = ModelSpec(cfg.model.name, cfg.model.params).build().fit(
+                    rows(t.blocks, a), t.y[a], task="classification", n_classes=t.spec.n_classes, inner=inner,
+                    seed=seed)
+            finally:
+                PROGRESS.reset(token)
             proba = model.predict_proba(rows(t.blocks, b))
             values.append(multiclass_metrics(t.y[b], proba, t.spec.kind)[self.sweep.objective])
             running = float(np.nanmean(values))
@@ -215,6 +227,25 @@ class Objective:
         value = float(np.nanmean(values))
         self._track(trial, params, values, "COMPLETE", time.perf_counter() - t0, value)
         return value
+
+    def _epoch_hook(self, trial, fold: int, params, values, t0):
+        """Per epoch (networks) or boosting round (XGBoost) of every fit in fold `fold`: the
+        validation loss (negated for a maximised objective) at step 1000·(fold+1) + k, so that
+        trials are compared at the same epoch of the same fold; pruned once the trial has run
+        `prune_after_epochs` of them in this fold."""
+        import optuna
+
+        count = itertools.count()
+        sign = -1.0 if self.sweep.direction == "maximize" else 1.0
+
+        def hook(loss: float) -> None:
+            k = next(count)
+            trial.report(sign * loss, 1000 * (fold + 1) + k)
+            if k + 1 >= self.sweep.prune_after_epochs and trial.should_prune():
+                self._track(trial, params, values, "PRUNED", time.perf_counter() - t0)
+                raise optuna.TrialPruned(f"pruned at epoch {k + 1} of fold {fold + 1} (validation loss {loss:.4f})")
+
+        return hook
 
     def _track(self, trial, params, values, state, seconds, value=None) -> None:
         if self.tracker is None:

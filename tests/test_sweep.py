@@ -169,3 +169,38 @@ def test_shipped_sweep_configs_validate_against_their_train_configs(path):
     cfg = load_config(SweepConfig, path)
     train, target = check_sweep(cfg, path.parent)
     assert target in train.targets
+
+
+def test_networks_and_boosting_report_each_epoch_or_round_to_a_watcher():
+    import numpy as np
+
+    from fusion.evaluation.progress import PROGRESS
+    from fusion.models.learners.base import LEARNERS
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(80, 5)), np.arange(80) % 2
+    for name, params in (("xgboost", {"n_estimators": 12, "early_stopping_rounds": 50}),
+                         ("mlp", {"max_epochs": 7, "patience": 50, "device": "cpu"})):
+        seen: list[float] = []
+        token = PROGRESS.set(seen.append)
+        try:
+            LEARNERS.get(name)(**params).fit(X[:60], y[:60], n_classes=2, eval_set=(X[60:], y[60:]))
+        finally:
+            PROGRESS.reset(token)
+        assert len(seen) == (12 if name == "xgboost" else 7) and all(v > 0 for v in seen), name
+
+
+def test_a_network_sweep_reports_every_epoch_and_can_prune_mid_fold(corpus):
+    import optuna
+
+    path = sweep_file(corpus, "mlp", n_trials=8, evaluate_best=False, prune_after_epochs=2,
+                      overrides=["cv.inner_splits=2", "model.params.learner={name: mlp, params: {max_epochs: 15, "
+                                 "patience: 15, device: cpu, hidden: 8}}"],
+                      space={"model.params.learner.params.lr": {"type": "float", "low": 1e-5, "high": 0.1,
+                                                                 "log": True}})
+    assert main(["sweep", "--config", str(path), "--json", str(corpus / "m.json")]) == 0
+    s = json.loads((corpus / "m.json").read_text())
+    study = optuna.load_study(study_name="mlp", storage=s["storage"])
+    steps = [st for t in study.trials for st in t.intermediate_values]
+    assert any(st >= 1000 for st in steps) and any(st < 1000 for st in steps)
+    assert s["n_trials"] == 8

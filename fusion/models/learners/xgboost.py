@@ -46,6 +46,22 @@ def fit_all_classes(model, X: np.ndarray, y: np.ndarray, n_classes: int, fit_kw:
     model.fit(X, y, verbose=False, **fit_kw)
 
 
+def _report_rounds():
+    """An XGBoost callback passing each round's validation loss to a watcher (a sweep's pruner)."""
+    import xgboost as xgb
+
+    from fusion.evaluation.progress import report_progress
+
+    class ReportRounds(xgb.callback.TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log) -> bool:
+            if evals_log:
+                history = next(iter(next(iter(evals_log.values())).values()))
+                report_progress(float(history[-1] if not isinstance(history[-1], tuple) else history[-1][0]))
+            return False
+
+    return ReportRounds()
+
+
 @LEARNERS.register("xgboost")
 class XGBLearner(Learner):
     """XGBoost (hist) classifier or regressor; early stopping on `eval_set` when one is given,
@@ -63,6 +79,11 @@ class XGBLearner(Learner):
                       colsample_bytree=p.colsample_bytree, reg_lambda=p.reg_lambda, tree_method="hist",
                       random_state=seed, n_jobs=p.n_jobs, device=_device(p.device),
                       early_stopping_rounds=p.early_stopping_rounds if eval_set is not None else None)
+        if eval_set is not None:
+            from fusion.evaluation.progress import watching
+
+            if watching():
+                common["callbacks"] = [_report_rounds()]
         if task == "classification":
             obj = dict(objective="multi:softprob", num_class=n_classes) if n_classes > 2 else dict(
                 objective="binary:logistic")
