@@ -241,6 +241,15 @@ class Extractor(ABC):
             result.frame = frames[0] if len(frames) == 1 else pd.concat(frames)
         return result
 
+    def sample_from_batch(self, sample: Sample, segments: Sequence[Segment] | None) -> pd.DataFrame:
+        """`process_sample` for extractors that work in batches (`process_samples`): one
+        sample's rows, its error raised, its warnings in `frame.attrs`."""
+        batch = self.process_samples([(sample, segments)])
+        if sample.sample_id in batch.errors:
+            raise batch.errors[sample.sample_id]
+        batch.frame.attrs["warnings"] = batch.warnings.get(sample.sample_id, [])
+        return batch.frame
+
     def process_file(
         self,
         path: str | Path,

@@ -169,11 +169,7 @@ class EmotionExtractor(Extractor):
         return "\n".join(parts) if parts else None
 
     def process_sample(self, sample: Sample, segments: Sequence[Segment] | None) -> pd.DataFrame:
-        batch = self.process_samples([(sample, segments)])
-        if sample.sample_id in batch.errors:
-            raise batch.errors[sample.sample_id]
-        batch.frame.attrs["warnings"] = batch.warnings.get(sample.sample_id, [])
-        return batch.frame
+        return self.sample_from_batch(sample, segments)
 
     def process_samples(self, items) -> BatchResult:
         """Each input extractor runs once over the whole batch (batched where it batches, as the

@@ -185,11 +185,7 @@ class SentenceEmbeddingExtractor(Extractor):
         return [t or "" for t in texts]
 
     def process_sample(self, sample: Sample, segments: Sequence[Segment] | None) -> pd.DataFrame:
-        batch = self.process_samples([(sample, segments)])
-        if sample.sample_id in batch.errors:
-            raise batch.errors[sample.sample_id]
-        batch.frame.attrs["warnings"] = batch.warnings.get(sample.sample_id, [])
-        return batch.frame
+        return self.sample_from_batch(sample, segments)
 
     def process_samples(self, items) -> BatchResult:
         """Encode every text of every sample in one batched pass; return one frame of rows.

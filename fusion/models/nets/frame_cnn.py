@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from fusion.models.nets.base import NETS, Net
-from fusion.models.nets.layers import MaskedAttentionPool, drop_modalities
+from fusion.models.nets.layers import MaskedAttentionPool, mean_of_available
 
 
 class ConvEncoder(nn.Module):
@@ -107,9 +107,7 @@ class FrameCNN(Net):
             else:
                 vectors.append(enc(x[m]))
                 avail.append(mask[m])
-        a = drop_modalities(torch.stack(avail, dim=1), self.modality_dropout, self.training).to(vectors[0].dtype)
-        v = torch.stack(vectors, dim=1)
-        pooled = (v * a.unsqueeze(-1)).sum(1) / a.sum(1, keepdim=True).clamp_min(1.0)
+        pooled = mean_of_available(vectors, avail, self.modality_dropout, self.training)
         return self.head(self.norm(pooled))
 
     @classmethod

@@ -49,3 +49,12 @@ def drop_modalities(avail: torch.Tensor, p: float, training: bool) -> torch.Tens
         pick = nn.functional.one_hot(scores.argmax(dim=1), avail.shape[1]).bool()
         keep = torch.where(none_left.unsqueeze(1), pick, keep)
     return keep
+
+
+def mean_of_available(vectors: list[torch.Tensor], avail: list[torch.Tensor], dropout: float,
+                      training: bool) -> torch.Tensor:
+    """Per sample, the mean of the modality vectors (each (n, d)) that are available (each (n,)
+    bool), after modality dropout while training; zeros where none is."""
+    a = drop_modalities(torch.stack(avail, dim=1), dropout, training).to(vectors[0].dtype)
+    v = torch.stack(vectors, dim=1)  # (n, M, d)
+    return (v * a.unsqueeze(-1)).sum(1) / a.sum(1, keepdim=True).clamp_min(1.0)

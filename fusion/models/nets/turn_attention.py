@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fusion.models.nets.base import NETS, Net
-from fusion.models.nets.layers import MaskedAttentionPool, drop_modalities, sinusoidal_positions
+from fusion.models.nets.layers import MaskedAttentionPool, mean_of_available, sinusoidal_positions
 
 
 class SequenceEncoder(nn.Module):
@@ -80,9 +80,7 @@ class TurnAttention(Net):
             else:
                 vectors.append(enc(x[m]))
                 avail.append(mask[m])
-        a = drop_modalities(torch.stack(avail, dim=1), self.modality_dropout, self.training).float()
-        v = torch.stack(vectors, dim=1)  # (n, M, hidden)
-        pooled = (v * a.unsqueeze(-1)).sum(1) / a.sum(1, keepdim=True).clamp_min(1.0)
+        pooled = mean_of_available(vectors, avail, self.modality_dropout, self.training)
         return self.head(self.norm(pooled))
 
     @classmethod
