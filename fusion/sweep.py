@@ -116,6 +116,7 @@ def check_sweep(sweep: SweepConfig, base: Path) -> tuple[TrainConfig, str]:
     Raises:
         ConfigError: naming the key, metric or scheme at fault.
     """
+    cfg = train_config(sweep, base, {})  # the train config itself first: its own errors name it
     for key, spec in sweep.space.items():
         ends = spec.choices if spec.type == "categorical" else [spec.low, spec.high]
         for v in ends:
@@ -124,7 +125,6 @@ def check_sweep(sweep: SweepConfig, base: Path) -> tuple[TrainConfig, str]:
                 train_config(sweep, base, {key: v})
             except ConfigError as err:
                 raise ConfigError(f"sweep space key {key!r} = {v!r}: {err}") from None
-    cfg = train_config(sweep, base, {})
     target = sweep.target or next(iter(cfg.targets))
     if target not in cfg.targets:
         raise ConfigError(f"sweep target {target!r} is not a target of {sweep.train} ({', '.join(cfg.targets)})")

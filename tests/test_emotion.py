@@ -233,12 +233,6 @@ def test_an_emotion_target_trains_with_class_names_and_nominal_metrics(trained):
     assert manifest["inputs"]["acoustic"][0]["extractor"]["name"] == "logmel"
 
 
-def test_the_store_file_is_named_after_the_feature_set(trained):
-    tmp, _, _ = trained
-    files = sorted(p.name for p in (tmp / "store").glob("*/*.parquet"))
-    assert any(f.startswith("logmel-") and not f.endswith(".errors.parquet") for f in files), files
-
-
 def test_a_trained_recogniser_runs_as_an_extractor_over_windows(trained):
     tmp, corpus, _ = trained
     model = tmp / "models" / "emotion"

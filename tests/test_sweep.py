@@ -204,3 +204,12 @@ def test_a_network_sweep_reports_every_epoch_and_can_prune_mid_fold(corpus):
     steps = [st for t in study.trials for st in t.intermediate_values]
     assert any(st >= 1000 for st in steps) and any(st < 1000 for st in steps)
     assert s["n_trials"] == 8
+
+
+def test_a_missing_train_config_is_named_as_such(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"train": "nowhere.yaml", "space": {"model.params.C": {
+        "type": "float", "low": 0.1, "high": 1.0}}, "output_dir": str(tmp_path)}))
+    assert main(["sweep", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "config file not found" in err and "nowhere.yaml" in err and "sweep space key" not in err
