@@ -133,3 +133,33 @@ def test_latent_severity_shapes_each_modality(tmp_path):
     assert df["AU12"].corr(df["d"], method="spearman") < -0.2
     assert 0.15 < (df["phq8"] >= 10).mean() < 0.5
     assert df["masked"].sum() >= 1
+
+
+def test_the_interviewer_reacts_to_what_the_participant_said(tmp_path):
+    """As in DAIC-WOZ, Ellie's follow-ups depend on the answers: empathy only right after an
+    answer with negative or trauma-related words, praise only after positive ones."""
+    from fusion.synthetic.demo_corpus import ELLIE_EMPATHY, ELLIE_PRAISE, FILLERS, NEGATIVE, POSITIVE, TRAUMA
+
+    def phrase(text: str) -> str:
+        text = text.replace(" <laughter>", "")
+        filler = next((f for f in FILLERS if text.startswith(f + " ")), None)
+        return text[len(filler) + 1:] if filler else text
+
+    root, _ = generate_demo_corpus(tmp_path / "c", n_sessions=12, seed=2, questions=6)
+    negative, positive = set(NEGATIVE) | set(TRAUMA), set(POSITIVE)
+    seen = {"empathy": 0, "praise": 0}
+    for transcript in sorted(root.glob("*_P/*_TRANSCRIPT.csv")):
+        rows = pd.read_csv(transcript, sep="\t")
+        answer: set[str] = set()
+        for speaker, text in zip(rows["speaker"], rows["value"], strict=True):
+            if speaker == "Participant":
+                answer.add(phrase(text))
+                continue
+            if text in ELLIE_EMPATHY:
+                seen["empathy"] += 1
+                assert answer & negative, f"{transcript}: empathy after {answer}"
+            elif text in ELLIE_PRAISE:
+                seen["praise"] += 1
+                assert answer & positive and not answer & negative, f"{transcript}: praise after {answer}"
+            answer = set()
+    assert seen["empathy"] > 5 and seen["praise"] > 5

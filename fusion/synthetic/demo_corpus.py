@@ -16,6 +16,14 @@ In some depressed sessions ("masked") the voice sounds healthy except in the tur
 words are negative, which are spoken with flat, calm prosody: an acoustic–textual
 inconsistency that only a model looking at both can use. `demo_latents.csv` (not part of
 the DAIC layout) records the latents for analysis.
+
+The interviewer ("Ellie") reacts to each answer as in DAIC-WOZ, where her follow-ups depend on
+what was said: after negative or trauma-related words she mostly answers with empathy ("that
+sounds really hard"), after positive ones with encouragement, otherwise with a short
+acknowledgement or nothing. Her turns therefore carry the participant's state second-hand,
+the shortcut Burdisso et al. (2024) found in DAIC-WOZ; models read the participant's turns
+by default. Her reactions are drawn from a random stream of their own, so the participant's
+words and voice do not depend on them.
 """
 
 from __future__ import annotations
@@ -102,6 +110,19 @@ POSITIVE = [
 ]
 FILLERS = ["um", "uh", "you know", "well", "like"]
 ELLIE_ACKS = ["okay", "i see", "mhm", "right", "uh huh"]
+ELLIE_EMPATHY = ["that sounds really hard", "i'm sorry to hear that", "that must be difficult",
+                 "i'm sorry that you're going through that", "that sounds like a lot to deal with"]
+ELLIE_PRAISE = ["that's great", "that's so good to hear", "nice", "awesome", "that sounds really nice"]
+# P(Ellie reacts) and what she says, by the strongest content of the answer
+ELLIE_REACTIONS = {"negative": (0.85, ELLIE_EMPATHY), "trauma": (0.85, ELLIE_EMPATHY),
+                   "positive": (0.7, ELLIE_PRAISE), "neutral": (0.5, ELLIE_ACKS)}
+
+
+def ellie_reaction(kinds: list[str], rng: np.random.Generator) -> str | None:
+    """The interviewer's reaction to an answer made of phrases of these kinds, or None."""
+    kind = next((k for k in ("negative", "trauma", "positive") if k in kinds), "neutral")
+    p, lines = ELLIE_REACTIONS[kind]
+    return str(rng.choice(lines)) if rng.random() < p else None
 VOWELS = np.array([(730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480),
                    (570, 840, 2410), (660, 1720, 2410), (440, 1020, 2240)], dtype=float)
 
@@ -418,8 +439,10 @@ def write_openface_txt(path: Path, columns: list[str], tracks: dict[str, np.ndar
 
 # --- sessions -----------------------------------------------------------------------------
 
-def generate_session(folder: Path, lat: Latents, n_questions: int, rng: np.random.Generator) -> None:
-    """Write one `{pid}_P/` folder: transcript, audio and the three CLNF files."""
+def generate_session(folder: Path, lat: Latents, n_questions: int, rng: np.random.Generator,
+                     ellie_rng: np.random.Generator) -> None:
+    """Write one `{pid}_P/` folder: transcript, audio and the three CLNF files (`ellie_rng`
+    draws the interviewer's reactions)."""
     import soundfile as sf
 
     pid = lat.pid
@@ -442,15 +465,17 @@ def generate_session(folder: Path, lat: Latents, n_questions: int, rng: np.rando
         question, topic = QUESTIONS[int(qi)]
         ellie(question.replace("_", " "))
         t += 0.4 + float(rng.gamma(2.0, 0.2 + 0.6 * max(0.0, prosody.pause_s - 0.2)))
-        for kind, text in answer_phrases(topic, lat, rng):
+        phrases = answer_phrases(topic, lat, rng)
+        for kind, text in phrases:
             audio = synth_phrase(text, turn_prosody(prosody, kind, lat, rng), lat.gender == 0, rng)
             dur = len(audio) / SR
             rows.append((t, t + dur, "Participant", text))
             pieces.append((t, audio))
             t += dur + float(rng.uniform(0.3, 0.9))
         t += float(rng.uniform(0.2, 0.6))
-        if rng.random() < 0.5:
-            ellie(str(rng.choice(ELLIE_ACKS)))
+        reaction = ellie_reaction([k for k, _ in phrases], ellie_rng)
+        if reaction is not None:
+            ellie(reaction)
             t += 0.3
     ellie("okay i think i have asked everything i need to thanks for sharing your thoughts with me")
     duration = t + 1.0
@@ -492,13 +517,14 @@ def participant_ids(n: int) -> list[int]:
 
 def _make_session(root: Path, pid: int, seed_seq: np.random.SeedSequence, n_questions: int) -> dict:
     rng = np.random.default_rng(seed_seq)
+    interviewer = np.random.default_rng(seed_seq.spawn(1)[0])
     lat = draw_latents(pid, rng)
     items = phq8_items(lat.phq8, rng)
-    generate_session(root / f"{pid}_P", lat, n_questions, rng)
+    generate_session(root / f"{pid}_P", lat, n_questions, rng, interviewer)
     return {"lat": lat, "items": items}
 
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MANIFEST = "demo_corpus.json"
 
 
