@@ -132,7 +132,9 @@ class LitModule(L.LightningModule):
                     metric.update(torch.sigmoid(pred), target.long())
                 else:
                     metric.update(pred.reshape(target.shape), target)
-        self.log(f"{stage}_loss", total, on_epoch=True, on_step=False, batch_size=n)
+        # averaged over the processes of a distributed run, so that every process early-stops
+        # and keeps the same epoch's weights
+        self.log(f"{stage}_loss", total, on_epoch=True, on_step=False, batch_size=n, sync_dist=True)
         return total
 
     def on_train_epoch_end(self) -> None:
@@ -145,7 +147,7 @@ class LitModule(L.LightningModule):
         for h in self.heads:
             metric = self.metrics[f"{stage}_{h.name}"]
             if metric.update_count:
-                self.log(f"{stage}_{h.name}_metric", metric.compute())
+                self.log(f"{stage}_{h.name}_metric", metric.compute(), sync_dist=True)
             metric.reset()
 
     def training_step(self, batch, _):
@@ -224,18 +226,23 @@ def resolve_precision(setting: str, accel: str) -> str:
 @dataclass
 class FitResult:
     """What a `fit_module` run did: epochs run, and the epoch whose weights were kept with its
-    validation loss."""
+    validation loss; where it ran (accelerator, precision, processes)."""
 
     epochs: int
     best_epoch: int | None
     best_score: float | None = None
     accelerator: str = "cpu"
     precision: str = "32-true"
+    world_size: int = 1
 
 
 class BestWeights(L.Callback):
     """Keep, in memory, the weights of the epoch with the lowest validation loss (a checkpoint
-    that needs neither a file nor unpickling to restore)."""
+    that needs neither a file nor unpickling to restore), and put them back when training ends.
+
+    The restore happens inside the training process, and the best epoch and its loss are left
+    in `trainer.callback_metrics`, so that both also reach the main process of a run whose
+    workers are spawned (`strategy: ddp_spawn`)."""
 
     def __init__(self, monitor: str = "val_loss") -> None:
         self.monitor = monitor
@@ -251,6 +258,13 @@ class BestWeights(L.Callback):
         if self.score is None or value < self.score:
             self.score, self.epoch = value, int(trainer.current_epoch)
             self.state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.callback_metrics["epochs_run"] = torch.tensor(float(trainer.current_epoch))
+        if self.state is not None:
+            pl_module.load_state_dict(self.state)
+            trainer.callback_metrics["best_epoch"] = torch.tensor(float(self.epoch))
+            trainer.callback_metrics["best_val_loss"] = torch.tensor(float(self.score))
 
 
 def fit_module(module: LitModule, train: DataLoader, val: DataLoader | None, *, seed: int,
@@ -287,11 +301,12 @@ def fit_module(module: LitModule, train: DataLoader, val: DataLoader | None, *, 
             enable_model_summary=False, num_sanity_val_steps=0,
             limit_val_batches=0 if val is None else 1.0)
         trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
-    where = {"accelerator": accel, "precision": str(trainer.precision)}
-    result = FitResult(int(trainer.current_epoch), None, **where)
-    if best is not None and best.state is not None:
-        module.load_state_dict(best.state)
-        result = FitResult(result.epochs, best.epoch, best.score, **where)
+    where = {"accelerator": accel, "precision": str(trainer.precision), "world_size": int(trainer.world_size)}
+    metrics = trainer.callback_metrics
+    epochs = int(metrics["epochs_run"]) if "epochs_run" in metrics else int(trainer.current_epoch)
+    result = FitResult(epochs, None, **where)
+    if "best_epoch" in metrics:  # BestWeights restored that epoch's weights
+        result = FitResult(epochs, int(metrics["best_epoch"]), float(metrics["best_val_loss"]), **where)
     module.eval().cpu()
     return result
 

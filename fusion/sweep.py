@@ -181,7 +181,7 @@ class Objective:
         import optuna
         from optuna.trial import TrialState
 
-        from fusion.evaluation.crossval import ModelSpec, rows
+        from fusion.evaluation.crossval import ModelSpec, auxiliary_targets, rows
         from fusion.evaluation.metrics import multiclass_metrics
         from fusion.evaluation.splits import grouped_kfold, inner_folds, make_folds
 
@@ -212,9 +212,10 @@ class Objective:
             hook = self._epoch_hook(trial, i, params, values, t0) if self.sweep.pruner != "none" else None
             token = PROGRESS.set(hook)
             try:
-                model = ModelSpec(cfg.model.name, cfg.model.params).build().fit(
-                    rows(t.blocks, a), t.y[a], task="classification", n_classes=t.spec.n_classes, inner=inner,
-                    seed=seed)
+                model = ModelSpec(cfg.model.name, cfg.model.params).build()
+                binary = (t.y >= t.spec.positive_from).astype(float) if t.spec.positive_from is not None else None
+                model.fit(rows(t.blocks, a), t.y[a], task="classification", n_classes=t.spec.n_classes,
+                          inner=inner, seed=seed, **auxiliary_targets(model, a, t.score, binary))
             finally:
                 PROGRESS.reset(token)
             proba = model.predict_proba(rows(t.blocks, b))

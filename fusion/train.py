@@ -22,6 +22,7 @@ from fusion.data.blocks import ModelData, TargetData, load_model_data, provenanc
 from fusion.evaluation.crossval import (
     ModelSpec,
     TargetResult,
+    auxiliary_targets,
     cross_validate,
     decision_curve,
     modality_availability,
@@ -149,7 +150,7 @@ def evaluate_target(cfg: TrainConfig, target: TargetData) -> TargetResult:
         n_classes=target.spec.n_classes, score=target.score, ablation=ev.ablation,
         baselines={tag: ModelSpec(s.name, s.params) for tag, s in ev.baselines.items()},
         robustness=ev.robustness, noise_levels=ev.noise_levels, attributions=ev.attributions, seed=cfg.cv.seed,
-        kind=target.spec.kind)
+        kind=target.spec.kind, positive_from=target.spec.positive_from)
     summarise(result, target.y, target.groups, target.score, ev.n_bootstrap, cfg.cv.seed)
     return result
 
@@ -218,9 +219,10 @@ def fit_final_models(cfg: TrainConfig, data: ModelData, folder: Path) -> Path:
         rows = np.arange(len(target.y))
         inner = (inner_folds(target.y, target.groups, rows, cfg.cv.inner_splits, cfg.cv.seed)
                  if cfg.cv.inner_splits > 1 else [])
-        model = ModelSpec(cfg.model.name, cfg.model.params).build().fit(
-            target.blocks, target.y, task="classification", n_classes=spec.n_classes, inner=inner,
-            seed=cfg.cv.seed)
+        model = ModelSpec(cfg.model.name, cfg.model.params).build()
+        binary = (target.y >= spec.positive_from).astype(float) if spec.positive_from is not None else None
+        model.fit(target.blocks, target.y, task="classification", n_classes=spec.n_classes, inner=inner,
+                  seed=cfg.cv.seed, **auxiliary_targets(model, rows, target.score, binary))
         save_model(model, folder / tname, data.columns,
                    target={"name": tname, "label": spec.label, "classes": target.classes, "kind": spec.kind},
                    inputs=input_recipes(cfg))

@@ -228,6 +228,43 @@ def test_turn_attention_trains_on_aligned_per_turn_sequences(severity_corpus, tm
     assert "model 'late-fusion' takes pooled inputs only" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_atei_config_trains_end_to_end_with_its_ablation_tracked(severity_corpus, tmp_path, capsys):
+    """configs/train/atei.yaml on demo turns: eGeMAPS and MiniLM per participant turn, the joint
+    heads, every comparison on the same folds, the model saved and the run in MLflow."""
+    root, store = severity_corpus
+    assert main(["extract", "--config", str(ROOT / "configs/extract/demo_multimodal.yaml"),
+                 "--set", f"dataset.root={root}", "--set", f"store={store}", "--set", "progress=false",
+                 "--only", "egemaps_turn", "--only", "text_turn"]) == 0
+    assert main(["train", "--config", str(ROOT / "configs/train/atei.yaml"),
+                 "--set", f"extract.dataset.root={root}", "--set", f"extract.store={store}",
+                 "--set", "cv.n_splits=2", "--set", "cv.n_repeats=1", "--set", "cv.inner_splits=2",
+                 "--set", "model.params.max_epochs=3", "--set", "model.params.max_inner=1",
+                 "--set", "evaluation.n_bootstrap=20", "--set", "evaluation.plots=false",
+                 "--set", f"tracking.uri=sqlite:///{tmp_path / 'ml.db'}",
+                 "--set", f"tracking.artifacts={tmp_path / 'art'}", "--set", f"output_dir={tmp_path / 'out'}",
+                 "--json", str(tmp_path / "a.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "ablation (atei-off)" in printed and "ablation (late-fusion)" in printed
+    s = json.loads((tmp_path / "a.json").read_text())
+    t = s["targets"]["depression"]
+    assert {"atei:audio", "atei:text", "atei:audio+text", "atei-off:audio+text", "atei-no-scale:audio+text",
+            "atei-add:audio+text", "atei-gated:audio+text", "late-fusion:audio+text"} <= set(t["metrics"])
+    assert "regression" in t["metrics"]  # the PHQ-8 score, from the joint head
+    out = Path(s["outputs"]["dir"])
+    per = pd.read_csv(out / "depression_attributions_per_prediction.csv")
+    assert {"modality:audio", "modality:text"} <= set(per.columns)  # Integrated Gradients per modality
+    from fusion.persist import load_model
+
+    model = load_model(Path(s["model_dir"]) / "depression")
+    assert model.streams_ == ("audio", "text") and model.scores_jointly()
+    import mlflow
+
+    run = mlflow.tracking.MlflowClient(tracking_uri=s["tracking_uri"]).get_run(s["run_id"])
+    assert "depression.atei-off.audio_text.f1_weighted.mean" in run.data.metrics
+    assert run.data.tags["model"] == "atei"
+
+
 # --- the hardening issue, point 9: every failure is one `error:` line naming the file ------------
 
 def _extract_args(corpus, store, *names):

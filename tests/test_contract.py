@@ -22,22 +22,29 @@ def fast(name: str) -> dict:
     return {"max_epochs": 25, "patience": 5} if "max_epochs" in fields else {}
 
 
-def dataset(sequence: bool, seed: int = 0):
+def as_sequence(pooled: np.ndarray, rng: np.random.Generator, lengths: np.ndarray, t: int = 5) -> SequenceBlock:
+    """Per-segment noisy copies of each sample's row, padded past its length."""
+    values = pooled[:, None, :] + rng.normal(0, 1.5, (N, t, pooled.shape[1]))
+    pad = np.arange(t)[None, :] >= lengths[:, None]
+    values[pad] = np.nan
+    starts = np.where(pad, np.nan, np.arange(t)[None, :] * 4.0)
+    return SequenceBlock(values, starts, starts + 3.0, lengths, tuple(f"f{i}" for i in range(pooled.shape[1])))
+
+
+def dataset(sequence: bool, seed: int = 0, pairs: bool = False):
     """Three modalities seeing a class through noise; `c` carries nothing. With `sequence`, `a`
-    is a (n, T, d) sequence whose later segments are padding for some samples."""
+    is a (n, T, d) sequence whose later segments are padding for some samples; with `pairs`
+    `b` is one too, on the same segments (for models of two aligned streams)."""
     rng = np.random.default_rng(seed)
     y = np.arange(N) % K
     centres = rng.normal(0, 1.5, (K, 6))
     a = centres[y] + rng.normal(0, 1.0, (N, 6))
     blocks = {"a": a, "b": centres[y][:, :4] + rng.normal(0, 1.2, (N, 4)), "c": rng.normal(0, 1, (N, 3))}
     if sequence:
-        t = 5
-        values = centres[y][:, None, :] + rng.normal(0, 1.5, (N, t, 6))
-        lengths = rng.integers(2, t + 1, N)
-        pad = np.arange(t)[None, :] >= lengths[:, None]
-        values[pad] = np.nan
-        starts = np.where(pad, np.nan, np.arange(t)[None, :] * 4.0)
-        blocks["a"] = SequenceBlock(values, starts, starts + 3.0, lengths, tuple(f"f{i}" for i in range(6)))
+        lengths = rng.integers(2, 6, N)
+        blocks["a"] = as_sequence(centres[y], rng, lengths)
+        if pairs:
+            blocks["b"] = as_sequence(centres[y][:, :4], rng, lengths)
     groups = np.arange(N).astype(str)
     return blocks, y, groups
 
@@ -45,6 +52,9 @@ def dataset(sequence: bool, seed: int = 0):
 def cases():
     for name in MODELS.names():
         kinds = MODELS.get(name).inputs
+        if kinds == {"sequence"}:  # two aligned streams (atei)
+            yield pytest.param(name, "pairs", id=f"{name}-sequence-pairs")
+            continue
         if "pooled" not in kinds:  # token ids (text-finetune): its own test, tests/test_text_finetune.py
             continue
         yield pytest.param(name, False, id=f"{name}-pooled")
@@ -60,7 +70,7 @@ def fit(name: str, blocks, y, groups, task="classification", seed=0) -> FusionMo
 
 @pytest.mark.parametrize("name,sequence", list(cases()))
 def test_fusion_model_contract(name, sequence, tmp_path):
-    blocks, y, groups = dataset(sequence)
+    blocks, y, groups = dataset(bool(sequence), pairs=sequence == "pairs")
     model = fit(name, blocks, y, groups)
     p = model.predict_proba(blocks)
     assert p.shape == (N, K) and np.isfinite(p).all() and np.allclose(p.sum(1), 1)
@@ -70,8 +80,7 @@ def test_fusion_model_contract(name, sequence, tmp_path):
     # a modality missing for some samples, and dropped for all
     partial = dict(blocks)
     holes = np.arange(N) % 4 == 0
-    partial["b"] = blocks["b"].copy()
-    partial["b"][holes] = np.nan
+    partial["b"] = with_holes(blocks["b"], holes)
     assert np.isfinite(model.predict_proba(partial)).all()
     sub = model.predict_proba(blocks, ["a", "c"])
     assert sub.shape == (N, K) and np.allclose(sub.sum(1), 1)
@@ -98,7 +107,7 @@ def test_fusion_model_contract(name, sequence, tmp_path):
 
 @pytest.mark.parametrize("name,sequence", list(cases()))
 def test_fusion_model_regression_head(name, sequence):
-    blocks, y, groups = dataset(sequence, seed=1)
+    blocks, y, groups = dataset(bool(sequence), seed=1, pairs=sequence == "pairs")
     score = y * 4.0 + np.random.default_rng(0).normal(0, 1, N)
     model = fit(name, blocks, score, groups, task="regression")
     pred = model.predict(blocks)
@@ -170,6 +179,17 @@ def test_network_contract(name):
             for k in first:
                 if "@" not in k:  # a per-modality head sees its own input whether masked or not
                     torch.testing.assert_close(first[k], out2[k])
+
+
+def with_holes(block, holes: np.ndarray):
+    """The block with the modality missing for the `holes` samples."""
+    if isinstance(block, SequenceBlock):
+        values = block.values.copy()
+        values[holes] = np.nan
+        return block.with_values(values)
+    out = block.copy()
+    out[holes] = np.nan
+    return out
 
 
 def _expand(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -74,6 +74,18 @@ class ModelSpec:
         return MODELS.get(self.name)(**self.params)
 
 
+def auxiliary_targets(model: FusionModel, idx: np.ndarray, score: np.ndarray | None,
+                      binary: np.ndarray | None) -> dict[str, Any]:
+    """`fit` keyword arguments giving `model` the auxiliary targets of rows `idx` it declares
+    (`FusionModel.auxiliary`): nothing for a model that declares none."""
+    aux = {}
+    if "score" in model.auxiliary and score is not None:
+        aux["score"] = score[idx]
+    if "binary" in model.auxiliary and binary is not None:
+        aux["binary"] = binary[idx]
+    return {"aux": aux} if aux else {}
+
+
 def subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
     return [c for r in range(1, len(modalities) + 1) for c in itertools.combinations(modalities, r)]
 
@@ -98,8 +110,12 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                    model: ModelSpec, n_classes: int, score: np.ndarray | None = None,
                    ablation: bool = False, baselines: Mapping[str, ModelSpec] | None = None,
                    robustness: bool = False, noise_levels: Sequence[float] = (), attributions: bool = False,
-                   seed: int = 0, kind: str = "ordinal") -> TargetResult:
+                   seed: int = 0, kind: str = "ordinal", positive_from: int | None = None) -> TargetResult:
     """Fit and score `model` on every fold; see the module docstring for what is scored.
+
+    Models that train auxiliary targets jointly (`FusionModel.auxiliary`) are given the score
+    and the binary target (classes from `positive_from` up); one that trained a score head
+    predicts the score itself instead of a separately fitted regression model.
 
     Ablation scores the model on every subset of modalities — by prediction when the model
     can drop modalities, by a refit on the subset otherwise — and each baseline (the model's
@@ -123,11 +139,14 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
     if attributions:
         result.modality_contrib = np.full((n, len(mods)), np.nan)
     fit_kw = {"task": "classification", "n_classes": n_classes}
+    binary = (y >= positive_from).astype(float) if positive_from is not None else None
     for fold in folds:
         tr, te, r = fold.train, fold.test, fold.repeat
         inner = local_inner(fold, n)
         btr, bte = rows(blocks, tr), rows(blocks, te)
-        fitted = model.build().fit(btr, y[tr], inner=inner, seed=fold.seed, **fit_kw)
+        built = model.build()
+        fitted = built.fit(btr, y[tr], inner=inner, seed=fold.seed, **fit_kw,
+                           **auxiliary_targets(built, tr, score, binary))
         put("model", r, te, fitted.predict_proba(bte))
         put("uncalibrated", r, te, fitted.uncalibrated_proba(bte))
         if ablation:
@@ -139,14 +158,17 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                 elif len(sub) == len(mods):
                     put(name, r, te, variants["model"][r, te])
                 else:
-                    sub_model = model.build().fit(rows(btr, np.arange(len(tr)), sub), y[tr], inner=inner,
-                                                  seed=fold.seed, **fit_kw)
+                    sub_model = model.build()
+                    sub_model.fit(rows(btr, np.arange(len(tr)), sub), y[tr], inner=inner, seed=fold.seed,
+                                  **fit_kw, **auxiliary_targets(sub_model, tr, score, binary))
                     put(name, r, te, sub_model.predict_proba(rows(bte, np.arange(len(te)), sub)))
             for tag, spec in {**{k: ModelSpec(*v) for k, v in fitted.baselines().items()},
                               **(baselines or {})}.items():
                 name = f"{tag}:{'+'.join(mods)}"
                 result.ablation[name] = (tag, "+".join(mods))
-                base = spec.build().fit(btr, y[tr], inner=inner, seed=fold.seed, **fit_kw)
+                base = spec.build()
+                base.fit(btr, y[tr], inner=inner, seed=fold.seed, **fit_kw,
+                         **auxiliary_targets(base, tr, score, binary))
                 put(name, r, te, base.predict_proba(bte))
         if robustness:
             for m in mods:
@@ -154,7 +176,9 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                 sd = feature_sd(btr[m])
                 for level in noise_levels:
                     put(f"noise:{m}:{level:g}", r, te, fitted.predict_proba({**bte, m: noisy(bte[m], level, sd, rng)}))
-        if score is not None:
+        if score is not None and fitted.scores_jointly():
+            regression[r, te] = fitted.predict_score(bte)  # the jointly trained score head
+        elif score is not None:
             has = ~np.isnan(score[tr])
             reg = model.build().fit(rows(btr, np.flatnonzero(has)), score[tr][has], task="regression",
                                     n_classes=1, inner=_restrict(inner, has), seed=fold.seed)

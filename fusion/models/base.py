@@ -44,6 +44,11 @@ class FusionModel:
             "tokens" (one (n, L) block of token ids, NaN past the text's end).
         needs_inner: True when it cannot be fitted without inner folds (calibration,
             stacking or early stopping on inner-validation data).
+        auxiliary: the auxiliary targets `fit(..., aux=...)` accepts and trains jointly with
+            the main one: "score" (the target's score, e.g. PHQ-8; NaN where unknown) and
+            "binary" (0/1, the target's positive classes). A model that takes "score" predicts
+            it with `predict_score` after a classification fit, so the evaluator does not fit a
+            separate regression model.
     """
 
     Params: ClassVar[type[Params]] = Params
@@ -51,6 +56,7 @@ class FusionModel:
     drops_modalities: ClassVar[bool] = False
     inputs: ClassVar[frozenset[str]] = frozenset({"pooled"})
     needs_inner: ClassVar[bool] = False
+    auxiliary: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **params: Any) -> None:
         self.params = validate_params(type(self).__name__, self.Params, params)
@@ -95,6 +101,11 @@ class FusionModel:
         """(n, width) the representation the model's output layer reads (a network's
         penultimate layer), or None for a model without one (a linear learner)."""
         return None
+
+    def scores_jointly(self) -> bool:
+        """True when this fitted classification model predicts the target's score with
+        `predict_score` from a head trained jointly (no separate regression model is needed)."""
+        return False
 
     def baselines(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """Other registered models this one is compared with in the ablation: variant tag →

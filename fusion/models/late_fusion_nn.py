@@ -56,7 +56,7 @@ class NeuralLateFusion(NeuralFusionModel):
         return [main, *(Head(f"y@{m}", main.task, n_out, weight=self.params.aux_weight,
                              class_weights=main.class_weights) for m in self.modalities)]
 
-    def targets(self, y: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def targets(self, y: np.ndarray, masks: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
         missing = -1 if self.task == "classification" else np.nan
         return {"y": y, **{f"y@{m}": np.where(masks[m], y, missing).astype(y.dtype) for m in self.modalities}}
 

@@ -14,7 +14,7 @@ the median best number of epochs (`refit`), or is the first inner fold's network
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -112,6 +112,14 @@ class capture_input:
         self.handle.remove()
 
 
+def balanced_weights(y: np.ndarray, n_classes: int) -> tuple[float, ...]:
+    """Per-class loss weights inversely proportional to the class counts (1 for an absent class)."""
+    counts = np.bincount(np.asarray(y).astype(int), minlength=n_classes).astype(float)
+    present = counts > 0
+    w = np.where(present, len(y) / (present.sum() * np.maximum(counts, 1)), 1.0)
+    return tuple(float(v) for v in w)
+
+
 def nonempty_subsets(items: Sequence[str]) -> list[tuple[str, ...]]:
     return [c for r in range(1, len(items) + 1) for c in itertools.combinations(items, r)]
 
@@ -128,6 +136,8 @@ class NeuralFusionModel(FusionModel):
     net_name: ClassVar[str]
 
     # --- what a subclass defines --------------------------------------------------------------
+    def _prepare(self, blocks: Blocks, y: np.ndarray) -> None:
+        """Anything fitted from all the training data before the networks (nothing by default)."""
     def net_kwargs(self, dims: dict[str, int], sequence: list[str], n_out: int) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -137,35 +147,37 @@ class NeuralFusionModel(FusionModel):
         task = "multiclass" if self.task == "classification" else "regression"
         return [Head("y", task, n_out, class_weights=self._class_weights)]
 
-    def targets(self, y: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def targets(self, y: np.ndarray, masks: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Each head's targets for the training `rows` (`y` already encoded for the main head;
+        `masks`: each modality's presence per row)."""
         return {"y": y}
 
     # --- fitting ------------------------------------------------------------------------------
     def fit(self, blocks: Blocks, y: np.ndarray, *, task: Task, n_classes: int, inner: Inner,
-            seed: int = 0) -> NeuralFusionModel:
+            seed: int = 0, aux: Mapping[str, np.ndarray] | None = None) -> NeuralFusionModel:
+        """See `FusionModel.fit`; `aux`: auxiliary targets of these rows for a model that
+        declares them in `auxiliary` (e.g. "score", "binary"), trained jointly."""
         if not inner:
             raise ValueError(f"{type(self).__name__} early-stops and calibrates on inner-validation data: "
                              "it needs inner folds (cv.inner_splits ≥ 2)")
         self._start_fit(blocks, task, n_classes)
         p = self.params
         y = np.asarray(y)
+        self._aux = {k: np.asarray(v) for k, v in (aux or {}).items() if k in self.auxiliary}
         self.sequence_ = [m for m in self.modalities if isinstance(blocks[m], SequenceBlock)]
         self.dims_ = {m: int(blocks[m].shape[-1]) for m in self.modalities}
         self.n_out_ = n_classes if task == "classification" else 1
         if task == "regression":
             self.y_mean_, self.y_sd_ = float(np.mean(y)), float(np.std(y) or 1.0)
-        self._class_weights = None
-        if task == "classification":
-            counts = np.bincount(y.astype(int), minlength=n_classes).astype(float)
-            present = counts > 0
-            w = np.where(present, len(y) / (present.sum() * np.maximum(counts, 1)), 1.0)
-            self._class_weights = tuple(float(v) for v in w)
+        self._prepare(blocks, y)
+        self._class_weights = balanced_weights(y, n_classes) if task == "classification" else None
         subsets = nonempty_subsets(self.modalities)
         oof = {s: np.full((len(y), self.n_out_), np.nan) for s in subsets}
         best, first = [], None
         for i, (tr, va) in enumerate(inner[:p.max_inner] if p.max_inner else inner):
             net, scalers, result = self._train(blocks, y, tr, va, seed + i)
-            self.trained_on_ = f"{result.accelerator} ({result.precision})"
+            self.trained_on_ = f"{result.accelerator} ({result.precision})" + (
+                f" × {result.world_size} processes" if result.world_size > 1 else "")
             if result.best_epoch is not None:
                 best.append(result.best_epoch + 1)
             for s in subsets:
@@ -205,7 +217,7 @@ class NeuralFusionModel(FusionModel):
             masks = {m: inputs["mask"][m].numpy() for m in self.modalities}
             if self.sequence_:
                 masks.update({m: masks[m].any(axis=1) for m in self.sequence_})
-            targets = self.targets(self._target(y[rows]), masks)
+            targets = self.targets(self._target(y[rows]), masks, rows)
             return TensorDictDataset(inputs, {k: torch.as_tensor(v) for k, v in targets.items()})
 
         train, val = loaders(dataset(tr), dataset(va) if va is not None else None, p.batch_size, seed)

@@ -18,6 +18,14 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return nn.functional.pad(enc, (0, dim - 2 * half))
 
 
+def padding_mask(mask: torch.Tensor) -> torch.Tensor:
+    """The key-padding mask of attention over segments (True: ignore) from a presence mask
+    (n, T). A sample without any present segment would make attention NaN, so it attends to
+    its padding instead; its output is masked out downstream."""
+    empty = ~mask.any(dim=1, keepdim=True)
+    return ~(mask | empty)
+
+
 class MaskedAttentionPool(nn.Module):
     """One learned query attends over a sequence; absent positions get no weight.
 

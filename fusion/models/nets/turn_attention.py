@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from fusion.models.nets.base import NETS, Net
-from fusion.models.nets.layers import MaskedAttentionPool, mean_of_available, sinusoidal_positions
+from fusion.models.nets.layers import MaskedAttentionPool, mean_of_available, padding_mask, sinusoidal_positions
 
 
 class SequenceEncoder(nn.Module):
@@ -33,13 +33,15 @@ class SequenceEncoder(nn.Module):
             self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.pool = MaskedAttentionPool(hidden)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, mask: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        """(n, T, hidden): each segment in the context of the sample's other segments."""
         h = self.proj(x) + sinusoidal_positions(times / self.time_scale, self.proj[0].out_features)
         if self.encoder is not None:
-            # a sample without any segment would make attention NaN: let it attend to its padding
-            empty = ~mask.any(dim=1, keepdim=True)
-            h = self.encoder(h, src_key_padding_mask=~(mask | empty))
-        return self.pool(h, mask)
+            h = self.encoder(h, src_key_padding_mask=padding_mask(mask))
+        return h
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.encode(x, mask, times), mask)
 
 
 @NETS.register("turn-attention")
