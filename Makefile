@@ -7,7 +7,7 @@ CONFIG ?=
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-sweep bench-gpu sweep compare clean
+.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-atei bench-sweep bench-gpu sweep compare clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
@@ -64,6 +64,9 @@ bench-train: $(STAMP) ## Severity late fusion on 275 / 1,000 synthetic sessions:
 
 bench-emotion: $(STAMP) ## RAVDESS / MELD emotion recognition and the recognisers over the demo turns (needs AFFECT_SHARED_DATA)
 	$(BIN)/python benchmarks/bench_emotion.py $(ARGS)
+
+bench-atei: $(STAMP) ## ATEI: Lightning vs a bare loop (throughput, memory); with ARGS='--demo' its ablations on 275 demo sessions
+	$(BIN)/python benchmarks/bench_atei.py $(ARGS)
 
 bench-sweep: $(STAMP) ## Sweeps of the MLP learner with and without pruning (after bench-train)
 	$(BIN)/python benchmarks/bench_sweep.py $(ARGS)
