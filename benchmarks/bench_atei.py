@@ -152,7 +152,9 @@ def fusion(*args: str) -> None:
 
 
 def fmt(m: dict) -> str:
-    return f"{m['mean']:.3f} ± {m['sd']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+    """mean ± sd over seeds, with the 95 % CI where the evaluation computed one."""
+    ci = f" [{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if "ci_low" in m else ""
+    return f"{m['mean']:.3f} ± {m['sd']:.3f}{ci}"
 
 
 def demo(args) -> None:
@@ -175,11 +177,17 @@ def demo(args) -> None:
         fitted = json.loads((Path(s["outputs"]["dir"]) / "fitted_per_fold.json").read_text())["depression"]
         fusion("train", "--config", str(SHORTCUT), *common, "--json", f"{tmp}/shortcut.json")
         sc = json.loads(Path(f"{tmp}/shortcut.json").read_text())
+    report(s, fitted, sc, seconds)
+
+
+def report(s: dict, fitted: list[dict], sc: dict, seconds: float) -> None:
+    """The tables of the ATEI run (`fusion train --json` summary and its fitted_per_fold
+    entries) and of the shortcut run."""
     t = s["targets"]["depression"]
     mets = t["metrics"]
     print(f"\nATEI on the 275-session demo corpus ({seconds:.0f} s); {machine()}")
-    print("| variant | weighted F1 | QWK | AUC (one-vs-rest) | ATEI − variant, weighted F1 (paired) |")
-    print("|---|---|---|---|---|")
+    print("| variant | weighted F1 | top-label ECE | QWK | AUC (one-vs-rest) | ATEI − variant, weighted F1 (paired) |")
+    print("|---|---|---|---|---|---|")
     names = {"model": "ATEI (concat, learned scalar scale)", "atei-off:audio+text": "ATEI off",
              "atei-no-scale:audio+text": "ATEI without the scale", "atei-add:audio+text": "ATEI, additive fusion",
              "atei-gated:audio+text": "ATEI, gated fusion", "late-fusion:audio+text": "late fusion (pooled turns)",
@@ -187,7 +195,8 @@ def demo(args) -> None:
     for key, label in names.items():
         m = mets[key]
         gain = fmt(m["f1_weighted_gain_of_model"]) if "f1_weighted_gain_of_model" in m else ""
-        print(f"| {label} | {fmt(m['f1_weighted'])} | {fmt(m['qwk'])} | {fmt(m['auc_ovr'])} | {gain} |")
+        print(f"| {label} | {fmt(m['f1_weighted'])} | {fmt(m['ece'])} | {fmt(m['qwk'])} | {fmt(m['auc_ovr'])} | "
+              f"{gain} |")
     if "regression" in mets:
         print(f"PHQ-8 score (joint head): MAE {fmt(mets['regression']['mae'])}")
     scale = [f["atei_scale"] for f in fitted if f.get("atei_scale") is not None]
