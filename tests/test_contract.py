@@ -60,6 +60,9 @@ def cases():
         yield pytest.param(name, False, id=f"{name}-pooled")
         if "sequence" in kinds:
             yield pytest.param(name, True, id=f"{name}-sequence")
+            # two sequence modalities: one dropped must leave no trace (e.g. through attention
+            # between the modalities' segments)
+            yield pytest.param(name, "pairs", id=f"{name}-sequence-pairs")
 
 
 def fit(name: str, blocks, y, groups, task="classification", seed=0) -> FusionModel:

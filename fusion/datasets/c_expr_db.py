@@ -9,8 +9,11 @@ Two annotation layouts are read, whichever is present:
   names, then one class index per frame (-1: not annotated); runs of one label become
   segments, timed by `fps`.
 
-Videos are `videos/{video}.mp4` (or `{video}.mp4` at the root). One sample per annotated
-segment, as a span of its video; the video is the subject.
+Videos are `videos/{video}.mp4` (or `{video}.mp4` at the root). What was extracted from a
+video beforehand is found beside it: its sound track `audio/{video}.wav` (media role `audio`)
+and per-frame face features `face/{video}.csv` (OpenFace 2.x or py-feat output, role `face`;
+the extract config's `face` extractor names the layout). One sample per annotated segment, as
+a span of its video; the video is the subject.
 """
 
 from __future__ import annotations
@@ -84,10 +87,15 @@ class CexprDb(DatasetAdapter):
             k = counters[video] = counters.get(video, -1) + 1
             media = {}
             path = self._video(video)
-            if path is None:
-                self.problems.append(f"{source.name}: video {video}.mp4 not found")
-            else:
+            if path is not None:
                 media["video"] = path
+            for role, found in (("audio", self.root / "audio" / f"{video}.wav"),
+                                ("face", self.root / "face" / f"{video}.csv")):
+                if found.exists():
+                    media[role] = found
+            if not media:
+                self.problems.append(f"{source.name}: neither video {video}.mp4 nor audio/{video}.wav or "
+                                     f"face/{video}.csv found")
             labels = {"expression": label,
                       "expression_id": COMPOUND.index(label) if label in COMPOUND else len(COMPOUND)}
             samples.append(Sample(f"{video}_{k:03d}", video, media, labels, span=(start, end),
