@@ -51,7 +51,7 @@ lint: $(STAMP) ## ruff
 AFFECT_SHARED_DATA ?= $(wildcard ../shared/data)
 export AFFECT_SHARED_DATA
 
-bench: bench-demo bench-extract bench-train bench-emotion ## Run every CPU benchmark (results go in BENCHMARKS.md by hand)
+bench: bench-demo bench-extract bench-train bench-emotion bench-atei ## Run every CPU benchmark (results go in BENCHMARKS.md by hand)
 
 bench-demo: $(STAMP) ## Wall time and peak memory of `fusion demo`, cold and warm
 	$(BIN)/python benchmarks/bench_demo.py $(ARGS)

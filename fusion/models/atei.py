@@ -132,8 +132,12 @@ class ATEIFusion(NeuralFusionModel):
                                  f"got {len(seq)} among {self.modalities}")
             self.streams_ = (seq[0], seq[1])
         else:
-            self.streams_ = (p.acoustic or next(m for m in seq if m != p.textual),
-                             p.textual or next(m for m in seq if m != p.acoustic))
+            named = p.acoustic or p.textual
+            other = next((m for m in seq if m != named), None)
+            if other is None:
+                raise ValueError(f"ATEI needs a second sequence modality beside {named!r}; the sequence "
+                                 f"modalities are {seq}")
+            self.streams_ = (p.acoustic or other, p.textual or other)
         for role, m in zip(("acoustic", "textual"), self.streams_, strict=True):
             if m not in self.modalities:
                 raise ValueError(f"ATEI {role} stream {m!r} is not a modality of the config ({self.modalities})")
