@@ -36,6 +36,15 @@ DAIC_AU_R = ["AU01", "AU02", "AU04", "AU05", "AU06", "AU09", "AU10", "AU12", "AU
 DAIC_AU_C = ["AU04", "AU12", "AU15", "AU23", "AU28", "AU45"]
 PYFEAT_AU = ["AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12", "AU14",
              "AU15", "AU17", "AU20", "AU23", "AU24", "AU25", "AU26", "AU28", "AU43"]
+# Plain-language names of the action units (FACS), for descriptions and reports.
+AU_NAMES = {
+    "AU01": "inner brow raiser", "AU02": "outer brow raiser", "AU04": "brow lowerer", "AU05": "upper lid raiser",
+    "AU06": "cheek raiser", "AU07": "lid tightener", "AU09": "nose wrinkler", "AU10": "upper lip raiser",
+    "AU11": "nasolabial deepener", "AU12": "lip corner puller (smile)", "AU14": "dimpler",
+    "AU15": "lip corner depressor", "AU17": "chin raiser", "AU20": "lip stretcher", "AU23": "lip tightener",
+    "AU24": "lip pressor", "AU25": "lips part", "AU26": "jaw drop", "AU28": "lip suck", "AU43": "eyes closed",
+    "AU45": "blink",
+}
 GAZE_VECTORS = [f"gaze_{e}_{a}" for e in (0, 1) for a in "xyz"]
 GAZE_HEAD = [f"gaze_h{e}_{a}" for e in (0, 1) for a in "xyz"]
 GAZE_ANGLES = ["gaze_angle_x", "gaze_angle_y"]

@@ -22,7 +22,8 @@ def corpus(tmp_path_factory):
     base = tmp_path_factory.mktemp("cexpr")
     root = generate_cexpr_corpus(base / "cexpr", n_videos=60, seed=0)
     assert main(["extract", "--config", str(ROOT / "configs/extract/cexpr.yaml"), "--set", f"dataset.root={root}",
-                 "--set", f"store={base / 'store'}", "--set", "progress=false"]) == 0
+                 "--set", f"store={base / 'store'}", "--set", "progress=false",
+                 "--only", "face_window", "--only", "egemaps_window"]) == 0
     return root, base / "store"
 
 
@@ -70,3 +71,28 @@ def test_window_probabilities_cover_the_windows_a_modality_has():
     present = blocks["audio"].mask | blocks["text"].mask
     assert proba.shape == (60, 6, 2)
     assert np.allclose(proba[present].sum(-1), 1) and np.isnan(proba[~present]).all()
+
+
+def test_textualised_cues_describe_the_planted_components(corpus):
+    """The `textualise` extractor writes what the face and voice show: the surprised face's
+    AUs, a sad voice as lower and quieter than the speaker's own; without audio, no voice part."""
+    import dataclasses
+
+    from features.registry import build_extractor
+    from fusion.synthetic.cexpr_corpus import FACE_AUS
+
+    root, _ = corpus
+    samples = CexprDb(root).samples()
+    ex = build_extractor("textualise", {})
+    by_label = {s.labels["expression"]: s for s in samples}
+    _, (surprised,) = ex.describe(by_label["Fearfully Surprised"], None)
+    assert surprised.startswith("face: strongly") and "jaw drop" in surprised and "outer brow raiser" in surprised
+    # against the speaker's whole recording, which may itself be mostly sad: most, not all
+    sad_voices = [ex.describe(s, None)[1][0] for s in samples if s.labels["expression"].startswith("Sadly")][:20]
+    assert sum("lower pitch" in t or "quieter" in t for t in sad_voices) >= 0.6 * len(sad_voices)
+    no_audio = dataclasses.replace(samples[0], media={"face": samples[0].media["face"]})
+    spans, texts = ex.describe(no_audio, None)
+    assert len(spans) == 1 and "voice" not in texts[0]
+    frame = ex.process_samples([(samples[0], None), (dataclasses.replace(samples[1], media={}), None)])
+    assert frame.frame.shape == (1, 384) and samples[1].sample_id in frame.errors
+    assert set(FACE_AUS["surprised"]) <= {"AU01", "AU02", "AU05", "AU26"}
