@@ -111,6 +111,18 @@ def test_posterior_divergence_maps_emotion_names_across_corpora():
                                                              inner=inner)
 
 
+def test_turn_order_positions_ignore_start_times():
+    blocks, y = inconsistency_sessions(60, 5, seed=5)
+    btr, bte, ytr, _, inner = split(blocks, y, 40)
+    model = ATEIFusion(**{**FAST, "max_epochs": 2, "positions": "order"}).fit(
+        btr, ytr, task="classification", n_classes=2, inner=inner)
+    shifted = {m: SequenceBlock(b.values, b.starts * 3 + 100, b.ends * 3 + 100, b.lengths, b.columns)
+               for m, b in bte.items()}
+    np.testing.assert_allclose(model.predict_proba(shifted), model.predict_proba(bte), atol=1e-6)
+    timed = ATEIFusion(**{**FAST, "max_epochs": 2}).fit(btr, ytr, task="classification", n_classes=2, inner=inner)
+    assert not np.allclose(timed.predict_proba(shifted), timed.predict_proba(bte), atol=1e-6)
+
+
 def test_configuration_errors_name_the_problem():
     blocks, y = inconsistency_sessions(40, 4, seed=3)
     inner = grouped_kfold(y, np.arange(40).astype(str), 2, 0)

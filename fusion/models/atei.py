@@ -54,6 +54,7 @@ class ATEIParams(NeuralParams):
     layers: int = Field(1, ge=0)
     heads: int = Field(4, ge=1)
     time_scale: float = Field(10.0, gt=0)
+    positions: Literal["time", "order"] = "time"
     fusion: Literal["concat", "add", "gated", "none"] = "concat"
     scale: Literal["none", "fixed", "scalar", "vector"] = "scalar"
     scale_init: float = 1.0
@@ -102,7 +103,9 @@ class ATEIFusion(NeuralFusionModel):
     Args:
         acoustic, textual: the two stream modalities (default: the first two sequence
             modalities, in the order of the config).
-        hidden, layers, heads, dropout, time_scale: the stream encoders and attention.
+        hidden, layers, heads, dropout: the stream encoders and attention.
+        positions: the turns' positions: "time" (start time / `time_scale` seconds) or
+            "order" (the turn's index in the session).
         fusion: "concat", "add", "gated", or "none" (ATEI off).
         scale: the ATEI branch's weight: "none", "fixed" (`scale_init`), "scalar" or "vector"
             (learned, starting at `scale_init`).
@@ -225,6 +228,9 @@ class ATEIFusion(NeuralFusionModel):
                 raise ValueError(f"ATEI stream {m!r} must be a per-turn sequence (`pool: sequence`)")
         if self.posterior_ is not None:
             out["div"] = {"turn": torch.as_tensor(self._divergence(blocks))}
+        if self.params.positions == "order":  # turn index × time_scale, so positions run 0, 1, 2, …
+            for m, t in out["times"].items():
+                out["times"][m] = torch.arange(t.shape[1], dtype=t.dtype).expand_as(t) * self.params.time_scale
         return out
 
     # --- prediction and attributions -------------------------------------------------------------
