@@ -56,6 +56,10 @@ def test_both_modalities_together_beat_each_alone(corpus, tmp_path):
     for alone in ("window:face", "window:voice"):
         assert m[alone]["f1_macro"]["mean"] < both - 0.15, alone
     assert t["classes"] == COMPOUND and np.asarray(t["confusion"]).shape == (7, 7)
+    # every window scored with its segment's label (ABAW scores frames)
+    w = m["per_window"]
+    assert w["n_windows"]["mean"] > 3 * t["n_samples"] and w["f1_macro"]["mean"] > 0.5
+    assert w["f1_macro"]["ci_low"] <= w["f1_macro"]["mean"] <= w["f1_macro"]["ci_high"]
 
 
 def test_window_probabilities_cover_the_windows_a_modality_has():
@@ -68,6 +72,8 @@ def test_window_probabilities_cover_the_windows_a_modality_has():
     model = WindowFusionModel(hidden=8, heads=2, max_epochs=3, refit=False).fit(
         blocks, y, task="classification", n_classes=2, inner=inner)
     proba = model.window_proba(blocks)
+    assert WindowFusionModel(hidden=8, heads=2, max_epochs=1, refit=False, window_weight=0).fit(
+        blocks, y, task="classification", n_classes=2, inner=inner).window_proba(blocks) is None
     present = blocks["audio"].mask | blocks["text"].mask
     assert proba.shape == (60, 6, 2)
     assert np.allclose(proba[present].sum(-1), 1) and np.isnan(proba[~present]).all()

@@ -54,6 +54,7 @@ class TargetResult:
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     per_fold: list[dict[str, Any]] = field(default_factory=list)
     modality_contrib: np.ndarray | None = None  # (n, modalities), repeat 0
+    windows: np.ndarray | None = None           # (repeats, n, T, K) per-window probabilities, if any
     feature_contrib: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (n, features)
     permutation: dict[str, list[np.ndarray]] = field(default_factory=dict)  # modality → per-fold importances
     fitted: list[dict[str, Any]] = field(default_factory=list)
@@ -149,6 +150,11 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                            **auxiliary_targets(built, tr, score, binary))
         put("model", r, te, fitted.predict_proba(bte))
         put("uncalibrated", r, te, fitted.uncalibrated_proba(bte))
+        per_window = fitted.window_proba(bte)
+        if per_window is not None:
+            if result.windows is None:
+                result.windows = np.full((n_rep, n, *per_window.shape[1:]), np.nan)
+            result.windows[r, te] = per_window
         if ablation:
             for sub in subsets(mods):
                 name = f"{fitted.tag}:{'+'.join(sub)}"
@@ -263,6 +269,8 @@ def summarise(result: TargetResult, y: np.ndarray, groups: np.ndarray, score: np
                                     for stat in ("recall", "precision", "f1", "support")}
             result.confusion = np.mean([confusion(y[scored], P[r, scored].argmax(1), k) for r in range(len(P))],
                                        axis=0)
+    if result.windows is not None:
+        result.metrics["per_window"] = window_metrics(result.windows, y, groups, result.kind, n_bootstrap, seed)
     if result.regression is not None and score is not None:
         R = result.regression
         scored = ~np.isnan(R[0]) & ~np.isnan(score)
@@ -276,6 +284,27 @@ def summarise(result: TargetResult, y: np.ndarray, groups: np.ndarray, score: np
             if metric in cis:
                 out[metric].update(ci_low=cis[metric][0], ci_high=cis[metric][1])
         result.metrics["regression"] = out
+
+
+def window_metrics(W: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str, n_bootstrap: int,
+                   seed: int) -> dict[str, dict[str, float]]:
+    """Metrics over every scored window (each carrying its sample's label), mean ± sd over
+    repeats, with intervals from resampling the samples' groups (as for the samples)."""
+    present = ~np.isnan(W[0]).any(-1)  # (n, T)
+    rows, _ = np.nonzero(present)
+    P = W[:, present]  # (repeats, windows, K)
+    yw, gw = y[rows], groups[rows]
+    per_rep = [multiclass_metrics(yw, P[r], kind) for r in range(len(P))]
+    out = {"n_windows": {"mean": float(len(rows)), "sd": 0.0}}
+    for metric in per_rep[0]:
+        mean, sd = mean_sd([m[metric] for m in per_rep])
+        out[metric] = {"mean": mean, "sd": sd}
+    wanted = ("f1_macro", "uar", "accuracy")
+    cis = bootstrap_intervals(lambda yy, pp: {k: v for k, v in multiclass_metrics(yy, pp, kind).items()
+                                              if k in wanted}, yw, P, gw, n_bootstrap, seed)
+    for metric, (lo, hi) in cis.items():
+        out[metric].update(ci_low=lo, ci_high=hi)
+    return out
 
 
 def paired_gain(P_model: np.ndarray, P_other: np.ndarray, y: np.ndarray, groups: np.ndarray,

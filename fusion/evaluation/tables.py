@@ -170,6 +170,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         if "regression" in t["metrics"]:
             r = t["metrics"]["regression"]
             lines.append(f"  {'score MAE':<18} {fmt(r['mae']):>34}")
+        if "per_window" in t["metrics"]:
+            w = t["metrics"]["per_window"]
+            lines.append(f"  per window ({int(w['n_windows']['mean'])} windows, each with its sample's label): "
+                         f"macro F1 {fmt(w['f1_macro'])}, UAR {fmt(w['uar'])}")
         ablation = t.get("ablation", {})
         for fusion in dict.fromkeys(f for f, _ in ablation.values()):
             rows = [(mods, t["metrics"][k]) for k, (f, mods) in ablation.items() if f == fusion and k in t["metrics"]]

@@ -102,6 +102,11 @@ class FusionModel:
         penultimate layer), or None for a model without one (a linear learner)."""
         return None
 
+    def window_proba(self, blocks: Blocks) -> np.ndarray | None:
+        """(n, T, n_classes) probabilities of each window (segment) of each sample, NaN for
+        windows the sample lacks, for a model that predicts windows; None otherwise."""
+        return None
+
     def scores_jointly(self) -> bool:
         """True when this fitted classification model predicts the target's score with
         `predict_score` from a head trained jointly (no separate regression model is needed)."""

@@ -84,17 +84,14 @@ class WindowFusionModel(NeuralFusionModel):
 
     def window_proba(self, blocks: Blocks) -> np.ndarray:
         """(n, T, k) each window's probabilities (the sample's temperature applied), NaN for the
-        windows no modality has."""
+        windows no modality has; None for a model without a window head or a regression model."""
         self.check_fitted()
-        if not self.window_head_:
-            raise ValueError("this model has no window head (no sequence input, or window_weight 0)")
+        if not self.window_head_ or self.task != "classification":
+            return None  # no window head (no sequence input, or window_weight 0), or a regression model
         logits = self._forward(self.net_, self.scalers_, {m: blocks[m] for m in self.modalities}, self.modalities,
                                key="window")
         from scipy.special import softmax
 
-        if self.task != "classification":
-            raise ValueError("window_proba is for classification; a regression model's windows are in "
-                             "_forward(..., key='window')")
         proba = softmax(logits / self.temperatures_.get(tuple(self.modalities), 1.0), axis=-1)
         seq = [blocks[m] for m in self.modalities if isinstance(blocks[m], SequenceBlock)]
         present = np.logical_or.reduce([b.mask for b in seq])
