@@ -23,7 +23,7 @@ def corpus(tmp_path_factory):
     root = generate_cexpr_corpus(base / "cexpr", n_videos=60, seed=0)
     assert main(["extract", "--config", str(ROOT / "configs/extract/cexpr.yaml"), "--set", f"dataset.root={root}",
                  "--set", f"store={base / 'store'}", "--set", "progress=false",
-                 "--only", "face_window", "--only", "egemaps_window"]) == 0
+                 "--only", "face_window", "--only", "egemaps_window", "--only", "text_window"]) == 0
     return root, base / "store"
 
 
@@ -32,7 +32,9 @@ def test_the_synthetic_corpus_is_read_in_the_c_expr_db_layout(corpus):
     ds = CexprDb(root)
     samples = ds.samples()
     assert not ds.problems and len({s.subject_id for s in samples}) == 60
-    assert all(set(s.media) == {"audio", "face"} and s.span[1] > s.span[0] for s in samples)
+    assert all({"audio", "face"} <= set(s.media) and s.span[1] > s.span[0] for s in samples)
+    with_text = {s.subject_id for s in samples if "transcript" in s.media}
+    assert len(with_text) == 30  # half of the videos have a timed transcript
     counts = ds.labels()["expression"].value_counts()
     assert set(counts.index) == set(COMPOUND) and counts.max() - counts.min() <= 1
     # every compound is a distinct (face, voice) pair; no single component identifies it
@@ -60,6 +62,26 @@ def test_both_modalities_together_beat_each_alone(corpus, tmp_path):
     w = m["per_window"]
     assert w["n_windows"]["mean"] > 3 * t["n_samples"] and w["f1_macro"]["mean"] > 0.5
     assert w["f1_macro"]["ci_low"] <= w["f1_macro"]["mean"] <= w["f1_macro"]["ci_high"]
+
+
+def test_text_windows_join_where_a_transcript_exists_and_are_masked_elsewhere(corpus, tmp_path):
+    root, store = corpus
+    out = tmp_path / "s.json"
+    modalities = ("{face: [{features: face_window, pool: sequence, max_len: 16, columns: ['*_r__mean']}], "
+                  "voice: [{features: egemaps_window, pool: sequence, max_len: 16}], "
+                  "text: [{features: text_window, pool: sequence, max_len: 16}]}")
+    assert main(["train", "--config", str(ROOT / "configs/train/compound.yaml"),
+                 "--set", f"extract.dataset.root={root}", "--set", f"extract.store={store}",
+                 "--set", f"modalities={modalities}", "--set", "cv.n_splits=3", "--set", "cv.n_repeats=1",
+                 "--set", "model.params.max_inner=1", "--set", "model.params.max_epochs=15",
+                 "--set", "evaluation.baselines={}", "--set", "evaluation.ablation=false",
+                 "--set", "evaluation.n_bootstrap=20", "--set", f"tracking.uri=sqlite:///{tmp_path / 'ml.db'}",
+                 "--set", f"tracking.artifacts={tmp_path / 'a'}", "--set", f"output_dir={tmp_path / 'out'}",
+                 "--json", str(out)]) == 0
+    t = json.loads(out.read_text())["targets"]["expression"]
+    with_text = sum("transcript" in s.media for s in CexprDb(root).samples())
+    assert t["modality_available"] == {"face": t["n_samples"], "voice": t["n_samples"], "text": with_text}
+    assert with_text < t["n_samples"] and t["metrics"]["model"]["f1_macro"]["mean"] > 0.5
 
 
 def test_window_probabilities_cover_the_windows_a_modality_has():

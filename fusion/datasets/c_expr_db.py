@@ -12,7 +12,9 @@ Two annotation layouts are read, whichever is present:
 Videos are `videos/{video}.mp4` (or `{video}.mp4` at the root). What was extracted from a
 video beforehand is found beside it: its sound track `audio/{video}.wav` (media role `audio`)
 and per-frame face features `face/{video}.csv` (OpenFace 2.x or py-feat output, role `face`;
-the extract config's `face` extractor names the layout). One sample per annotated segment, as
+the extract config's `face` extractor names the layout), and, where one exists, a timed
+transcript `transcripts/{video}.csv` (`Start_Time, End_Time, Text`, e.g. from a speech
+recogniser; role `transcript`: text windows gather the words said in them). One sample per annotated segment, as
 a span of its video; the video is the subject.
 """
 
@@ -90,7 +92,8 @@ class CexprDb(DatasetAdapter):
             if path is not None:
                 media["video"] = path
             for role, found in (("audio", self.root / "audio" / f"{video}.wav"),
-                                ("face", self.root / "face" / f"{video}.csv")):
+                                ("face", self.root / "face" / f"{video}.csv"),
+                                ("transcript", self.root / "transcripts" / f"{video}.csv")):
                 if found.exists():
                     media[role] = found
             if not media:

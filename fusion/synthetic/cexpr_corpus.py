@@ -12,6 +12,9 @@ Layout (what the `c-expr-db` adapter reads):
     annotation/{video}.csv     Begin/End Time - hh:mm:ss.ms, one 0/1 column per compound
     audio/{video}.wav          16 kHz mono, the video's sound track
     face/{video}.csv           OpenFace 2.x per-frame output (30 fps, ", " separators)
+    transcripts/{video}.csv    for a fraction of the videos (`transcripts`): what is said, timed
+                               (Start_Time, End_Time, Text, as a speech recogniser writes it);
+                               the words are drawn at random and carry no emotion
 
 No video files are written (the face and audio files stand for what would be extracted from
 them). Each video has its own speaker (voice and face baseline); segments are separated by
@@ -62,17 +65,21 @@ def _voice(component: str, base_f0: float, rng: np.random.Generator) -> Prosody:
                    accent_db=3.0, pause_p=0.05, pause_s=0.2, jitter=0.006, shimmer=0.05, breath=breath)
 
 
-def _segment_audio(length: float, prosody: Prosody, female: bool, rng: np.random.Generator) -> np.ndarray:
-    """Speech filling about `length` seconds (phrases with short pauses), cut to length."""
+def _segment_audio(length: float, prosody: Prosody, female: bool,
+                   rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """Speech filling about `length` seconds (phrases with short pauses), cut to length, and
+    its phrases (start, end in seconds from the segment's start, words)."""
     out = np.zeros(int(length * SR))
+    phrases = []
     pos = int(0.1 * SR)
     while pos < len(out) - SR // 4:
         text = " ".join(rng.choice(WORDS, size=int(rng.integers(3, 7))))
         piece = synth_phrase(text, replace(prosody, level_db=prosody.level_db + float(rng.normal(0, 1))), female, rng)
         end = min(len(out), pos + len(piece))
         out[pos:end] += piece[: end - pos]
+        phrases.append((pos / SR, end / SR, text))
         pos = end + int(rng.uniform(0.15, 0.4) * SR)
-    return out
+    return out, phrases
 
 
 def _face_frames(components: list[tuple[float, float, str | None]], duration: float,
@@ -110,12 +117,14 @@ def _face_frames(components: list[tuple[float, float, str | None]], duration: fl
 
 
 def generate_cexpr_corpus(root: str | Path, n_videos: int = 24, seed: int = 0,
-                          segments: tuple[int, int] = (2, 4), seconds: tuple[float, float] = (3.0, 6.0)) -> Path:
-    """Write the corpus under `root`; returns it. Classes are drawn evenly over all segments."""
+                          segments: tuple[int, int] = (2, 4), seconds: tuple[float, float] = (3.0, 6.0),
+                          transcripts: float = 0.5) -> Path:
+    """Write the corpus under `root`; returns it. Classes are drawn evenly over all segments;
+    the first `transcripts` fraction of the videos get a transcript."""
     import soundfile as sf
 
     root = Path(root)
-    for sub in ("annotation", "audio", "face"):
+    for sub in ("annotation", "audio", "face", "transcripts"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     counts = rng.integers(segments[0], segments[1] + 1, n_videos)
@@ -127,13 +136,15 @@ def generate_cexpr_corpus(root: str | Path, n_videos: int = 24, seed: int = 0,
         female = bool(rng.random() < 0.5)
         base_f0 = float(rng.normal(210, 20) if female else rng.normal(120, 12))
         t = float(rng.uniform(0.5, 1.5))
-        spans, pieces, rows = [], [], []
+        spans, pieces, rows, said = [], [], [], []
         for _ in range(counts[v]):
             name = COMPOUND[labels[k]]
             k += 1
             length = float(rng.uniform(*seconds))
             face, voice = COMPONENTS[name]
-            pieces.append((t, _segment_audio(length, _voice(voice, base_f0, rng), female, rng)))
+            audio, phrases = _segment_audio(length, _voice(voice, base_f0, rng), female, rng)
+            pieces.append((t, audio))
+            said.extend((t + a, t + b, words) for a, b, words in phrases)
             spans.append((t, t + length, face))
             rows.append({BEGIN: clock(t), END: clock(t + length), **{c: int(c == name) for c in COMPOUND}})
             t += length + float(rng.uniform(0.5, 1.2))
@@ -153,6 +164,10 @@ def generate_cexpr_corpus(root: str | Path, n_videos: int = 24, seed: int = 0,
         tmp = root / "annotation" / f".{video}.tmp.csv"
         pd.DataFrame(rows).to_csv(tmp, index=False)
         tmp.replace(root / "annotation" / f"{video}.csv")
+        if v < round(transcripts * n_videos):
+            tmp = root / "transcripts" / f".{video}.tmp.csv"
+            pd.DataFrame(said, columns=["Start_Time", "End_Time", "Text"]).round(3).to_csv(tmp, index=False)
+            tmp.replace(root / "transcripts" / f"{video}.csv")
     return root
 
 
