@@ -34,6 +34,7 @@ from fusion.evaluation.tables import (
     chance_levels,
     metric_keys,
     mlflow_key,
+    per_group_table,
     predictions_table,
     tables,
 )
@@ -192,6 +193,7 @@ def target_tables(cfg: TrainConfig, target: TargetData, result: TargetResult,
         for name, table in attribution_tables(result, list(target.index), columns, list(target.blocks)).items():
             out[f"{target.name}_{name}"] = table
     out[f"{target.name}_predictions"] = predictions_table(target, result)
+    out[f"{target.name}_per_group"] = per_group_table(target, result)
     out[f"{target.name}_folds"] = pd.DataFrame(result.per_fold)
     return out
 

@@ -58,6 +58,11 @@ def test_both_modalities_together_beat_each_alone(corpus, tmp_path):
     for alone in ("window:face", "window:voice"):
         assert m[alone]["f1_macro"]["mean"] < both - 0.15, alone
     assert t["classes"] == COMPOUND and np.asarray(t["confusion"]).shape == (7, 7)
+    import pandas as pd
+
+    per_video = pd.read_csv(Path(json.loads(out.read_text())["outputs"]["dir"]) / "expression_per_group.csv")
+    assert len(per_video) == 60 and per_video["n_samples"].sum() == t["n_samples"]
+    assert {"accuracy", "f1_macro", "n_windows", "window_accuracy"} <= set(per_video.columns)
     # every window scored with its segment's label (ABAW scores frames)
     w = m["per_window"]
     assert w["n_windows"]["mean"] > 3 * t["n_samples"] and w["f1_macro"]["mean"] > 0.5

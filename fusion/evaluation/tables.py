@@ -95,6 +95,31 @@ def predictions_table(target: TargetData, result: TargetResult) -> pd.DataFrame:
     return preds
 
 
+def per_group_table(target: TargetData, result: TargetResult) -> pd.DataFrame:
+    """Each split group's (video's, subject's, dialogue's) scored samples, accuracy and macro F1
+    of their predictions (mean over repeats), and, with per-window predictions, its windows'
+    accuracy: where the errors concentrate."""
+    from fusion.evaluation.metrics import f1_scores
+
+    P = result.variants["model"]
+    scored = ~np.isnan(P[0]).any(1)
+    rows = []
+    for g in pd.unique(target.groups[scored]):
+        idx = np.flatnonzero(scored & (target.groups == g))
+        y = target.y[idx]
+        acc = [float((P[r, idx].argmax(1) == y).mean()) for r in range(len(P))]
+        f1 = [f1_scores(y, P[r, idx].argmax(1), result.n_classes)[1] for r in range(len(P))]
+        row = {"group": g, "n_samples": len(idx), "accuracy": float(np.mean(acc)), "f1_macro": float(np.mean(f1))}
+        if result.windows is not None:
+            W = result.windows[:, idx]  # (repeats, samples, T, K)
+            present = ~np.isnan(W[0]).any(-1)
+            yw = np.broadcast_to(y[:, None], present.shape)[present]
+            row["n_windows"] = int(present.sum())
+            row["window_accuracy"] = float(np.mean([(W[r][present].argmax(-1) == yw).mean() for r in range(len(W))]))
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("accuracy", kind="stable").reset_index(drop=True)
+
+
 def metric_keys(target: str, metrics: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
     """Nested metrics → flat MLflow-safe keys `target.variant.metric.stat`."""
     flat = {}
