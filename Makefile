@@ -7,7 +7,7 @@ CONFIG ?=
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-atei bench-sweep bench-gpu sweep compare clean
+.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-sweep bench-gpu sweep compare clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
@@ -51,7 +51,7 @@ lint: $(STAMP) ## ruff
 AFFECT_SHARED_DATA ?= $(wildcard ../shared/data)
 export AFFECT_SHARED_DATA
 
-bench: bench-demo bench-extract bench-train bench-emotion bench-atei ## Run every CPU benchmark (results go in BENCHMARKS.md by hand)
+bench: bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound ## Run every CPU benchmark (results go in BENCHMARKS.md by hand)
 
 bench-demo: $(STAMP) ## Wall time and peak memory of `fusion demo`, cold and warm
 	$(BIN)/python benchmarks/bench_demo.py $(ARGS)
@@ -67,6 +67,9 @@ bench-emotion: $(STAMP) ## RAVDESS / MELD emotion recognition and the recogniser
 
 bench-atei: $(STAMP) ## ATEI: Lightning vs a bare loop (throughput, memory); with ARGS='--demo' its ablations on 275 demo sessions
 	$(BIN)/python benchmarks/bench_atei.py $(ARGS)
+
+bench-compound: $(STAMP) ## Window fusion on a synthetic C-EXPR-DB corpus: training and inference windows per second
+	$(BIN)/python benchmarks/bench_compound.py $(ARGS)
 
 bench-sweep: $(STAMP) ## Sweeps of the MLP learner with and without pruning (after bench-train)
 	$(BIN)/python benchmarks/bench_sweep.py $(ARGS)
