@@ -7,7 +7,7 @@ MLP's width, learning rate, dropout and weight decay, scored by weighted F1 on 3
 of the training sessions, once with median pruning and once without, same trial budget. The
 best configuration of each is evaluated once on the dev sessions.
 
-    .venv/bin/python benchmarks/bench_sweep.py [--trials 16]
+    .venv/bin/python benchmarks/bench_sweep.py [--trials 16] [--seed 0]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ SPACE = {
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0, help="the TPE sampler's seed (both runs)")
     ap.add_argument("--sessions", type=int, default=275)
     args = ap.parse_args()
     import optuna
@@ -62,7 +63,7 @@ def main() -> None:
         for pruner in ("median", "none"):
             sweep = {"train": "train.yaml", "overrides": [f"extract.dataset.root={root}", f"extract.store={store}"],
                      "space": SPACE, "objective": "f1_weighted", "folds": 3, "n_trials": args.trials,
-                     "pruner": pruner, "seed": 0, "study": f"mlp-{pruner}", "output_dir": str(tmp / "sweeps")}
+                     "pruner": pruner, "seed": args.seed, "study": f"mlp-{pruner}", "output_dir": str(tmp / "sweeps")}
             path = tmp / f"sweep_{pruner}.yaml"
             path.write_text(yaml.safe_dump(sweep))
             out = tmp / f"{pruner}.json"
