@@ -138,6 +138,11 @@ def test_configuration_errors_name_the_problem():
         ATEIFusion(fusion="none", posteriors="*/p_*")
     with pytest.raises(ValueError, match="compare"):
         ATEIFusion(compare=["nonsense"])
+    # the late-fusion comparison's wrapper refuses a model that cannot take pooled rows
+    from fusion.models.base import MODELS
+
+    with pytest.raises(ValueError, match="does not take pooled inputs"):
+        MODELS.get("pooled")(model={"name": "atei"})
 
 
 def test_the_evaluator_fits_the_comparisons_on_the_same_folds_and_uses_the_score_head():

@@ -33,7 +33,7 @@ from pydantic import Field, model_validator
 
 from fusion.data.sequences import SequenceBlock
 from fusion.models.base import MODELS, Blocks
-from fusion.models.neural import NeuralFusionModel, NeuralParams, balanced_weights
+from fusion.models.neural import AttentionParams, NeuralFusionModel, balanced_weights
 
 # Emotion names of the common corpora mapped to one vocabulary (RAVDESS, MELD, IEMOCAP, CREMA-D…)
 EMOTION_MAP = {
@@ -48,12 +48,9 @@ EMOTION_MAP = {
 Compare = Literal["atei-off", "no-scale", "concat", "add", "gated", "late-fusion"]
 
 
-class ATEIParams(NeuralParams):
+class ATEIParams(AttentionParams):
     acoustic: str | None = None
     textual: str | None = None
-    layers: int = Field(1, ge=0)
-    heads: int = Field(4, ge=1)
-    time_scale: float = Field(10.0, gt=0)
     positions: Literal["time", "order"] = "time"
     fusion: Literal["concat", "add", "gated", "none"] = "concat"
     scale: Literal["none", "fixed", "scalar", "vector"] = "scalar"
@@ -68,8 +65,6 @@ class ATEIParams(NeuralParams):
 
     @model_validator(mode="after")
     def _check(self) -> ATEIParams:
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
         if self.acoustic is not None and self.acoustic == self.textual:
             raise ValueError(f"acoustic and textual must be different modalities, both are {self.acoustic!r}")
         if self.fusion == "none" and self.posteriors:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from features.base import Params
 from fusion.data.sequences import SequenceBlock, available
@@ -61,6 +61,20 @@ class NeuralParams(TrainingParams):
     calibration: Literal["temperature", "none"] = "temperature"
     refit: bool = True
     max_inner: int | None = Field(None, ge=1)
+
+
+class AttentionParams(NeuralParams):
+    """Settings of the models built on Transformer encoders over segments."""
+
+    layers: int = Field(1, ge=0)
+    heads: int = Field(4, ge=1)
+    time_scale: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> AttentionParams:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
 
 
 class Scaler:

@@ -10,22 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_validator
-
 from fusion.models.base import MODELS
-from fusion.models.neural import NeuralFusionModel, NeuralParams
+from fusion.models.neural import AttentionParams, NeuralFusionModel
 
 
-class TurnAttentionParams(NeuralParams):
-    layers: int = Field(1, ge=0)
-    heads: int = Field(4, ge=1)
-    time_scale: float = Field(10.0, gt=0)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> TurnAttentionParams:
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        return self
+class TurnAttentionParams(AttentionParams):
+    """Transformer layers per sequence modality, attention heads, seconds per position unit."""
 
 
 @MODELS.register("turn-attention")

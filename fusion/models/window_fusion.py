@@ -14,25 +14,17 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from fusion.data.sequences import SequenceBlock
 from fusion.models.base import MODELS, Blocks
-from fusion.models.neural import NeuralFusionModel, NeuralParams
+from fusion.models.neural import AttentionParams, NeuralFusionModel
 
 
-class WindowFusionParams(NeuralParams):
+class WindowFusionParams(AttentionParams):
     fusion: Literal["late", "early", "cross"] = "cross"
-    layers: int = Field(1, ge=0)
-    heads: int = Field(4, ge=1)
     time_scale: float = Field(1.0, gt=0)
     window_weight: float = Field(0.5, ge=0)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> WindowFusionParams:
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        return self
 
 
 @MODELS.register("window-fusion")

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from fusion.models.nets.base import NETS, Net
-from fusion.models.nets.layers import MaskedAttentionPool, drop_modalities, padding_mask
+from fusion.models.nets.layers import MaskedAttentionPool, drop_modalities, padding_mask, transformer_encoder
 from fusion.models.nets.turn_attention import SequenceEncoder
 
 Fusion = Literal["concat", "add", "gated", "none"]
@@ -130,11 +130,7 @@ class ATEI(Net):
             n_terms = 4 + 2 * aligned
             self.inconsistency = nn.Sequential(
                 nn.Linear(n_terms * hidden + divergence, hidden), nn.GELU(), nn.Dropout(dropout))
-            self.atei_encoder = None
-            if atei_layers:
-                layer = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=2 * hidden, dropout=dropout,
-                                                   batch_first=True, norm_first=True)
-                self.atei_encoder = nn.TransformerEncoder(layer, atei_layers, enable_nested_tensor=False)
+            self.atei_encoder = transformer_encoder(hidden, heads, atei_layers, dropout)
             self.atei_pool = MaskedAttentionPool(hidden)
             self.scale = BranchScale(scale, hidden, scale_init)
         if fusion in ("concat", "none"):

@@ -18,6 +18,15 @@ def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return nn.functional.pad(enc, (0, dim - 2 * half))
 
 
+def transformer_encoder(hidden: int, heads: int, layers: int, dropout: float) -> nn.TransformerEncoder | None:
+    """`layers` pre-norm Transformer encoder layers over (n, T, hidden) segments (None for 0)."""
+    if not layers:
+        return None
+    layer = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=2 * hidden, dropout=dropout,
+                                       batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
 def padding_mask(mask: torch.Tensor) -> torch.Tensor:
     """The key-padding mask of attention over segments (True: ignore) from a presence mask
     (n, T). A sample without any present segment would make attention NaN, so it attends to

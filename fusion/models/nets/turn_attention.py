@@ -15,7 +15,13 @@ import torch
 from torch import nn
 
 from fusion.models.nets.base import NETS, Net
-from fusion.models.nets.layers import MaskedAttentionPool, mean_of_available, padding_mask, sinusoidal_positions
+from fusion.models.nets.layers import (
+    MaskedAttentionPool,
+    mean_of_available,
+    padding_mask,
+    sinusoidal_positions,
+    transformer_encoder,
+)
 
 
 class SequenceEncoder(nn.Module):
@@ -26,11 +32,7 @@ class SequenceEncoder(nn.Module):
         super().__init__()
         self.proj = nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Dropout(dropout))
         self.time_scale = time_scale
-        self.encoder = None
-        if layers:
-            layer = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=2 * hidden, dropout=dropout,
-                                               batch_first=True, norm_first=True)
-            self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.encoder = transformer_encoder(hidden, heads, layers, dropout)
         self.pool = MaskedAttentionPool(hidden)
 
     def encode(self, x: torch.Tensor, mask: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
