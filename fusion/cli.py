@@ -138,6 +138,27 @@ def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    from fusion.report.build import ReportRequest, make_reports
+
+    req = ReportRequest(run=args.run, model=args.model, data=args.config, overrides=args.overrides,
+                        participants=args.participants or (), cohort=args.cohort, out=args.out,
+                        targets=args.targets or (), hide_text=args.hide_text, pdf=not args.no_pdf,
+                        subgroups=args.subgroups or (), tracking_uri=args.tracking_uri, n_draws=args.n_draws,
+                        seed=args.seed, track=not args.no_track)
+    result = make_reports(req)
+    for _sid, why in result.failed.items():
+        print(f"error: {why}", file=sys.stderr)
+    print("written: " + ", ".join(str(f) for f in result.files))
+    print(f"in {result.seconds['total']:.2f} s")
+    out = {"files": [str(f) for f in result.files], "failed": result.failed, "warnings": result.warnings,
+           "seconds": result.seconds}
+    if result.failed:
+        out["error"] = (f"{len(result.failed)} of {len(result.failed) + len(result.participants)} participant "
+                        "report(s) could not be made (see above); the others were written")
+    return out
+
+
 def cmd_data_describe(args: argparse.Namespace) -> dict[str, Any]:
     from fusion.config.load import load_config
     from fusion.config.schema import DataConfig
@@ -237,6 +258,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="compare runs on different data or splits anyway")
     p.add_argument("--n-bootstrap", type=int, default=1000, dest="n_bootstrap")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="clinician-facing participant and cohort reports (HTML and PDF)")
+    _common(p, None)
+    p.add_argument("--run", help="the evaluation run: its output folder, or an MLflow run id (with --tracking-uri)")
+    p.add_argument("--model", help="the saved model folder (default: the run's model/)")
+    p.add_argument("--data", dest="config", help="train config naming the dataset and feature store "
+                   "(default: the run's config.yaml)")
+    p.add_argument("--participant", action="append", dest="participants", metavar="ID",
+                   help="a participant (sample) id to report on (repeatable)")
+    p.add_argument("--cohort", action="store_true", help="also write the cohort report (needs the run)")
+    p.add_argument("--target", action="append", dest="targets", help="only these targets (repeatable)")
+    p.add_argument("--out", default="outputs/reports", help="folder for the HTML and PDF files")
+    p.add_argument("--hide-text", action="store_true", dest="hide_text",
+                   help="leave transcript excerpts out (when the data licence does not allow showing them)")
+    p.add_argument("--subgroup", action="append", dest="subgroups", metavar="COLUMN",
+                   help="a labels column to break cohort performance down by (default: gender when present)")
+    p.add_argument("--no-pdf", action="store_true", dest="no_pdf", help="HTML only (no Chromium needed)")
+    p.add_argument("--no-track", action="store_true", dest="no_track",
+                   help="do not log the reports to the MLflow run")
+    p.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow tracking URI, to read --run by id")
+    p.add_argument("--draws", type=int, default=200, dest="n_draws", help="bootstrap refits for the intervals")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("data", help="inspect a dataset")
     dsub = p.add_subparsers(dest="data_command", required=True)

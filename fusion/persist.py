@@ -19,7 +19,7 @@ FORMAT = 2
 
 def save_model(model: FusionModel, folder: str | Path,
                columns: Mapping[str, Sequence[str]] | None = None, target: Mapping[str, Any] | None = None,
-               inputs: Mapping[str, Any] | None = None) -> Path:
+               inputs: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> Path:
     """Write a fitted model (any registered fusion model) to `folder`.
 
     Args:
@@ -28,6 +28,7 @@ def save_model(model: FusionModel, folder: str | Path,
         inputs: how each modality is computed from raw data (the feature sets' extractors,
             segmentation, pooling and normalisation), so that the model can be run on new
             recordings (`features.emotion`).
+        extra: further JSON entries of the manifest (what the model was trained on, for reports).
     """
     model.check_fitted()
     folder = Path(folder)
@@ -35,7 +36,7 @@ def save_model(model: FusionModel, folder: str | Path,
     manifest = {"format": FORMAT, "model": MODELS.name_of(model), "params": model.params.model_dump(),
                 "task": model.task, "n_classes": model.n_classes, "modalities": list(model.modalities),
                 "columns": {m: list(c) for m, c in (columns or {}).items()},
-                "target": dict(target or {}), "inputs": dict(inputs or {}),
+                "target": dict(target or {}), "inputs": dict(inputs or {}), **dict(extra or {}),
                 "state": model.save_state(folder)}
     atomic_write_text(json.dumps(manifest, indent=1), folder / MANIFEST)
     return folder

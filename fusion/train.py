@@ -100,6 +100,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if cfg.evaluation.save_model:
             folders.append(fit_final_models(cfg, data, cfg.evaluation.model_dir or out.dir / "model"))
             summary["model_dir"] = str(folders[0])
+        summary["git"] = git_info()
         summary["seconds"] = round(time.perf_counter() - t0, 3)
         summary["run_id"] = out.run_id
         summary["tracking_uri"] = cfg.tracking.uri if cfg.tracking.enabled else None
@@ -213,9 +214,59 @@ def input_recipes(cfg: TrainConfig) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+REFERENCE = "reference.npz"
+QUANTILES = np.arange(101)
+
+
+def save_reference(blocks: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The training cohort's percentiles 0..100 of every pooled feature (`reference.npz`, one
+    (101, d) array per modality; no pickle), against which a report places a participant's
+    values. Sequence blocks are described per segment."""
+    import io
+
+    from features.files import atomic_write_bytes
+    from fusion.data.sequences import SequenceBlock, available
+
+    arrays, counts = {}, {}
+    for m, X in blocks.items():
+        V = X.values[X.mask] if isinstance(X, SequenceBlock) else X[available(X)]
+        counts[m] = int(len(V))
+        if len(V):
+            arrays[m] = np.nanpercentile(V, QUANTILES, axis=0) if np.isfinite(V).any() else np.full(
+                (len(QUANTILES), V.shape[1]), np.nan)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(buf.getvalue(), folder / REFERENCE)
+    return {"file": REFERENCE, "rows": counts, "per": {m: "segment" if isinstance(X, SequenceBlock) else "sample"
+                                                      for m, X in blocks.items()}}
+
+
+def training_record(cfg: TrainConfig, data: ModelData, target: TargetData) -> dict[str, Any]:
+    """Who the model was trained on, for its model card: dataset, samples, class counts, the
+    feature sets' hashes, the protocol, and the commit."""
+    k = target.spec.n_classes
+    record: dict[str, Any] = {
+        "dataset": data.dataset.name, "root": str(cfg.extract.dataset.root) if cfg.extract else None,
+        "sample_ids": [str(i) for i in target.index], "n_samples": int(len(target.y)),
+        "n_subjects": int(len(np.unique(target.subjects))) if target.subjects is not None else None,
+        "class_counts": np.bincount(target.y, minlength=k).tolist(),
+        "modality_available": modality_availability(target.blocks),
+        "feature_sets": data.provenance, "cv": cfg.cv.model_dump(mode="json"), **git_info()}
+    for col in ("Gender", "gender", "sex", "Sex"):
+        if col in data.labels.columns:
+            values = data.labels.loc[target.index, col]
+            record["composition"] = {col: {str(v): int(n) for v, n in values.value_counts(dropna=False).items()}}
+            break
+    return record
+
+
 def fit_final_models(cfg: TrainConfig, data: ModelData, folder: Path) -> Path:
     """Fit the configured model on every usable sample of each target (its inner folds for
-    calibration and stacking drawn from all of them) and save it under `folder/<target>`."""
+    calibration and stacking drawn from all of them) and save it under `folder/<target>`, with
+    the training cohort's feature percentiles (`reference.npz`) and who it was trained on. A
+    target with a score gets the score model too (`folder/<target>/score`), unless the model
+    predicts the score from a jointly trained head."""
     for tname, spec in cfg.targets.items():
         target = select_target(tname, spec, data.labels, data.blocks, data.dataset, cfg.cv.group_by)
         rows = np.arange(len(target.y))
@@ -225,7 +276,20 @@ def fit_final_models(cfg: TrainConfig, data: ModelData, folder: Path) -> Path:
         binary = (target.y >= spec.positive_from).astype(float) if spec.positive_from is not None else None
         model.fit(target.blocks, target.y, task="classification", n_classes=spec.n_classes, inner=inner,
                   seed=cfg.cv.seed, **auxiliary_targets(model, rows, target.score, binary))
-        save_model(model, folder / tname, data.columns,
-                   target={"name": tname, "label": spec.label, "classes": target.classes, "kind": spec.kind},
-                   inputs=input_recipes(cfg))
+        tdir = folder / tname
+        target_info = {"name": tname, "label": spec.label, "classes": target.classes, "kind": spec.kind,
+                       "names": spec.names, "positive_from": spec.positive_from,
+                       "positive_name": spec.positive_name, "score": spec.score}
+        extra = {"reference": save_reference(target.blocks, tdir), "training": training_record(cfg, data, target)}
+        if target.score is not None and not model.scores_jointly():
+            has = ~np.isnan(target.score)
+            reg = ModelSpec(cfg.model.name, cfg.model.params).build()
+            reg.fit({m: b[has] for m, b in target.blocks.items()}, target.score[has], task="regression",
+                    n_classes=1, inner=inner_folds(target.y[has], target.groups[has], np.arange(int(has.sum())),
+                                                   cfg.cv.inner_splits, cfg.cv.seed) if cfg.cv.inner_splits > 1 else [],
+                    seed=cfg.cv.seed)
+            save_model(reg, tdir / "score", data.columns, target={**target_info, "label": spec.score},
+                       inputs=input_recipes(cfg))
+            extra["score_model"] = "score"
+        save_model(model, tdir, data.columns, target=target_info, inputs=input_recipes(cfg), extra=extra)
     return folder

@@ -120,7 +120,8 @@ class TargetSpec(StrictModel):
     in every table. `kind` says whether the classes are ordered (severity: quadratic kappa and
     adjacent accuracy are reported) or nominal (emotions: unweighted average recall, the
     field's headline, with per-class recall and the confusion matrix); it defaults to nominal
-    when `classes` are given and ordinal otherwise.
+    when `classes` are given and ordinal otherwise. `names` are display names of the classes
+    (reports, tables), in class order.
     """
 
     label: str
@@ -130,6 +131,7 @@ class TargetSpec(StrictModel):
     positive_from: int | None = None
     positive_name: str | None = None
     score: str | None = None
+    names: list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -150,6 +152,8 @@ class TargetSpec(StrictModel):
             raise ValueError("give n_classes (labels 0..n_classes-1) or classes (the label values, in order)")
         if self.kind is None:
             self.kind = "nominal" if self.classes is not None else "ordinal"
+        if self.names is not None and len(self.names) != self.n_classes:
+            raise ValueError(f"names gives {len(self.names)} display names for {self.n_classes} classes")
         if self.positive_from is not None and not 0 < self.positive_from < self.n_classes:
             raise ValueError(f"positive_from must be a class index in 1..{self.n_classes - 1}")
         return self

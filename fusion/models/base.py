@@ -97,6 +97,17 @@ class FusionModel:
         without exact attributions (the evaluator then uses permutation importance)."""
         return dict.fromkeys(self.modalities)
 
+    def turn_contributions(self, blocks: Blocks) -> dict[str, np.ndarray] | None:
+        """Per modality, (n, T) each segment's (turn's) attribution to the predicted class's
+        logit ((n,) for a pooled modality), for a sequence model; None otherwise."""
+        return None
+
+    def bootstrap_predictions(self, blocks: Blocks, n_draws: int = 200, seed: int = 0) -> np.ndarray | None:
+        """(n_draws, n, n_classes) probabilities, or (n_draws, n) scores for a regression
+        model, of the model refitted on bootstrap resamples of what it fitted its last stage
+        on (its uncertainty for these samples), or None when the model cannot resample."""
+        return None
+
     def embedding(self, blocks: Blocks) -> np.ndarray | None:
         """(n, width) the representation the model's output layer reads (a network's
         penultimate layer), or None for a model without one (a linear learner)."""

@@ -139,6 +139,33 @@ class LateCalibratedFusion(FusionModel):
         outs = self.modality_outputs(blocks, modalities=modalities)
         return self.stacker(list(outs)).predict(list(outs.values()))
 
+    def bootstrap_predictions(self, blocks: Blocks, n_draws: int = 200, seed: int = 0) -> np.ndarray:
+        """The fusion layer refitted on `n_draws` bootstrap resamples of the stored inner
+        out-of-fold outputs (the per-modality learners and calibrators kept as fitted): the
+        uncertainty of how the modalities are weighted and combined, for each sample's own
+        subset of available modalities. (n_draws, n, k) probabilities or (n_draws, n) scores."""
+        outs = self.modality_outputs(blocks)
+        avail = np.column_stack([~np.isnan(np.atleast_2d(o.T).T).any(1) for o in outs.values()])
+        rng = np.random.default_rng(seed)
+        draws = [rng.integers(0, len(self.y_fit_), len(self.y_fit_)) for _ in range(n_draws)]
+        shape = (n_draws, len(avail), self.n_classes) if self.task == "classification" else (n_draws, len(avail))
+        res = np.full(shape, np.nan)
+        for pattern in {tuple(row) for row in avail if row.any()}:
+            rows = np.flatnonzero((avail == pattern).all(1))
+            mods = [m for m, keep in zip(self.modalities, pattern, strict=True) if keep]
+            inputs = [outs[m][rows] for m in mods]
+            for b, idx in enumerate(draws):
+                oof = [self.oof_[m][idx] for m in mods]
+                if self.task == "regression":
+                    res[b, rows] = RegressionStacker().fit(oof, self.y_fit_[idx]).predict(inputs)
+                    continue
+                if self.params.fusion == "stack":
+                    st = LogLinearStacker(self.params.stack_l2).fit(oof, self.y_fit_[idx], start=self.stacker(mods))
+                else:
+                    st = LinearPoolStacker().fit(oof, self.y_fit_[idx])
+                res[b, rows] = st.predict_proba(inputs)
+        return res
+
     def uncalibrated_proba(self, blocks: Blocks) -> np.ndarray:
         """Equal-weight mean of the raw (uncalibrated) per-modality probabilities."""
         P, mask = stack_probs(list(self.modality_outputs(blocks, calibrated=False).values()))

@@ -69,7 +69,11 @@ class LogLinearStacker(Stacker):
     def _logits(logp: np.ndarray, mask: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
         return b[None, :] + np.einsum("nmk,nm,m->nk", logp, mask, w)
 
-    def fit(self, probas: Sequence[np.ndarray], y: np.ndarray) -> LogLinearStacker:
+    def fit(self, probas: Sequence[np.ndarray], y: np.ndarray,
+            start: LogLinearStacker | None = None) -> LogLinearStacker:
+        """Fit by penalised NLL. With `start` (a fitted stacker of the same modalities, e.g.
+        for bootstrap refits) the optimiser starts from its parameters and uses the analytic
+        gradient of the same objective."""
         logp, mask = stack_log_probs(probas)
         keep = mask.any(1)
         logp, mask, y = logp[keep], mask[keep], np.asarray(y, int)[keep]
@@ -81,8 +85,24 @@ class LogLinearStacker(Stacker):
             p = softmax(self._logits(logp, mask, w, b))
             return -np.mean(np.log(np.clip(p[np.arange(len(y)), y], EPS, 1))) + self.l2 * (b @ b)
 
-        theta0 = np.concatenate([np.full(m, np.log(np.e - 1)), np.zeros(k)])  # w = 1, b = 0
-        res = minimize(loss, theta0, method="L-BFGS-B")
+        if start is None:
+            theta0 = np.concatenate([np.full(m, np.log(np.e - 1)), np.zeros(k)])  # w = 1, b = 0
+            res = minimize(loss, theta0, method="L-BFGS-B")
+        else:
+            masked = logp * mask[:, :, None]
+            onehot = np.eye(k)[y]
+
+            def loss_grad(theta):
+                w, b = np.logaddexp(0, theta[:m]), theta[m:]
+                p = softmax(b[None, :] + np.einsum("nmk,m->nk", masked, w))
+                dz = (p - onehot) / len(y)
+                grad_w = np.einsum("nk,nmk->m", dz, masked) / (1 + np.exp(-theta[:m]))
+                value = -np.mean(np.log(np.clip(p[np.arange(len(y)), y], EPS, 1))) + self.l2 * (b @ b)
+                return value, np.concatenate([grad_w, dz.sum(0) + 2 * self.l2 * b])
+
+            w0 = np.maximum(start.weights_, 1e-8)
+            theta0 = np.concatenate([w0 + np.log(-np.expm1(-w0)), start.bias_])  # softplus⁻¹(w)
+            res = minimize(loss_grad, theta0, method="L-BFGS-B", jac=True)
         self.weights_ = np.logaddexp(0, res.x[:m])
         self.bias_ = res.x[m:]
         return self

@@ -1,0 +1,481 @@
+"""What each report says, computed from the model, the evaluation run and the data; rendering
+(`fusion.report.render`) only lays it out.
+
+Participant: for each target, the calibrated probability of every class with an interval, the
+probability of the positive outcome, the predicted score, the modalities present and each one's
+share of the fused decision, the features behind the decision in plain language placed against
+the training cohort, and for sequence models the turns that contributed most (Integrated
+Gradients, Captum). A participant the model was trained on is shown with the held-out estimate
+of the evaluation (the final model's own estimate for them would be in-sample).
+
+Cohort: performance with confidence intervals on the evaluation protocol, calibration, decision
+curves with their reading, subgroup performance, attributions over the cohort and provenance.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusion.data.sequences import SequenceBlock, available
+from fusion.report.glossary import describe
+from fusion.report.sources import ReportError, Run, TargetModel
+
+INTERVAL = 0.90
+METRIC_NAMES = {"f1_weighted": "weighted F1", "balanced_accuracy": "balanced accuracy", "uar": "UAR",
+                "accuracy": "accuracy", "qwk": "quadratic weighted kappa", "auc_ovr": "AUC (one-vs-rest)",
+                "adjacent_accuracy": "within one class", "ece": "calibration error (ECE)", "brier": "Brier score",
+                "f1_macro": "macro F1", "mae": "mean absolute error", "rmse": "root mean squared error"}
+MODALITY_WORDS = {"text": "what the participant said (sentence embeddings of the transcript)",
+                  "audio": "how the voice sounded (acoustic features)",
+                  "face": "facial behaviour (action units, gaze, head pose from video)"}
+
+
+def rows_of(blocks: Mapping[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    return {m: b[rows] for m, b in blocks.items()}
+
+
+def percentile_of(value: float, quantiles: np.ndarray) -> float:
+    """Where `value` falls in a feature's training distribution (its percentiles 0..100)."""
+    if not np.isfinite(value) or not np.isfinite(quantiles).all():
+        return float("nan")
+    lo, hi = quantiles[0], quantiles[-1]
+    if value <= lo:
+        return 0.0
+    if value >= hi:
+        return 100.0
+    grid = np.arange(len(quantiles)) * 100.0 / (len(quantiles) - 1)
+    # ties (a feature constant over part of its range) take the middle of the tied run
+    left = np.interp(value, quantiles, grid)
+    right = 100.0 - np.interp(-value, -quantiles[::-1], grid)
+    return float((left + right) / 2)
+
+
+def figure_uri(fig) -> str:
+    """A matplotlib figure as an embedded PNG data URI (no file, no network)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+# --- participant --------------------------------------------------------------------------------
+
+def held_out(run: Run | None, target: str, sample_ids: Sequence[str], k: int) -> dict[str, dict[str, Any]]:
+    """The evaluation's out-of-fold probabilities (repeats × classes) and predicted scores of
+    each of `sample_ids` that the run scored."""
+    if run is None:
+        return {}
+    preds = run.table(f"{target}_predictions")
+    if preds is None:
+        return {}
+    preds = preds.set_index("sample_id")
+    reps = sorted({int(c.rsplit("repeat", 1)[1]) for c in preds.columns if c.startswith("p0_repeat")})
+    out = {}
+    for sid in sample_ids:
+        if sid not in preds.index:
+            continue
+        row = preds.loc[sid]
+        P = np.array([[row[f"p{c}_repeat{r}"] for c in range(k)] for r in reps], dtype=float)
+        ok = ~np.isnan(P).any(1)
+        if not ok.any():
+            continue
+        S = np.array([row.get(f"score_pred_repeat{r}", np.nan) for r in reps], dtype=float)
+        out[sid] = {"P": P[ok], "S": S[ok][~np.isnan(S[ok])]}
+    return out
+
+
+def turn_texts(dataset, sample_id: str, recipe: dict[str, Any]) -> list[tuple[float, float, str]]:
+    """(start, end, words) of the sample's turns, segmented as the model's inputs were."""
+    from features.align import SegmentationConfig, turns_from_transcript
+
+    sample = next((s for s in dataset.samples() if s.sample_id == sample_id), None)
+    path = None if sample is None else sample.media.get("transcript")
+    if path is None or not Path(path).exists():
+        return []
+    seg = turns_from_transcript(Path(path), SegmentationConfig(**recipe.get("segmentation", {})))
+    return [(s.start, s.end, s.text or "") for s in seg.segments]
+
+
+def participants(targets: Mapping[str, TargetModel], blocks: Mapping[str, Any], labels: pd.DataFrame,
+                 sample_ids: Sequence[str], *, run: Run | None = None, dataset=None, hide_text: bool = False,
+                 n_draws: int = 200, top_features: int = 4, top_turns: int = 5,
+                 seed: int = 0) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Each participant's report content, and the participants that cannot be reported (id →
+    reason: no data in any of the model's modalities).
+
+    Raises:
+        ReportError: an id that is not in the data (naming some that are).
+    """
+    index = pd.Index(labels.index.astype(str))
+    unknown = [s for s in sample_ids if s not in index]
+    if unknown:
+        known = ", ".join(index[:8]) + (" …" if len(index) > 8 else "")
+        raise ReportError(f"unknown participant(s) {unknown}: not in the data ({len(index)} samples: {known})")
+    rows = np.array([index.get_loc(s) for s in sample_ids], dtype=int)
+    sub = rows_of(blocks, rows)
+    present = {m: available(b) for m, b in sub.items()}
+    failed: dict[str, str] = {}
+    for j, sid in enumerate(sample_ids):
+        if not any(present[m][j] for m in sub):
+            failed[sid] = (f"participant {sid} has no data in any of the model's modalities ({', '.join(sub)}): "
+                           "every feature set is missing for this session, so there is nothing to estimate from")
+    keep = [j for j, sid in enumerate(sample_ids) if sid not in failed]
+    out: dict[str, dict[str, Any]] = {sid: {"id": sid, "targets": {}} for j, sid in enumerate(sample_ids)
+                                      if j in keep}
+    if not keep:
+        return out, failed
+    kept = np.array(keep)
+    sub = {m: b[kept] for m, b in sub.items()}
+    ids = [sample_ids[j] for j in keep]
+    for tname, tm in targets.items():
+        for sid, content in zip(ids, target_content(tm, sub, labels, ids, run=run, dataset=dataset,
+                                                    hide_text=hide_text, n_draws=n_draws, top_features=top_features,
+                                                    top_turns=top_turns, seed=seed), strict=True):
+            out[sid]["targets"][tname] = content
+        for sid, j in zip(ids, range(len(ids)), strict=True):
+            out[sid]["modalities"] = {m: bool(available(b)[j]) for m, b in sub.items()}
+    return out, failed
+
+
+def target_content(tm: TargetModel, blocks: Mapping[str, Any], labels: pd.DataFrame, ids: list[str], *,
+                   run: Run | None, dataset, hide_text: bool, n_draws: int, top_features: int, top_turns: int,
+                   seed: int) -> list[dict[str, Any]]:
+    """One target's part of each participant's report (see `participants`)."""
+    model, names = tm.model, tm.class_names
+    mods = [m for m in model.modalities if m in blocks]
+    blocks = {m: blocks[m] for m in model.modalities}
+    k = model.n_classes
+    proba = model.predict_proba(blocks)
+    draws = model.bootstrap_predictions(blocks, n_draws, seed)
+    score = score_draws = None
+    if tm.score_model is not None:
+        score = tm.score_model.predict(blocks)
+        score_draws = tm.score_model.bootstrap_predictions(blocks, n_draws, seed)
+    elif model.scores_jointly():
+        score = model.predict_score(blocks)
+    shares = model.modality_contributions(blocks)
+    feats = model.feature_contributions(blocks)
+    turns = model.turn_contributions(blocks)
+    trained_on = set(tm.training.get("sample_ids", []))
+    oof = held_out(run, tm.name, ids, k)
+    pos = tm.target.get("positive_from")
+    lo_q, hi_q = (1 - INTERVAL) / 2 * 100, (1 + INTERVAL) / 2 * 100
+    drops = _drop_effects(run, tm.name)
+    out = []
+    for i, sid in enumerate(ids):
+        c: dict[str, Any] = {"name": tm.name, "label": tm.label, "classes": names,
+                             "positive_name": tm.target.get("positive_name"), "in_training": sid in trained_on,
+                             "warning": None}
+        if sid in trained_on and sid in oof and len(oof[sid]["P"]) >= 2:
+            P = oof[sid]["P"]
+            p, lo, hi = P.mean(0), P.min(0), P.max(0)
+            ppos = P[:, pos:].sum(1) if pos is not None else None
+            c["source"] = (f"held-out estimate: the mean over the {len(P)} cross-validation repeats of the evaluation, "
+                           "each from a model that did not see this participant; interval: the range over repeats")
+            c["pos"] = None if ppos is None else (float(ppos.mean()), float(ppos.min()), float(ppos.max()))
+            S = oof[sid]["S"]
+            c["score"] = None if not len(S) else (float(S.mean()), float(S.min()), float(S.max()))
+        else:
+            p = proba[i]
+            if draws is not None and not np.isnan(draws[:, i]).all():
+                lo, hi = np.nanpercentile(draws[:, i], [lo_q, hi_q], axis=0)
+                dpos = draws[:, i, pos:].sum(1) if pos is not None else None
+                c["source"] = (f"the saved model; interval: {INTERVAL:.0%} bootstrap interval of its fusion layer "
+                               f"refitted {n_draws} times (the per-modality models kept fixed)")
+            else:
+                lo = hi = np.full(k, np.nan)
+                dpos = None
+                c["source"] = "the saved model (this model type gives no interval)"
+            ppos = float(p[pos:].sum()) if pos is not None else None
+            c["pos"] = None if ppos is None else (
+                ppos, *(np.nanpercentile(dpos, [lo_q, hi_q]) if dpos is not None else (np.nan, np.nan)))
+            c["score"] = None
+            if score is not None:
+                s_lo = s_hi = np.nan
+                if score_draws is not None and not np.isnan(score_draws[:, i]).all():
+                    s_lo, s_hi = np.nanpercentile(score_draws[:, i], [lo_q, hi_q])
+                c["score"] = (float(score[i]), float(s_lo), float(s_hi))
+            if sid in trained_on:
+                c["warning"] = ("This participant was in the model's training data and the evaluation run with their "
+                                "held-out estimate was not given (or had one repeat): these figures are in-sample "
+                                "and optimistic.")
+        c["proba"] = [(names[j], float(p[j]), float(lo[j]), float(hi[j])) for j in range(k)]
+        c["predicted"] = names[int(np.argmax(p))]
+        c["recorded"] = _recorded(tm, labels, sid, names)
+        c["modalities"] = _modalities(tm, blocks, mods, shares, i, drops)
+        c["features"] = _features(tm, blocks, feats, i, int(np.argmax(proba[i])), top_features)
+        c["turns"] = _turns(tm, blocks, turns, i, sid, dataset, hide_text, top_turns) if turns else None
+        out.append(c)
+    return out
+
+
+def _recorded(tm: TargetModel, labels: pd.DataFrame, sid: str, names: list[str]) -> str | None:
+    row = labels.loc[labels.index.astype(str) == sid]
+    if row.empty:
+        return None
+    row = row.iloc[0]
+    parts = []
+    label = tm.target.get("label")
+    classes = tm.target.get("classes") or [str(j) for j in range(len(names))]
+    if label in row and pd.notna(row[label]):
+        v = row[label]
+        value = str(int(v)) if isinstance(v, float) and float(v).is_integer() else str(v)
+        parts.append(names[classes.index(value)] if value in classes else value)
+    score = tm.target.get("score")
+    if score and score in row and pd.notna(row[score]):
+        parts.append(f"{score} {row[score]:g}")
+    return "; ".join(parts) or None
+
+
+def _drop_effects(run: Run | None, target: str) -> dict[str, tuple[float, float]]:
+    """Per modality, the evaluation's weighted F1 with every modality and without this one."""
+    if run is None:
+        return {}
+    mets = run.summary.get("targets", {}).get(target, {}).get("metrics", {})
+    full = mets.get("model", {}).get("f1_weighted", {}).get("mean")
+    return {name[5:]: (full, stats["f1_weighted"]["mean"]) for name, stats in mets.items()
+            if name.startswith("drop:") and full is not None and "f1_weighted" in stats}
+
+
+def _modalities(tm, blocks, mods, shares, i, drops) -> list[dict[str, Any]]:
+    inputs = tm.manifest.get("inputs", {})
+    total = np.nansum(np.abs(shares[i])) if shares is not None else np.nan
+    rows = []
+    for j, m in enumerate(mods):
+        has = bool(available(blocks[m])[i])
+        sets = ", ".join(f"{r['features']} ({r['extractor']['name']})" for r in inputs.get(m, []))
+        row = {"name": m, "present": has, "what": MODALITY_WORDS.get(m, m), "sets": sets, "absence": None}
+        if shares is not None and has and total > 0:
+            row["share"] = float(abs(shares[i, j]) / total)
+            row["direction"] = "towards" if shares[i, j] >= 0 else "against"
+        if not has:
+            row["absence"] = ("absent for this session: the estimate rests on the other modalities, with the fusion "
+                              "weights fitted for that subset")
+            if m in drops:
+                full, without = drops[m]
+                row["absence"] += (f"; in the evaluation, leaving {m} out changed weighted F1 from {full:.2f} to "
+                                   f"{without:.2f}")
+        rows.append(row)
+    return rows
+
+
+def _features(tm, blocks, feats, i, cls, top) -> list[dict[str, Any]]:
+    """Per modality, the features with the largest contributions to the predicted class, their
+    value and where it lies in the training cohort; embedding dimensions are summed."""
+    cols = tm.model.columns or {}
+    out = []
+    for m, C in (feats or {}).items():
+        X = blocks[m]
+        if C is None or isinstance(X, SequenceBlock) or np.isnan(C[i]).all():
+            continue
+        contrib = C[i, :, cls]
+        names = cols.get(m) or [f"{m}/{j}" for j in range(len(contrib))]
+        described = [describe(n) for n in names]
+        opaque = np.array([not d.interpretable for d in described])
+        ref = tm.reference.get(m)
+        items = []
+        for j in np.argsort(-np.abs(np.nan_to_num(np.where(opaque, 0, contrib))))[:top]:
+            if opaque[j] or not np.isfinite(contrib[j]) or contrib[j] == 0:
+                continue
+            value = float(X[i, j])
+            pct = percentile_of(value, ref[:, j]) if ref is not None else float("nan")
+            items.append({"label": described[j].label, "column": names[j], "value": value, "percentile": pct,
+                          "contribution": float(contrib[j]), "family": described[j].family})
+        row = {"modality": m, "items": items, "opaque": None}
+        if opaque.any():
+            row["opaque"] = {"n": int(opaque.sum()), "total": float(np.nansum(contrib[opaque])),
+                             "family": described[int(np.flatnonzero(opaque)[0])].family}
+        out.append(row)
+    return out
+
+
+def _turns(tm, blocks, turns, i, sid, dataset, hide_text, top) -> list[dict[str, Any]]:
+    seq = [m for m in turns if isinstance(blocks[m], SequenceBlock) and turns[m].ndim == 2]
+    if not seq:
+        return []
+    first = blocks[seq[0]]
+    T = first.values.shape[1]
+    total = np.zeros(T)
+    parts = {}
+    for m in seq:
+        a = np.nan_to_num(turns[m][i])
+        total += a
+        parts[m] = a
+    valid = np.flatnonzero(np.isfinite(first.starts[i]))
+    texts = []
+    if not hide_text and dataset is not None:
+        recipe = next(iter(tm.manifest.get("inputs", {}).get(seq[0], [])), {})
+        texts = turn_texts(dataset, sid, recipe)
+    out = []
+    denom = np.abs(total[valid]).sum() or 1.0
+    for t in valid[np.argsort(-np.abs(total[valid]))][:top]:
+        start, end = float(first.starts[i, t]), float(first.ends[i, t])
+        words = None
+        if texts:
+            near = min(texts, key=lambda s, st=start: abs(s[0] - st))
+            words = near[2] if abs(near[0] - start) < 0.5 else None
+        out.append({"index": int(t) + 1, "start": start, "end": end, "attribution": float(total[t]),
+                    "share": float(abs(total[t]) / denom), "text": words,
+                    "by_modality": {m: float(parts[m][t]) for m in seq}})
+    return out
+
+
+# --- cohort -------------------------------------------------------------------------------------
+
+def cohort(run: Run, targets: Mapping[str, TargetModel], labels: pd.DataFrame | None,
+           subgroups: Sequence[str] = (), n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
+    """The cohort report's content for every target the run evaluated (and the model saved)."""
+    from fusion.evaluation import plots
+
+    s = run.summary
+    out: dict[str, Any] = {"targets": {}, "dataset": s.get("dataset"), "model": s.get("model"),
+                           "modalities": s.get("modalities"), "cv": s.get("cv", {}), "notes": s.get("notes", []),
+                           "warnings": s.get("warnings", []), "feature_sets": s.get("feature_sets", {}),
+                           "git": s.get("git", {}), "run_id": run.run_id, "tracking_uri": run.tracking_uri,
+                           "run_folder": str(run.folder)}
+    for tname, ts in s.get("targets", {}).items():
+        if targets and tname not in targets:
+            continue
+        tm = targets.get(tname)
+        names = tm.class_names if tm else ts.get("classes") or [str(j) for j in range(ts["n_classes"])]
+        preds = run.table(f"{tname}_predictions")
+        t: dict[str, Any] = {"name": tname, "label": ts.get("label"), "classes": names,
+                             "n": ts.get("n_samples"), "n_subjects": ts.get("n_subjects"),
+                             "class_counts": list(zip(names, ts.get("class_counts", []), strict=False)),
+                             "availability": ts.get("modality_available", {}),
+                             "positive_name": (tm.target.get("positive_name") if tm else None)}
+        mets = ts.get("metrics", {})
+        t["metrics"] = [(METRIC_NAMES.get(k, k), v) for k, v in mets.get("model", {}).items()
+                        if isinstance(v, dict) and "mean" in v]
+        t["regression"] = [(METRIC_NAMES.get(k, k), v) for k, v in mets.get("regression", {}).items()]
+        t["uncalibrated_ece"] = mets.get("uncalibrated", {}).get("ece")
+        t["confusion"] = ts.get("confusion")
+        t["adjacent"] = _adjacent_share(ts.get("confusion")) if ts.get("kind") == "ordinal" else None
+        t["drops"] = [(name[5:], v["f1_weighted"]) for name, v in mets.items()
+                      if name.startswith("drop:") and "f1_weighted" in v]
+        if preds is not None:
+            y = preds["y"].to_numpy(int)
+            P = _repeats(preds, len(names))
+            t["reliability"] = figure_uri(plots.reliability_figure(f"{tname}: reliability (out-of-fold)", y,
+                                                                   {"calibrated model": P}))
+            t["subgroups"] = _subgroups(preds, P, labels, subgroups, ts.get("kind", "ordinal"),
+                                        tm.target.get("positive_from") if tm else None, n_boot, seed)
+        dc = ts.get("decision_curve")
+        if dc:
+            t["decision"] = figure_uri(plots.decision_figure(f"{tname}: decision curve", dc))
+            t["decision_reading"] = _decision_reading(dc)
+        t.setdefault("reliability", None)
+        t.setdefault("subgroups", [])
+        t.setdefault("decision", None)
+        t.setdefault("decision_reading", None)
+        t["attr_features"] = None
+        t["attr_modalities"] = _table_rows(run.table(f"{tname}_attributions_modalities"))
+        feats = run.table(f"{tname}_attributions_features")
+        if feats is not None:
+            feats = feats.head(10).copy()
+            feats["plain"] = [describe(f).label for f in feats["feature"]]
+            t["attr_features"] = feats.to_dict("records")
+        out["targets"][tname] = t
+    return out
+
+
+def _repeats(preds: pd.DataFrame, k: int) -> np.ndarray:
+    reps = sorted({int(c.rsplit("repeat", 1)[1]) for c in preds.columns if c.startswith("p0_repeat")})
+    return np.stack([preds[[f"p{c}_repeat{r}" for c in range(k)]].to_numpy(float) for r in reps])
+
+
+def _adjacent_share(conf) -> float | None:
+    if conf is None:
+        return None
+    M = np.asarray(conf, float)
+    off = M.sum() - np.trace(M)
+    if off == 0:
+        return None
+    adj = sum(M[i, j] for i in range(len(M)) for j in range(len(M)) if abs(i - j) == 1)
+    return float(adj / off)
+
+
+def _table_rows(df: pd.DataFrame | None) -> list[dict[str, Any]] | None:
+    if df is None:
+        return None
+    if "mean_abs_share_of_margin" in df:
+        total = df["mean_abs_share_of_margin"].sum() or 1.0
+        df = df.assign(percent=df["mean_abs_share_of_margin"] / total)
+    return df.to_dict("records")
+
+
+def _subgroups(preds, P, labels, columns, kind, pos, n_boot, seed) -> list[dict[str, Any]]:
+    """Per value of each grouping column (gender by default): n, weighted F1 and balanced
+    accuracy (mean over repeats, subject-bootstrap CI), and for a target with a positive
+    outcome the AUC, the mean predicted and the observed rate of it."""
+    from fusion.evaluation.metrics import bootstrap_intervals, f1_scores, roc_auc
+
+    if labels is None:
+        return []
+    lab = labels.copy()
+    lab.index = lab.index.astype(str)
+    cols = list(columns) or [c for c in ("Gender", "gender", "sex", "Sex") if c in lab.columns][:1]
+    missing = [c for c in cols if c not in lab.columns]
+    if missing:
+        raise ReportError(f"subgroup column(s) {missing} are not in the labels (columns: {list(lab.columns)})")
+    y = preds["y"].to_numpy(int)
+    k = P.shape[2]
+    groups = preds["subject_id"].astype(str).to_numpy()
+    scored = ~np.isnan(P).any(2).any(0)
+
+    def metrics(yy, pp):
+        pred = pp.argmax(1)
+        recalls = [(pred[yy == c] == c).mean() for c in range(k) if (yy == c).any()]
+        m = {"f1_weighted": f1_scores(yy, pred, k)[0], "balanced_accuracy": float(np.mean(recalls))}
+        if pos is not None:
+            m["auc"] = roc_auc(yy >= pos, pp[:, pos:].sum(1))
+        return m
+
+    rows = []
+    for col in cols:
+        values = lab[col].reindex(preds["sample_id"].astype(str)).to_numpy()
+        for v in pd.unique(values[pd.notna(values)]):
+            idx = np.flatnonzero((values == v) & scored)
+            if len(idx) < 2:
+                continue
+            per = [metrics(y[idx], P[r, idx]) for r in range(len(P))]
+            ci = bootstrap_intervals(metrics, y[idx], P[:, idx], groups[idx], n_boot, seed)
+            row = {"column": col, "value": v, "n": int(len(idx)),
+                   **{name: (float(np.nanmean([p[name] for p in per])), *ci.get(name, (np.nan, np.nan)))
+                      for name in per[0]}}
+            if pos is not None:
+                row["predicted_rate"] = float(P[:, idx, pos:].sum(2).mean())
+                row["observed_rate"] = float((y[idx] >= pos).mean())
+            rows.append(row)
+    return rows
+
+
+def _decision_reading(dc: Mapping[str, Any]) -> dict[str, Any]:
+    """Thresholds where deciding with the model beats both referring everyone and no one."""
+    t = np.asarray(dc["threshold"], float)
+    model, everyone = np.asarray(dc["model"], float), np.asarray(dc["treat_all"], float)
+    better = model > np.maximum(everyone, 0) + 1e-9
+    spans, start = [], None
+    for j, b in enumerate(better):
+        if b and start is None:
+            start = j
+        if (not b or j == len(t) - 1) and start is not None:
+            end = j if b else j - 1
+            spans.append((float(t[start]), float(t[end])))
+            start = None
+    marks = []
+    for th in (0.1, 0.2, 0.3, 0.5):
+        j = int(np.argmin(np.abs(t - th)))
+        if abs(t[j] - th) < 0.03:
+            marks.append({"threshold": float(t[j]), "model": float(model[j]), "all": float(everyone[j]),
+                          "harm_ratio": (1 - t[j]) / t[j]})
+    return {"spans": spans, "marks": marks}
