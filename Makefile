@@ -7,7 +7,7 @@ CONFIG ?=
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-sweep bench-gpu sweep compare clean
+.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-sweep bench-report bench-gpu sweep compare report clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
@@ -35,6 +35,9 @@ train: $(STAMP) ## Train and evaluate a model (CONFIG=configs/train/<experiment>
 sweep: $(STAMP) ## Optuna sweep of a train config (CONFIG=configs/sweep/<name>.yaml), then one nested evaluation
 	$(BIN)/fusion sweep --config $(or $(CONFIG),configs/sweep/demo_baseline.yaml) $(ARGS)
 
+report: $(STAMP) ## Participant / cohort reports, HTML + PDF (ARGS='--run RUN_DIR --participant ID --cohort')
+	$(BIN)/fusion report $(ARGS)
+
 compare: $(STAMP) ## Tracked runs side by side (ARGS='--experiment NAME [--metric uar] …')
 	$(BIN)/fusion compare $(ARGS)
 
@@ -51,7 +54,7 @@ lint: $(STAMP) ## ruff
 AFFECT_SHARED_DATA ?= $(wildcard ../shared/data)
 export AFFECT_SHARED_DATA
 
-bench: bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound ## Run every CPU benchmark (results go in BENCHMARKS.md by hand)
+bench: bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-report ## Run every CPU benchmark (results go in BENCHMARKS.md by hand)
 
 bench-demo: $(STAMP) ## Wall time and peak memory of `fusion demo`, cold and warm
 	$(BIN)/python benchmarks/bench_demo.py $(ARGS)
@@ -73,6 +76,9 @@ bench-compound: $(STAMP) ## Window fusion on a synthetic C-EXPR-DB corpus: train
 
 bench-sweep: $(STAMP) ## Sweeps of the MLP learner with and without pruning (after bench-train)
 	$(BIN)/python benchmarks/bench_sweep.py $(ARGS)
+
+bench-report: $(STAMP) ## Participant and 275-session cohort report times, HTML and PDF (needs Chromium)
+	$(BIN)/python benchmarks/bench_report.py $(ARGS)
 
 bench-gpu: $(STAMP) ## Every neural GPU path (bf16) on RAVDESS features: ARGS='--root … --store …'
 	$(BIN)/python benchmarks/bench_gpu.py $(ARGS)

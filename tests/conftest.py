@@ -60,3 +60,19 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.fail(f"AFFECT_SHARED_DATA={value} is not a folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def severity_corpus(tmp_path_factory):
+    """24 demo sessions with the severity model's session-level features extracted."""
+    from fusion.cli import main
+    from fusion.synthetic.demo_corpus import generate_demo_corpus
+
+    root_dir = Path(__file__).resolve().parents[1]
+    base = tmp_path_factory.mktemp("severity")
+    root, _ = generate_demo_corpus(base / "demo", n_sessions=24, seed=3, questions=3)
+    assert main(["extract", "--config", str(root_dir / "configs/extract/demo_multimodal.yaml"),
+                 "--set", f"dataset.root={root}", "--set", f"store={base / 'store'}", "--set", "progress=false",
+                 "--only", "logmel_session", "--only", "text_session", "--only", "face_session",
+                 "--only", "text_transcript"]) == 0
+    return root, base / "store"

@@ -121,20 +121,6 @@ def test_data_describe_with_folds(demo_corpus, tmp_path, capsys):
     assert sum(f["n_test"] for f in d["folds"]) == 6
 
 
-@pytest.fixture(scope="module")
-def severity_corpus(tmp_path_factory):
-    """24 sessions with the severity model's features extracted."""
-    from fusion.synthetic.demo_corpus import generate_demo_corpus
-
-    base = tmp_path_factory.mktemp("severity")
-    root, _ = generate_demo_corpus(base / "demo", n_sessions=24, seed=3, questions=3)
-    assert main(["extract", "--config", str(ROOT / "configs/extract/demo_multimodal.yaml"),
-                 "--set", f"dataset.root={root}", "--set", f"store={base / 'store'}", "--set", "progress=false",
-                 "--only", "logmel_session", "--only", "text_session", "--only", "face_session",
-                 "--only", "text_transcript"]) == 0
-    return root, base / "store"
-
-
 def severity_args(corpus, tmp_path):
     root, store = corpus
     return ["--config", str(ROOT / "configs/train/severity_late_fusion.yaml"),

@@ -154,63 +154,85 @@ def _high(fds: tuple[int, int]) -> tuple[int, int]:
     return out  # type: ignore[return-value]
 
 
-def render(html_path: str | Path, *, pdf: bool = True, screenshot: bool = False, width: int = 1000,
-           timeout: float = 60.0) -> Rendered:
-    """Open `html_path` in headless Chromium with page scripts disabled; record the page's
-    requests; return its text and, as asked, a PNG screenshot of the whole page and an A4 PDF.
+class Browser:
+    """One headless Chromium for several pages: `with Browser() as b: b.render(path)`.
 
     Raises:
         BrowserError: Chromium not found, not starting, or not answering within `timeout`.
     """
-    exe = find_chromium()
-    if exe is None:
-        raise BrowserError("no Chromium found (set AFFECT_CHROMIUM or install it: apt-get install chromium); "
-                           "the HTML report was written, the PDF needs a browser to print it")
-    path = Path(html_path).resolve()
-    t0 = time.perf_counter()
-    to_child_r, to_child_w = _high(os.pipe())
-    from_child_r, from_child_w = _high(os.pipe())
 
-    with tempfile.TemporaryDirectory(prefix="affect-chromium-") as profile:
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.exe = find_chromium()
+        if self.exe is None:
+            raise BrowserError("no Chromium found (set AFFECT_CHROMIUM or install it: apt-get install chromium); "
+                               "the HTML report was written, the PDF needs a browser to print it")
+        self.timeout = timeout
+
+    def __enter__(self) -> Browser:
+        self._profile = tempfile.TemporaryDirectory(prefix="affect-chromium-")
+        to_child_r, self._w = _high(os.pipe())
+        self._r, from_child_w = _high(os.pipe())
         # Chromium reads commands on fd 3 and writes replies on fd 4
         shell = f'exec "$@" 3<&{to_child_r} 4>&{from_child_w} {to_child_r}<&- {from_child_w}>&-'
         bash = shutil.which("bash") or "/bin/bash"
-        proc = subprocess.Popen([bash, "-c", shell, "bash", exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                pass_fds=(to_child_r, from_child_w),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [bash, "-c", shell, "bash", self.exe, *FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
+            pass_fds=(to_child_r, from_child_w),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_child_r)
         os.close(from_child_w)
-        pipe = _Pipe(proc, to_child_w, from_child_r, timeout)
+        self.pipe = _Pipe(self.proc, self._w, self._r, self.timeout)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(BrowserError, OSError):
+            self.pipe.call("Browser.close")
+        os.close(self._w)
+        os.close(self._r)
         try:
-            target = pipe.call("Target.createTarget", url="about:blank")["targetId"]
-            s = pipe.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-            pipe.call("Network.enable", s)
-            pipe.call("Page.enable", s)
-            pipe.call("Emulation.setScriptExecutionDisabled", s, value=True)
-            pipe.call("Emulation.setDeviceMetricsOverride", s, width=width, height=1400, deviceScaleFactor=1,
-                      mobile=False)
-            pipe.call("Page.navigate", s, url=path.as_uri())
-            pipe.wait_event("Page.loadEventFired", s)
-            root = pipe.call("DOM.getDocument", s, depth=-1)["root"]["nodeId"]
-            text = html_text(pipe.call("DOM.getOuterHTML", s, nodeId=root)["outerHTML"])
-            out = Rendered(text=text)
-            if screenshot:
-                out.screenshot = base64.b64decode(pipe.call("Page.captureScreenshot", s, format="png",
-                                                            captureBeyondViewport=True)["data"])
-            if pdf:
-                out.pdf = base64.b64decode(pipe.call("Page.printToPDF", s, printBackground=True,
-                                                     preferCSSPageSize=True, displayHeaderFooter=False)["data"])
-            out.requests = [ev["params"]["request"]["url"] for ev in pipe.events
-                            if ev.get("method") == "Network.requestWillBeSent" and ev.get("sessionId") == s]
-            with contextlib.suppress(BrowserError):
-                pipe.call("Browser.close")
-        finally:
-            os.close(to_child_w)
-            os.close(from_child_r)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._profile.cleanup()
+
+    def render(self, html_path: str | Path, *, pdf: bool = True, screenshot: bool = False,
+               width: int = 1000) -> Rendered:
+        """Open `html_path` in a new tab with page scripts disabled; record the page's
+        requests; return its text and, as asked, a PNG of the whole page and an A4 PDF."""
+        t0 = time.perf_counter()
+        pipe = self.pipe
+        path = Path(html_path).resolve()
+        target = pipe.call("Target.createTarget", url="about:blank")["targetId"]
+        s = pipe.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        pipe.call("Network.enable", s)
+        pipe.call("Page.enable", s)
+        pipe.call("Emulation.setScriptExecutionDisabled", s, value=True)
+        pipe.call("Emulation.setDeviceMetricsOverride", s, width=width, height=1400, deviceScaleFactor=1,
+                  mobile=False)
+        pipe.call("Page.navigate", s, url=path.as_uri())
+        pipe.wait_event("Page.loadEventFired", s)
+        root = pipe.call("DOM.getDocument", s, depth=-1)["root"]["nodeId"]
+        out = Rendered(text=html_text(pipe.call("DOM.getOuterHTML", s, nodeId=root)["outerHTML"]))
+        if screenshot:
+            out.screenshot = base64.b64decode(pipe.call("Page.captureScreenshot", s, format="png",
+                                                        captureBeyondViewport=True)["data"])
+        if pdf:
+            out.pdf = base64.b64decode(pipe.call("Page.printToPDF", s, printBackground=True,
+                                                 preferCSSPageSize=True, displayHeaderFooter=False)["data"])
+        out.requests = [ev["params"]["request"]["url"] for ev in pipe.events
+                        if ev.get("method") == "Network.requestWillBeSent" and ev.get("sessionId") == s]
+        pipe.events = [ev for ev in pipe.events if ev.get("sessionId") != s]
+        pipe.call("Target.closeTarget", targetId=target)
+        out.seconds = time.perf_counter() - t0
+        return out
+
+
+def render(html_path: str | Path, *, pdf: bool = True, screenshot: bool = False, width: int = 1000,
+           timeout: float = 60.0) -> Rendered:
+    """`Browser.render` in a browser started for this one page."""
+    t0 = time.perf_counter()
+    with Browser(timeout) as browser:
+        out = browser.render(html_path, pdf=pdf, screenshot=screenshot, width=width)
     out.seconds = time.perf_counter() - t0
     return out

@@ -203,16 +203,17 @@ def make_reports(req: ReportRequest) -> ReportResult:
         rendered.append((path, path.with_suffix(".pdf") if req.pdf else None))
         result.seconds["cohort_html"] = time.perf_counter() - t1
     if req.pdf:
-        from fusion.report.browser import render as browse
+        from fusion.report.browser import Browser
 
         t1 = time.perf_counter()
-        for html_path, pdf_path in rendered:
-            page = browse(html_path, pdf=True)
-            if page.external_requests:
-                raise ReportError(f"{html_path}: the page asked for {page.external_requests[:3]}; a report must "
-                                  "not load anything from the network")
-            atomic_write_bytes(page.pdf, pdf_path)
-            result.files.append(pdf_path)
+        with Browser() as browser:
+            for html_path, pdf_path in rendered:
+                page = browser.render(html_path, pdf=True)
+                if page.external_requests:
+                    raise ReportError(f"{html_path}: the page asked for {page.external_requests[:3]}; a report "
+                                      "must not load anything from the network")
+                atomic_write_bytes(page.pdf, pdf_path)
+                result.files.append(pdf_path)
         result.seconds["pdf"] = time.perf_counter() - t1
     if req.track and run is not None and run.run_id and run.tracking_uri and result.files:
         _track(run, result.files)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,19 +43,20 @@ def rows_of(blocks: Mapping[str, Any], rows: np.ndarray) -> dict[str, Any]:
 
 
 def percentile_of(value: float, quantiles: np.ndarray) -> float:
-    """Where `value` falls in a feature's training distribution (its percentiles 0..100)."""
-    if not np.isfinite(value) or not np.isfinite(quantiles).all():
+    """Where `value` falls in a feature's training distribution (its percentiles 0..100): 0
+    below the cohort, 100 above it, the middle of the tied run for a value many share."""
+    q = np.asarray(quantiles, float)
+    if not np.isfinite(value) or not np.isfinite(q).all():
         return float("nan")
-    lo, hi = quantiles[0], quantiles[-1]
-    if value <= lo:
+    grid = np.linspace(0.0, 100.0, len(q))
+    first, last = np.searchsorted(q, value, "left"), np.searchsorted(q, value, "right")
+    if last > first:
+        return float((grid[first] + grid[last - 1]) / 2)
+    if first == 0:
         return 0.0
-    if value >= hi:
+    if first == len(q):
         return 100.0
-    grid = np.arange(len(quantiles)) * 100.0 / (len(quantiles) - 1)
-    # ties (a feature constant over part of its range) take the middle of the tied run
-    left = np.interp(value, quantiles, grid)
-    right = 100.0 - np.interp(-value, -quantiles[::-1], grid)
-    return float((left + right) / 2)
+    return float(np.interp(value, q, grid))
 
 
 def figure_uri(fig) -> str:
@@ -175,15 +177,21 @@ def target_content(tm: TargetModel, blocks: Mapping[str, Any], labels: pd.DataFr
         c: dict[str, Any] = {"name": tm.name, "label": tm.label, "classes": names,
                              "positive_name": tm.target.get("positive_name"), "in_training": sid in trained_on,
                              "warning": None}
-        if sid in trained_on and sid in oof and len(oof[sid]["P"]) >= 2:
+        if sid in trained_on and sid in oof:
             P = oof[sid]["P"]
-            p, lo, hi = P.mean(0), P.min(0), P.max(0)
+            p = P.mean(0)
+            spread = len(P) >= 2
+            lo, hi = (P.min(0), P.max(0)) if spread else (np.full(k, np.nan), np.full(k, np.nan))
             ppos = P[:, pos:].sum(1) if pos is not None else None
-            c["source"] = (f"held-out estimate: the mean over the {len(P)} cross-validation repeats of the evaluation, "
-                           "each from a model that did not see this participant; interval: the range over repeats")
-            c["pos"] = None if ppos is None else (float(ppos.mean()), float(ppos.min()), float(ppos.max()))
+            c["source"] = (f"held-out estimate: the mean over the {len(P)} cross-validation repeat(s) of the "
+                           "evaluation, "
+                           "each from a model that did not see this participant; "
+                           + ("interval: the range over repeats" if spread else "one repeat, so no interval"))
+            c["pos"] = None if ppos is None else (float(ppos.mean()), *((float(ppos.min()), float(ppos.max()))
+                                                                        if spread else (np.nan, np.nan)))
             S = oof[sid]["S"]
-            c["score"] = None if not len(S) else (float(S.mean()), float(S.min()), float(S.max()))
+            c["score"] = None if not len(S) else (float(S.mean()), *((float(S.min()), float(S.max()))
+                                                                     if len(S) >= 2 else (np.nan, np.nan)))
         else:
             p = proba[i]
             if draws is not None and not np.isnan(draws[:, i]).all():
@@ -205,9 +213,8 @@ def target_content(tm: TargetModel, blocks: Mapping[str, Any], labels: pd.DataFr
                     s_lo, s_hi = np.nanpercentile(score_draws[:, i], [lo_q, hi_q])
                 c["score"] = (float(score[i]), float(s_lo), float(s_hi))
             if sid in trained_on:
-                c["warning"] = ("This participant was in the model's training data and the evaluation run with their "
-                                "held-out estimate was not given (or had one repeat): these figures are in-sample "
-                                "and optimistic.")
+                c["warning"] = ("This participant was in the model's training data, and no evaluation run with their "
+                                "held-out estimate was given: these figures are in-sample and optimistic.")
         c["proba"] = [(names[j], float(p[j]), float(lo[j]), float(hi[j])) for j in range(k)]
         c["predicted"] = names[int(np.argmax(p))]
         c["recorded"] = _recorded(tm, labels, sid, names)
@@ -447,11 +454,13 @@ def _subgroups(preds, P, labels, columns, kind, pos, n_boot, seed) -> list[dict[
             idx = np.flatnonzero((values == v) & scored)
             if len(idx) < 2:
                 continue
-            per = [metrics(y[idx], P[r, idx]) for r in range(len(P))]
-            ci = bootstrap_intervals(metrics, y[idx], P[:, idx], groups[idx], n_boot, seed)
+            with warnings.catch_warnings():  # a subgroup with one class has no AUC (NaN, said as "–")
+                warnings.simplefilter("ignore", RuntimeWarning)
+                per = [metrics(y[idx], P[r, idx]) for r in range(len(P))]
+                ci = bootstrap_intervals(metrics, y[idx], P[:, idx], groups[idx], n_boot, seed)
+                means = {name: float(np.nanmean([p[name] for p in per])) for name in per[0]}
             row = {"column": col, "value": v, "n": int(len(idx)),
-                   **{name: (float(np.nanmean([p[name] for p in per])), *ci.get(name, (np.nan, np.nan)))
-                      for name in per[0]}}
+                   **{name: (means[name], *ci.get(name, (np.nan, np.nan))) for name in per[0]}}
             if pos is not None:
                 row["predicted_rate"] = float(P[:, idx, pos:].sum(2).mean())
                 row["observed_rate"] = float((y[idx] >= pos).mean())

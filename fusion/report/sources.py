@@ -99,9 +99,9 @@ def load_target(folder: Path) -> TargetModel:
         if manifest.get("score_model"):
             score = load_model(model_file(folder, manifest["score_model"]))
     except FileNotFoundError as err:
-        missing = err.filename or str(err)
-        raise ReportError(f"{folder}: the saved model is incomplete: {missing} is missing "
-                          f"(it is named in {folder / MANIFEST}); save the model again with `fusion train`") from None
+        what = f"{err.filename} is missing" if err.filename else str(err)
+        raise ReportError(f"{folder}: the saved model is incomplete: {what}; save the model again with "
+                          "`fusion train`") from None
     except (OSError, KeyError, ValueError) as err:
         raise ReportError(f"{folder}: the saved model cannot be loaded ({type(err).__name__}: {err})") from None
     reference: dict[str, np.ndarray] = {}
@@ -133,13 +133,12 @@ def load_targets(model_dir: Path, only: list[str] | None = None) -> dict[str, Ta
     if not folders:
         raise ReportError(f"{model_dir}: no saved model here (expected {MANIFEST}, or one folder per target with "
                           "one, as `fusion train` writes with evaluation.save_model: true)")
-    targets = {t.name: t for t in map(load_target, folders)}
     if only:
-        unknown = [t for t in only if t not in targets]
+        unknown = [t for t in only if t not in {f.name for f in folders}]
         if unknown:
-            raise ReportError(f"unknown target(s) {unknown}; the model folder has {sorted(targets)}")
-        targets = {t: targets[t] for t in only}
-    return targets
+            raise ReportError(f"unknown target(s) {unknown}; the model folder has {sorted(f.name for f in folders)}")
+        folders = [f for f in folders if f.name in only]
+    return {t.name: t for t in map(load_target, folders)}
 
 
 def resolve_run(run: str | Path, tracking_uri: str | None = None) -> Run:

@@ -1,0 +1,283 @@
+"""Clinician-facing reports (`fusion report`): participant and cohort reports from a model
+trained on the demo corpus, rendered in headless Chromium (page text, no request leaving the
+page, screenshot, PDF pages); the intervals, glossary and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fusion.cli import main
+from fusion.report.browser import find_chromium
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_chromium = pytest.mark.skipif(find_chromium() is None,
+                                    reason="no Chromium here (apt-get install chromium; .ci/run installs it)")
+
+
+def train(corpus, out: Path, config: str, *extra: str) -> dict:
+    root, store = corpus
+    assert main(["train", "--config", str(ROOT / config), "--set", f"extract.dataset.root={root}",
+                 "--set", f"extract.store={store}", "--set", "cv.n_splits=2", "--set", "cv.inner_splits=2",
+                 "--set", "evaluation.n_bootstrap=50", "--set", "evaluation.plots=false",
+                 "--set", f"tracking.uri=sqlite:///{out / 'ml.db'}", "--set", f"tracking.artifacts={out / 'art'}",
+                 "--set", f"output_dir={out / 'out'}", "--json", str(out / "s.json"), *extra]) == 0
+    return json.loads((out / "s.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def severity_run(severity_corpus, tmp_path_factory):
+    """The tri-modal severity model (late fusion) trained on 24 demo sessions, 2 repeats."""
+    out = tmp_path_factory.mktemp("report_run")
+    s = train(severity_corpus, out, "configs/train/severity_late_fusion.yaml", "--set", "cv.n_repeats=2",
+              "--set", "evaluation.ablation=false", "--set", "evaluation.noise_levels=[1.0]")
+    return s, severity_corpus
+
+
+def pages(pdf: Path) -> list[str]:
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    return [p for p in text.split("\f") if p.strip()]
+
+
+def held_out_probabilities(run_dir: Path, target: str, sid: str, k: int) -> np.ndarray:
+    preds = pd.read_csv(run_dir / f"{target}_predictions.csv", dtype={"sample_id": str}).set_index("sample_id")
+    reps = sorted({c.rsplit("repeat", 1)[1] for c in preds.columns if c.startswith("p0_repeat")})
+    return np.array([[preds.loc[sid, f"p{c}_repeat{r}"] for c in range(k)] for r in reps]).mean(0)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_participant_and_cohort_reports_in_a_real_browser(severity_run, tmp_path, capsys):
+    from fusion.report.browser import render
+
+    s, _ = severity_run
+    run_dir = Path(s["outputs"]["dir"])
+    sid = pd.read_csv(run_dir / "depression_predictions.csv", dtype={"sample_id": str})["sample_id"].iloc[3]
+    out = tmp_path / "reports"
+    assert main(["report", "--run", str(run_dir), "--participant", sid, "--cohort", "--out", str(out),
+                 "--json", str(tmp_path / "r.json")]) == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert not r["failed"] and not r["warnings"]
+    html = (out / f"participant_{sid}.html").read_text()
+    assert "<script" not in html.lower() and "http://" not in html and "https://" not in html
+
+    page = render(out / f"participant_{sid}.html", pdf=False, screenshot=True)
+    assert page.requests == [(out / f"participant_{sid}.html").resolve().as_uri()]  # nothing else asked for
+    assert not page.external_requests
+    assert page.screenshot[:8] == b"\x89PNG\r\n\x1a\n" and len(page.screenshot) > 20_000
+    text = page.text
+    assert f"Participant {sid}" in text and "Research use only" in text and "not a diagnosis" in text
+    # the probabilities shown are the evaluation's held-out ones for this participant (in the training data)
+    for target, k in (("depression", 5), ("ptsd", 3)):
+        for p in held_out_probabilities(run_dir, target, sid, k):
+            assert f"{100 * p:.1f} %" in text, (target, p)
+    assert "held-out estimate" in text and "range over repeats" in text
+    names = ["none (0-4)", "mild (5-9)", "moderate (10-14)", "moderately severe (15-19)", "severe (20-24)"]
+    assert all(n in text for n in names) and "high (> 40)" in text
+    # each modality with its share of the decision, features in plain language against the cohort
+    for m in ("text", "audio", "face"):
+        assert f"\n{m}\n" in f"\n{text}\n"
+    shares = [float(x) for x in __import__("re").findall(r"(\d+) % \(towards|(\d+) % \(against", text) for x in x if x]
+    assert len(shares) >= 3 and all(0 <= x <= 100 for x in shares)
+    assert "% of the cohort" in text or "in the cohort" in text
+    assert "Model card and intended use" in text and "Known failure modes" in text
+
+    # the PDF: page 1 the estimate, then the evidence and the model card each from a new page
+    pp = pages(out / f"participant_{sid}.pdf")
+    assert f"Participant {sid}" in pp[0] and "Research use only" in pp[0]
+    starts = [p.strip().splitlines()[0].strip() for p in pp]
+    assert "What the estimate rests on" in starts and "Model card and intended use" in starts
+    assert starts.index("What the estimate rests on") < starts.index("Model card and intended use")
+
+    cohort = render(out / "cohort.html", pdf=False)
+    assert not cohort.external_requests
+    c = cohort.text
+    f1 = s["targets"]["depression"]["metrics"]["model"]["f1_weighted"]
+    assert f"{f1['mean']:.2f} ± {f1['sd']:.2f} [{f1['ci_low']:.2f}, {f1['ci_high']:.2f}]" in c
+    assert "Reading the decision curve" in c and "Gender = " in c and "Provenance" in c
+    assert s["run_id"] in c and "Research use only" in c
+    cohort_html = (out / "cohort.html").read_text()
+    assert cohort_html.count('src="data:image/png;base64,') >= 4  # reliability + decision curve per target
+    cp = pages(out / "cohort.pdf")
+    starts = [p.strip().splitlines()[0].strip() for p in cp]
+    for title in ("Calibration and decision curves", "Subgroups and attributions", "Model card and intended use"):
+        assert title in starts, starts
+    # tracked in the MLflow run
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=s["tracking_uri"])
+    arts = {a.path for a in client.list_artifacts(s["run_id"], "reports")}
+    assert f"reports/participant_{sid}.pdf" in arts and "reports/cohort.html" in arts
+
+
+@pytest.mark.slow
+def test_a_new_participant_gets_the_saved_model_with_a_bootstrap_interval(severity_run, tmp_path):
+    """A participant the model never saw: the saved model's estimate, with the 90 % bootstrap
+    interval of its fusion layer (here simulated by removing them from the training record)."""
+    from fusion.report.build import ReportRequest, make_reports
+
+    s, _ = severity_run
+    run_dir = Path(s["outputs"]["dir"])
+    model = tmp_path / "model"
+    shutil.copytree(run_dir / "model", model)
+    sid = pd.read_csv(run_dir / "depression_predictions.csv", dtype={"sample_id": str})["sample_id"].iloc[0]
+    for target in ("depression", "ptsd"):
+        path = model / target / "manifest.json"
+        man = json.loads(path.read_text())
+        man["training"]["sample_ids"].remove(sid)
+        path.write_text(json.dumps(man))
+    res = make_reports(ReportRequest(run=str(run_dir), model=str(model), participants=[sid], out=str(tmp_path / "o"),
+                                     pdf=False, track=False, n_draws=100))
+    html = (tmp_path / "o" / f"participant_{sid}.html").read_text()
+    assert res.participants == [sid]
+    assert "90% bootstrap interval of its fusion layer" in html and "held-out estimate" not in html
+    assert "predicted score" in html  # the saved score model
+
+
+def test_bootstrap_of_the_fusion_layer():
+    from fusion.models.late_fusion import LateCalibratedFusion
+    from fusion.models.stacking import LogLinearStacker
+
+    rng = np.random.default_rng(0)
+    n = 120
+    y = rng.integers(0, 3, n)
+    blocks = {"a": rng.normal(size=(n, 4)) + y[:, None] * 0.8, "b": rng.normal(size=(n, 3)) + y[:, None] * 0.3}
+    blocks["b"][:10] = np.nan
+    inner = [(np.arange(n)[np.arange(n) % 2 == f], np.arange(n)[np.arange(n) % 2 != f]) for f in (0, 1)]
+    model = LateCalibratedFusion(learner={"name": "logreg"}).fit(blocks, y, task="classification", n_classes=3,
+                                                                  inner=inner)
+    draws = model.bootstrap_predictions(blocks, n_draws=50, seed=1)
+    assert draws.shape == (50, n, 3)
+    np.testing.assert_allclose(draws.sum(2), 1.0, atol=1e-9)
+    p = model.predict_proba(blocks)
+    lo, hi = np.percentile(draws, [5, 95], axis=0)
+    assert ((p >= lo - 0.02) & (p <= hi + 0.02)).mean() > 0.95
+    assert (hi - lo).mean() > 1e-3  # resampling the fusion layer's data moves the estimate
+    # the rows lacking `b` are predicted by the fusion layer of `a` alone, in every draw
+    np.testing.assert_allclose(np.median(draws[:, :10], 0), model.predict_proba(blocks, ["a"])[:10], atol=0.1)
+    # the warm-started analytic-gradient fit reaches the plain fit's optimum
+    outs = [model.oof_[m] for m in model.modalities]
+    plain = LogLinearStacker(0.01).fit(outs, y)
+    warm = LogLinearStacker(0.01).fit(outs, y, start=model.stacker(model.modalities))
+    np.testing.assert_allclose(warm.weights_, plain.weights_, atol=1e-3)
+    np.testing.assert_allclose(warm.bias_, plain.bias_, atol=1e-3)
+
+
+def test_feature_names_in_plain_language():
+    from fusion.report.glossary import describe, mel_centre_hz
+
+    assert describe("face_session/AU04_r__mean").label == "AU04 brow lowerer intensity, mean"
+    assert describe("face_turn/AU12_r__mean__std").label == "AU12 lip corner puller (smile) intensity, mean; SD over turns"
+    assert describe("face_session/gaze_angle_x__std").family == "gaze"
+    assert describe("face_session/pose_Rx__mean").label.startswith("head pitch")
+    assert describe("egemaps_session/F0semitoneFrom27.5Hz_sma3nz_amean").label == "pitch (F0, semitones), mean"
+    assert describe("egemaps_session/slopeUV0-500_sma3nz_amean").label == "spectral slope 0-500 Hz in unvoiced stretches, mean"
+    assert describe("egemaps_session/jitterLocal_sma3nz_stddevNorm").label.startswith("jitter")
+    assert describe("egemaps_session/MeanUnvoicedSegmentLength").label.startswith("mean length of pauses")
+    band = describe("logmel_session/logmel10_mean")
+    assert band.family == "voice spectrum (log-Mel)" and f"{mel_centre_hz(10):,.0f} Hz" in band.label
+    text = describe("text_session/mean_017")
+    assert not text.interpretable and "dimension 17" in text.label
+    unknown = describe("compare/audspec_lengthL1norm_sma_range")
+    assert unknown.label == "audspec_lengthL1norm_sma_range" and not unknown.interpretable  # never a guess
+    assert mel_centre_hz(0) < mel_centre_hz(63) < 8000
+
+
+def test_percentile_against_the_training_cohort():
+    from fusion.report.content import percentile_of
+
+    q = np.percentile(np.arange(1000.0), np.arange(101))
+    assert percentile_of(850.0, q) == pytest.approx(85.0, abs=0.2)
+    assert percentile_of(-5.0, q) == 0.0 and percentile_of(2000.0, q) == 100.0
+    flat = np.r_[np.zeros(60), np.linspace(0, 1, 41)]  # 60 % of the cohort at exactly 0
+    assert percentile_of(0.0, flat) == pytest.approx(30.0, abs=1.0)
+    assert np.isnan(percentile_of(float("nan"), q))
+
+
+@pytest.mark.slow
+def test_bad_input_gets_clear_messages(severity_run, tmp_path, capsys):
+    from fusion.report.build import ReportRequest, make_reports
+    from fusion.report.content import participants
+    from fusion.report.sources import ReportError, load_targets
+
+    s, corpus = severity_run
+    run_dir = Path(s["outputs"]["dir"])
+    # an unknown participant
+    assert main(["report", "--run", str(run_dir), "--participant", "nobody", "--no-pdf", "--no-track",
+                 "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown participant(s) ['nobody']" in err and "not in the data" in err
+    # nothing asked for
+    assert main(["report", "--run", str(run_dir), "--no-pdf", "--out", str(tmp_path / "a")]) == 2
+    assert "nothing to report" in capsys.readouterr().err
+    # a model folder missing a file
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir / "model", broken)
+    (broken / "depression" / "score" / "manifest.json").unlink()  # the PHQ-8 score model
+    assert main(["report", "--run", str(run_dir), "--model", str(broken), "--participant", "x", "--no-pdf",
+                 "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "incomplete" in err and "score/manifest.json" in err
+    (broken / "ptsd" / "reference.npz").unlink()
+    with pytest.raises(ReportError, match="reference.npz"):
+        load_targets(broken, ["ptsd"])
+    # data whose feature hashes differ from the model's: a warning naming the feature set
+    shifted = tmp_path / "shifted"
+    shutil.copytree(run_dir / "model", shifted)
+    for target in ("depression", "ptsd"):
+        path = shifted / target / "manifest.json"
+        man = json.loads(path.read_text())
+        man["training"]["feature_sets"]["face_session"]["param_hash"] = "0" * 64
+        path.write_text(json.dumps(man))
+    sid = pd.read_csv(run_dir / "ptsd_predictions.csv", dtype={"sample_id": str})["sample_id"].iloc[0]
+    res = make_reports(ReportRequest(run=str(run_dir), model=str(shifted), participants=[sid], pdf=False,
+                                     track=False, out=str(tmp_path / "b"), n_draws=20))
+    assert any("face_session" in w and "other settings" in w for w in res.warnings)
+    assert "face_session" in (tmp_path / "b" / f"participant_{sid}.html").read_text()
+    # a participant with no data in any modality: reported as such, the others kept
+    targets = load_targets(run_dir / "model")
+    from fusion.config.load import load_config
+    from fusion.config.schema import TrainConfig
+    from fusion.data.blocks import load_model_data
+
+    data = load_model_data(load_config(TrainConfig, run_dir / "config.yaml", []))
+    ids = list(data.labels.index.astype(str))
+    blocks = {m: b.copy() for m, b in data.blocks.items()}
+    for b in blocks.values():
+        b[ids.index(ids[1])] = np.nan
+    out, failed = participants(targets, blocks, data.labels, [ids[0], ids[1]], run=None, n_draws=10)
+    assert list(out) == [ids[0]] and list(failed) == [ids[1]]
+    assert "no data in any of the model's modalities (text, audio, face)" in failed[ids[1]]
+
+
+@pytest.mark.slow
+def test_sequence_model_report_shows_the_turns_with_captum_attributions(severity_corpus, tmp_path):
+    """ATEI over turns: the report lists the turns with the largest Integrated-Gradients
+    attributions, with what was said (or not, with --hide-text)."""
+    root, store = severity_corpus
+    assert main(["extract", "--config", str(ROOT / "configs/extract/demo_multimodal.yaml"),
+                 "--set", f"dataset.root={root}", "--set", f"store={store}", "--set", "progress=false",
+                 "--only", "egemaps_turn", "--only", "text_turn"]) == 0
+    s = train(severity_corpus, tmp_path, "configs/train/atei.yaml", "--set", "cv.n_repeats=1",
+              "--set", "evaluation.ablation=false", "--set", "model.params.max_epochs=3",
+              "--set", "model.params.max_inner=1", "--set", "model.params.hidden=16")
+    run_dir = Path(s["outputs"]["dir"])
+    sid = pd.read_csv(run_dir / "depression_predictions.csv", dtype={"sample_id": str})["sample_id"].iloc[0]
+    from fusion.report.build import ReportRequest, make_reports
+
+    make_reports(ReportRequest(run=str(run_dir), participants=[sid], pdf=False, track=False, out=str(tmp_path / "t")))
+    html = (tmp_path / "t" / f"participant_{sid}.html").read_text()
+    assert "turns that contributed most" in html and "Integrated Gradients (Captum)" in html
+    transcript = pd.read_csv(next((root / f"{sid}_P").glob("*TRANSCRIPT.csv")), sep="\t")
+    said = [str(v) for v in transcript["value"]]
+    assert sum(f"“{w}”" in html for w in said if len(w) > 3) >= 1  # excerpts are the participant's own words
+    make_reports(ReportRequest(run=str(run_dir), participants=[sid], pdf=False, track=False, hide_text=True,
+                               out=str(tmp_path / "h")))
+    hidden = (tmp_path / "h" / f"participant_{sid}.html").read_text()
+    assert "[hidden]" in hidden and not any(f"“{w}”" in hidden for w in said if len(w) > 3)
