@@ -164,6 +164,7 @@ def target_content(tm: TargetModel, blocks: Mapping[str, Any], labels: pd.DataFr
         score_draws = tm.score_model.bootstrap_predictions(blocks, n_draws, seed)
     elif model.scores_jointly():
         score = model.predict_score(blocks)
+    calibrated = model.uncalibrated_proba(blocks) is not None  # the contract: None when it does not calibrate
     shares = model.modality_contributions(blocks)
     feats = model.feature_contributions(blocks)
     turns = model.turn_contributions(blocks)
@@ -176,7 +177,7 @@ def target_content(tm: TargetModel, blocks: Mapping[str, Any], labels: pd.DataFr
     for i, sid in enumerate(ids):
         c: dict[str, Any] = {"name": tm.name, "label": tm.label, "classes": names,
                              "positive_name": tm.target.get("positive_name"), "in_training": sid in trained_on,
-                             "warning": None}
+                             "warning": None, "calibrated": calibrated}
         if sid in trained_on and sid in oof:
             P = oof[sid]["P"]
             p = P.mean(0)
