@@ -101,9 +101,13 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         return result
     from fusion.evaluation.tables import format_summary
     from fusion.train import train
+    from fusion.train_multilabel import format_multilabel, is_multilabel
 
     result = train(cfg)
     print(f"{result['model']} on {', '.join(result['feature_sets'])}")
+    if is_multilabel(cfg):
+        print(format_multilabel(result))
+        return result
     print(format_summary(result))
     print(f"outputs: {result['outputs']['dir']}")
     return result

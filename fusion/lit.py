@@ -4,8 +4,9 @@ one helper that builds and runs the `Trainer`.
 A network is a plain `nn.Module` (`fusion.models.nets`) whose `forward(**inputs)` returns one
 output per head (a dict, or a tensor for a single head). `LitModule` owns the losses, the
 metrics (one torchmetrics object per head and stage) and the optimiser and schedule. Heads are
-multiclass (cross-entropy, optional class weights), multilabel (binary cross-entropy,
-optional positive weights) or regression (MSE or smooth L1). A head's missing targets (class
+multiclass (cross-entropy, optional class weights), multilabel (binary cross-entropy with
+optional positive weights, or the dynamically weighted squared error of Kosti et al.) or
+regression (MSE, smooth L1, or the margin L2 of Kosti et al.). A head's missing targets (class
 -1, or NaN) are left out of its loss, so heads trained jointly may have labels for different
 samples.
 
@@ -43,7 +44,12 @@ class Head:
         n_out: classes, labels, or 1 for a score.
         weight: the head's weight in the total loss.
         class_weights: multiclass: per-class loss weights; multilabel: positive-class weights.
-        loss: regression only: "mse" or "smooth_l1".
+        loss: regression: "mse", "smooth_l1" or "margin_l2" (squared error where it exceeds
+            `margin`, 0 within it); multilabel: "bce" or "dynamic" (squared error of the
+            predicted probabilities, each label weighted 1 / ln(c + p_i) by the share p_i of
+            positives of label i in the batch, c = `dynamic_c`; Kosti et al., EMOTIC).
+        margin: the margin of "margin_l2", in target units.
+        dynamic_c: c of the "dynamic" weighting.
     """
 
     name: str
@@ -51,7 +57,9 @@ class Head:
     n_out: int
     weight: float = 1.0
     class_weights: tuple[float, ...] | None = None
-    loss: Literal["mse", "smooth_l1"] = "mse"
+    loss: Literal["mse", "smooth_l1", "margin_l2", "bce", "dynamic"] = "mse"
+    margin: float = 0.0
+    dynamic_c: float = 1.2
 
 
 def head_loss(head: Head, out: torch.Tensor, target: torch.Tensor,
@@ -67,11 +75,18 @@ def head_loss(head: Head, out: torch.Tensor, target: torch.Tensor,
         keep = ~torch.isnan(target).any(dim=1)
         if not keep.any():
             return out.sum() * 0.0, keep
+        if head.loss == "dynamic":
+            t = target[keep]
+            w = 1.0 / torch.log(head.dynamic_c + t.mean(0))
+            return ((torch.sigmoid(out[keep]) - t) ** 2 * w).sum(1).mean(), keep
         return nn.functional.binary_cross_entropy_with_logits(out[keep], target[keep], pos_weight=weights), keep
     out = out.reshape(target.shape)
     keep = ~torch.isnan(target)
     if not keep.any():
         return out.sum() * 0.0, keep
+    if head.loss == "margin_l2":
+        err = out[keep] - target[keep]
+        return torch.where(err.abs() > head.margin, err ** 2, torch.zeros_like(err)).mean(), keep
     fn = nn.functional.smooth_l1_loss if head.loss == "smooth_l1" else nn.functional.mse_loss
     return fn(out[keep], target[keep]), keep
 

@@ -55,6 +55,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ConfigError: for a missing extract section, unknown features or labels, labels outside
             0..n_classes-1, or a model that needs inner folds without them.
     """
+    from fusion.train_multilabel import is_multilabel, train_multilabel
+
+    if is_multilabel(cfg):
+        return train_multilabel(cfg)
     t0 = time.perf_counter()
     model_cls = MODELS.get(cfg.model.name)
     if model_cls.needs_inner and cfg.cv.inner_splits < 2:

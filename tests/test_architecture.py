@@ -103,6 +103,7 @@ def test_importing_a_model_module_imports_no_adapter_extractor_or_torch():
     ("fusion.models.base:MODELS", "fusion/models"),
     ("fusion.models.learners.base:LEARNERS", "fusion/models/learners"),
     ("fusion.models.nets.base:NETS", "fusion/models/nets"),
+    ("fusion.models.context_fusion:MULTILABEL_MODELS", "fusion/models"),
     ("fusion.datasets.base:DATASETS", "fusion/datasets"),
 ])
 def test_file_names_are_registry_names(registry_path, package):

@@ -122,16 +122,21 @@ class TargetSpec(StrictModel):
     field's headline, with per-class recall and the confusion matrix); it defaults to nominal
     when `classes` are given and ordinal otherwise. `names` are display names of the classes
     (reports, tables), in class order.
+
+    `kind: multilabel` (EMOTIC's 26 categories): `label` is a glob of 0/1 label columns (e.g.
+    `cat_*`), each a label of its own; `continuous` names continuous labels trained jointly
+    (valence, arousal, dominance). Such targets are trained by `fusion.train_multilabel`.
     """
 
     label: str
     n_classes: int | None = Field(None, ge=2)
     classes: list[str] | None = None
-    kind: Literal["ordinal", "nominal"] | None = None
+    kind: Literal["ordinal", "nominal", "multilabel"] | None = None
     positive_from: int | None = None
     positive_name: str | None = None
     score: str | None = None
     names: list[str] | None = None
+    continuous: list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -142,6 +147,13 @@ class TargetSpec(StrictModel):
 
     @model_validator(mode="after")
     def _classes(self) -> TargetSpec:
+        if self.kind == "multilabel":
+            if self.classes is not None or self.n_classes is not None or self.positive_from is not None:
+                raise ValueError("a multilabel target takes `label` (a glob of 0/1 columns) and `continuous`, "
+                                 "not classes, n_classes or positive_from")
+            return self
+        if self.continuous is not None:
+            raise ValueError("`continuous` labels belong to a multilabel target (kind: multilabel)")
         if self.classes is not None:
             if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
                 raise ValueError(f"classes must name at least 2 distinct classes, got {self.classes}")

@@ -136,11 +136,14 @@ class Emotic(DatasetAdapter):
             if clipped != [x1, y1, x2, y2]:
                 self.problems.append(f"{where}: body box {r['bbox']} exceeds the {w}×{h} image; clipped")
             if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-                raise DatasetError(f"{r['source']}: {where}: empty body box {r['bbox']}")
+                # kept, so that extraction records it as this person's error and keeps the others
+                self.problems.append(f"{where}: body box {r['bbox']} is empty within the {w}×{h} image "
+                                     "(zero area, or outside it); its crops cannot be made")
             labels = {category_column(c): int(c in r["categories"]) for c in CATEGORIES}
             labels.update(vad)
-            labels.update({"gender": r["gender"], "age": r["age"], "bbox_x1": clipped[0],
-                           "bbox_y1": clipped[1], "bbox_x2": clipped[2], "bbox_y2": clipped[3]})
+            box = clipped if clipped[2] > clipped[0] and clipped[3] > clipped[1] else r["bbox"]
+            labels.update({"gender": r["gender"], "age": r["age"], "bbox_x1": box[0],
+                           "bbox_y1": box[1], "bbox_x2": box[2], "bbox_y2": box[3]})
             media = {"image": image} if image is not None else {}
             samples.append(Sample(f"{r['split']}_{r['index']}_{r['person']}",
                                   f"{r['folder']}/{r['filename']}", media, labels, split=r["split"]))

@@ -58,6 +58,9 @@ class SplitConfig(BaseModel):
     group_by: what no split may separate: `auto` (the dataset's own grouping: the subject for
     most corpora, the dialogue for MELD), `subject`, `group` (the adapter's grouping) or any
     label column. "Subject" in the other settings means this group.
+    val_splits: the corpus's own validation split(s), for a protocol that early-stops and
+    chooses thresholds on it (multi-label targets, `fusion.train_multilabel`); empty: a grouped
+    fifth of the training samples.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -69,6 +72,7 @@ class SplitConfig(BaseModel):
     inner_splits: int = Field(0, ge=0)
     train_splits: list[str] = Field(default_factory=lambda: ["train"])
     test_splits: list[str] = Field(default_factory=lambda: ["dev"])
+    val_splits: list[str] = Field(default_factory=list)
     test_groups: list[str] = Field(default_factory=list)
     group_by: str = "auto"
     seeds: list[int] | None = Field(None, min_length=1)

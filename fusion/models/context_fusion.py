@@ -1,0 +1,196 @@
+"""Context model for emotions of people in context (EMOTIC): per-stream layers over cached image
+embeddings (body crop, whole image, face crop), fused by concatenation or attention over the
+streams present, with a multi-label category head and a valence / arousal / dominance head
+trained jointly (Kosti et al.: dynamically weighted categories, margin-L2 for VAD; or BCE and
+smooth L1). Early stopping on the given validation data only; features standardised with the
+training rows' statistics; per-category thresholds chosen on validation where precision equals
+recall and kept with the model.
+
+A multi-label target does not fit the single-label model contract (`fusion.models.base`), so
+this model has its own small interface: `fit(blocks, Y, V, val=...)`, `predict(blocks)` →
+(category probabilities, VAD), `save(folder)` / `ContextFusion.load(folder)`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from features.base import validate_params
+from features.files import atomic_write_text
+from features.registry import Registry
+from fusion.data.sequences import available
+from fusion.evaluation.multilabel import equal_pr_thresholds
+from fusion.models.neural import Scaler, TrainingParams
+
+# Models of multi-label targets (configs whose targets are `kind: multilabel`).
+MULTILABEL_MODELS: Registry[type] = Registry("multi-label model", package="fusion.models")
+MANIFEST = "context_model.json"
+WEIGHTS = "context_model.safetensors"
+
+
+class ContextParams(TrainingParams):
+    hidden: int = Field(128, ge=4)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    fusion: Literal["concat", "attention"] = "concat"
+    category_loss: Literal["dynamic", "bce"] = "dynamic"
+    dynamic_c: float = Field(1.2, gt=1.0)
+    vad_loss: Literal["margin_l2", "smooth_l1"] = "margin_l2"
+    vad_margin: float = Field(0.1, ge=0)
+    vad_weight: float = Field(0.5, ge=0)
+
+
+@MULTILABEL_MODELS.register("context-fusion")
+class ContextFusion:
+    """See the module docstring. Args are `ContextParams` (plus `TrainingParams`: lr,
+    weight_decay, max_epochs, patience, batch_size, device, precision, …)."""
+
+    Params = ContextParams
+
+    def __init__(self, **params: Any) -> None:
+        self.params = validate_params(type(self).__name__, ContextParams, params)
+
+    def _tensors(self, blocks: dict[str, np.ndarray]) -> dict[str, dict]:
+        import torch
+
+        x, mask = {}, {}
+        for s in self.streams_:
+            z, m, _ = self.scalers_[s].transform(blocks[s])
+            x[s], mask[s] = torch.as_tensor(z), torch.as_tensor(m)
+        return {"x": x, "mask": mask}
+
+    def fit(self, blocks: dict[str, np.ndarray], Y: np.ndarray, V: np.ndarray | None = None, *,
+            val: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None] | None = None,
+            seed: int = 0) -> ContextFusion:
+        """Fit on (n, d_s) stream blocks (NaN rows: the stream is missing), (n, k) 0/1 labels
+        `Y` (NaN: unknown) and (n, 3) continuous targets `V` (NaN: unknown); early stopping and
+        the thresholds on `val` (blocks, Y, V), never on the training rows.
+
+        Raises:
+            ValueError: no streams, shapes that disagree, or a training row with no stream.
+        """
+        import torch
+
+        from fusion.lit import Head, LitModule, TensorDictDataset, fit_module, loaders
+        from fusion.models.nets.base import NETS
+
+        p = self.params
+        if not blocks:
+            raise ValueError("ContextFusion.fit needs at least one stream")
+        n = len(Y)
+        bad = [s for s, b in blocks.items() if len(b) != n]
+        if bad:
+            raise ValueError(f"streams {bad} have other row counts than the {n} labels")
+        none = ~np.column_stack([available(b) for b in blocks.values()]).any(1)
+        if none.any():
+            raise ValueError(f"{int(none.sum())} training row(s) have no stream at all")
+        self.streams_ = list(blocks)
+        self.dims_ = {s: int(b.shape[1]) for s, b in blocks.items()}
+        self.n_labels_ = int(Y.shape[1])
+        self.n_cont_ = 0 if V is None else int(V.shape[1])
+        self.scalers_ = {s: Scaler.fit(b) for s, b in blocks.items()}
+        if V is not None:
+            self.v_mean_ = np.nanmean(V, 0)
+            self.v_sd_ = np.where(np.nanstd(V, 0) > 0, np.nanstd(V, 0), 1.0)
+        heads = [Head("cat", "multilabel", self.n_labels_, loss=p.category_loss, dynamic_c=p.dynamic_c)]
+        if self.n_cont_:
+            heads.append(Head("vad", "regression", self.n_cont_, weight=p.vad_weight, loss=p.vad_loss,
+                              margin=p.vad_margin))
+
+        def dataset(b, y, v):
+            targets = {"cat": torch.as_tensor(np.asarray(y, np.float32))}
+            if self.n_cont_:
+                vv = np.full((len(y), self.n_cont_), np.nan) if v is None else (v - self.v_mean_) / self.v_sd_
+                targets["vad"] = torch.as_tensor(vv.astype(np.float32))
+            return TensorDictDataset(self._tensors(b), targets)
+
+        torch.manual_seed(seed)
+        net = NETS.get("context-fusion")(self.dims_, self.n_labels_, max(self.n_cont_, 1), hidden=p.hidden,
+                                          dropout=p.dropout, fusion=p.fusion)
+        train, vl = loaders(dataset(blocks, Y, V), dataset(*val) if val is not None else None, p.batch_size, seed)
+        module = LitModule(net, heads, **p.module_kwargs())
+        result = fit_module(module, train, vl, seed=seed, max_epochs=p.max_epochs, **p.trainer_kwargs())
+        self.net_ = module.net.cpu().eval()
+        self.best_epoch_ = result.best_epoch
+        self.thresholds_ = np.full(self.n_labels_, 0.5)
+        if val is not None:
+            P, _ = self.predict(val[0])
+            known = ~np.isnan(val[1]).any(1)
+            th = equal_pr_thresholds(val[1][known], P[known])
+            self.thresholds_ = np.where(np.isnan(th), 0.5, th)
+        return self
+
+    def predict(self, blocks: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(n, k) category probabilities and (n, 3) continuous predictions (None without a VAD
+        head); NaN rows for samples with no stream."""
+        import torch
+
+        missing = [s for s in self.streams_ if s not in blocks]
+        if missing:
+            raise ValueError(f"streams {missing} missing; the model was fitted on {self.streams_}")
+        inputs = self._tensors(blocks)
+        with torch.no_grad():
+            out = self.net_(**inputs)
+        P = torch.sigmoid(out["cat"].float()).numpy().astype(float)
+        V = out["vad"].float().numpy() * self.v_sd_ + self.v_mean_ if self.n_cont_ else None
+        none = ~np.column_stack([available(blocks[s]) for s in self.streams_]).any(1)
+        P[none] = np.nan
+        if V is not None:
+            V[none] = np.nan
+        return P, V
+
+    def predict_labels(self, blocks: dict[str, np.ndarray]) -> np.ndarray:
+        """(n, k) 0/1 decisions with the per-category validation thresholds."""
+        P, _ = self.predict(blocks)
+        return (self.thresholds_[None, :] <= P).astype(int)
+
+    # --- persistence: JSON + safetensors, no pickle ------------------------------------------------
+    def save(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (WEIGHTS + ".tmp")
+        save_file({k: v.contiguous() for k, v in self.net_.state_dict().items()}, str(tmp))
+        tmp.replace(folder / WEIGHTS)
+        state = {"params": self.params.model_dump(mode="json"), "streams": self.streams_, "dims": self.dims_,
+                 "n_labels": self.n_labels_, "n_cont": self.n_cont_, "thresholds": self.thresholds_.tolist(),
+                 "scalers": {s: sc.to_dict() for s, sc in self.scalers_.items()},
+                 "v_mean": getattr(self, "v_mean_", np.zeros(0)).tolist(),
+                 "v_sd": getattr(self, "v_sd_", np.zeros(0)).tolist(), **(extra or {})}
+        atomic_write_text(json.dumps(state, indent=1), folder / MANIFEST)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ContextFusion:
+        """Rebuild a saved model (its predictions equal the saved one's).
+
+        Raises:
+            FileNotFoundError: the folder lacks the manifest or the weights, naming the file.
+        """
+        from safetensors.torch import load_file
+
+        from fusion.models.nets.base import NETS
+
+        folder = Path(folder)
+        for name in (MANIFEST, WEIGHTS):
+            if not (folder / name).exists():
+                raise FileNotFoundError(f"{folder / name}: missing; not a saved context model")
+        state = json.loads((folder / MANIFEST).read_text())
+        model = cls(**state["params"])
+        model.streams_, model.dims_ = state["streams"], state["dims"]
+        model.n_labels_, model.n_cont_ = state["n_labels"], state["n_cont"]
+        model.thresholds_ = np.array(state["thresholds"])
+        model.scalers_ = {s: Scaler.from_dict(d) for s, d in state["scalers"].items()}
+        model.v_mean_, model.v_sd_ = np.array(state["v_mean"]), np.array(state["v_sd"])
+        p = model.params
+        net = NETS.get("context-fusion")(model.dims_, model.n_labels_, max(model.n_cont_, 1), hidden=p.hidden,
+                                          dropout=p.dropout, fusion=p.fusion)
+        net.load_state_dict(load_file(str(folder / WEIGHTS)))
+        model.net_ = net.eval()
+        return model
+

@@ -1,0 +1,244 @@
+"""`fusion train` for multi-label targets (EMOTIC's 26 categories with valence, arousal and
+dominance): the context model on the corpus's official train / val / test split.
+
+Per seed (`cv.seeds`, default `[cv.seed]`) the model is fitted on the training split with
+early stopping on the validation split (`cv.val_splits`, or a grouped fifth of the training
+images when none is named) and scored once on the test split: per-category average precision
+(`fusion.evaluation.multilabel`), mAP, VAD mean absolute error, and F1 at the per-category
+thresholds chosen on validation where precision equals recall. Figures are mean ± sd over
+seeds with a basic bootstrap interval over the test split's groups (EMOTIC: images), next to
+the chance AP of random scores. With `evaluation.ablation`, each stream alone is fitted and scored
+the same way (the body-only ablation of Kosti et al.).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusion.config.load import flatten, to_yaml
+from fusion.config.schema import ConfigError, TargetSpec, TrainConfig
+from fusion.data.blocks import load_model_data, provenance_tags
+from fusion.data.sequences import available
+from fusion.evaluation.metrics import bootstrap_intervals, mean_sd
+from fusion.evaluation.multilabel import (
+    chance_ap,
+    per_category_ap,
+    thresholded_f1,
+    vad_mae,
+)
+from fusion.evaluation.splits import inner_folds
+from fusion.outputs import RunOutput
+from fusion.tracking import git_info
+
+
+def is_multilabel(cfg: TrainConfig) -> bool:
+    """True when the config's targets are multi-label (all of them must be).
+
+    Raises:
+        ConfigError: multi-label and single-label targets mixed in one config.
+    """
+    kinds = {spec.kind == "multilabel" for spec in cfg.targets.values()}
+    if len(kinds) > 1:
+        raise ConfigError("a config's targets are either all multilabel or none: train them in separate runs")
+    return kinds == {True}
+
+
+def label_columns(name: str, spec: TargetSpec, labels: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The 0/1 label columns matching `spec.label` and the continuous columns.
+
+    Raises:
+        ConfigError: no column matches, or a continuous label is not a label of the dataset.
+    """
+    cols = [c for c in labels.columns if fnmatch.fnmatchcase(str(c), spec.label)]
+    if not cols:
+        raise ConfigError(f"target {name}: no label column matches {spec.label!r}; labels are "
+                          f"{', '.join(map(str, labels.columns))}")
+    cont = list(spec.continuous or [])
+    missing = [c for c in cont if c not in labels.columns]
+    if missing:
+        raise ConfigError(f"target {name}: continuous label(s) {missing} are not labels of the dataset")
+    return cols, cont
+
+
+def split_rows(cfg: TrainConfig, labels: pd.DataFrame, keep: np.ndarray) -> dict[str, np.ndarray]:
+    """Row indices of train, val and test (official splits; val from `cv.val_splits` or a
+    grouped fifth of the training groups).
+
+    Raises:
+        ConfigError: a protocol other than `official`, or an empty split.
+    """
+    cv = cfg.cv
+    if cv.scheme != "official":
+        raise ConfigError(f"multi-label targets are evaluated on the corpus's official split (cv.scheme: official), "
+                          f"not {cv.scheme!r}")
+    split = labels["split"].astype(str).to_numpy()
+    rows = {"train": np.flatnonzero(keep & np.isin(split, cv.train_splits)),
+            "test": np.flatnonzero(keep & np.isin(split, cv.test_splits))}
+    if cv.val_splits:
+        rows["val"] = np.flatnonzero(keep & np.isin(split, cv.val_splits))
+    else:
+        tr = rows["train"]
+        groups = labels["subject_id"].astype(str).to_numpy()[tr]
+        fit, val = inner_folds(np.zeros(len(tr), int), groups, np.arange(len(tr)), 5, cv.seed)[0]
+        rows["train"], rows["val"] = tr[fit], tr[val]
+    for name, r in rows.items():
+        if not len(r):
+            raise ConfigError(f"the {name} split is empty (cv.train_splits {cv.train_splits}, cv.val_splits "
+                              f"{cv.val_splits}, cv.test_splits {cv.test_splits}; the data's splits are "
+                              f"{sorted(set(split))})")
+    return rows
+
+
+def evaluate(cfg: TrainConfig, blocks: dict[str, np.ndarray], Y: np.ndarray, V: np.ndarray | None,
+             rows: dict[str, np.ndarray], groups: np.ndarray, seeds: list[int],
+             streams: list[str], cont: list[str]) -> dict[str, Any]:
+    """Fit on train (early stopping on val) once per seed with `streams`; score on test."""
+    from fusion.models.context_fusion import MULTILABEL_MODELS
+
+    def sub(r):
+        return {s: blocks[s][r] for s in streams}
+
+    tr, va, te = rows["train"], rows["val"], rows["test"]
+    P_all, V_all, models = [], [], []
+    for seed in seeds:
+        model = MULTILABEL_MODELS.get(cfg.model.name)(**cfg.model.params).fit(
+            sub(tr), Y[tr], None if V is None else V[tr],
+            val=(sub(va), Y[va], None if V is None else V[va]), seed=seed)
+        P, Vh = model.predict(sub(te))
+        P_all.append(P)
+        V_all.append(Vh)
+        models.append(model)
+    P = np.stack(P_all)
+    Yt = Y[te]
+    aps = np.stack([per_category_ap(Yt, p) for p in P])
+    out: dict[str, Any] = {"streams": streams, "P": P, "V": None if V is None else np.stack(V_all),
+                           "ap": aps, "models": models}
+    m = [float(np.nanmean(a)) for a in aps]
+    mean, sd = mean_sd(m)
+    n_boot = cfg.evaluation.n_bootstrap
+    ci = bootstrap_intervals(lambda yy, ss: {"mAP": float(np.nanmean(per_category_ap(yy, ss)))}, Yt, P,
+                             groups[te], n_boot, cfg.cv.seed) if n_boot else {}
+    # basic (reverse-percentile) interval: resampling test images duplicates positives and so
+    # biases AP upwards; the basic interval reflects that shift back around the estimate
+    out["metrics"] = {"mAP": {"mean": mean, "sd": sd, **({"ci_low": 2 * mean - ci["mAP"][1],
+                                                          "ci_high": 2 * mean - ci["mAP"][0]} if "mAP" in ci else {})}}
+    if V is not None:
+        maes = [vad_mae(V[te], v, cont) for v in out["V"]]
+        for name in maes[0]:
+            mm, ss = mean_sd([x[name] for x in maes])
+            out["metrics"][f"mae_{name}"] = {"mean": mm, "sd": ss}
+    f1 = np.stack([thresholded_f1(Yt, p, mdl.thresholds_) for p, mdl in zip(P, models, strict=True)])
+    mm, ss = mean_sd([float(np.nanmean(x)) for x in f1])
+    out["metrics"]["f1_at_val_thresholds"] = {"mean": mm, "sd": ss}
+    out["f1"] = f1
+    return out
+
+
+def train_multilabel(cfg: TrainConfig) -> dict[str, Any]:
+    """Evaluate the context model on every multi-label target; track and return a summary.
+
+    Raises:
+        ConfigError: a protocol other than official, unknown label columns, or empty splits.
+    """
+    t0 = time.perf_counter()
+    data = load_model_data(cfg, sequence_ok=False)
+    seeds = list(cfg.cv.seeds or [cfg.cv.seed])
+    streams = list(data.blocks)
+    summary: dict[str, Any] = {"dataset": data.dataset.name, "model": cfg.model.name, "modalities": streams,
+                               "protocol": "official", "cv": cfg.cv.model_dump(), "seeds": seeds,
+                               "feature_sets": data.provenance, "notes": data.notes, "warnings": [], "targets": {}}
+    tables: dict[str, pd.DataFrame] = {}
+    saved = []
+    for tname, spec in cfg.targets.items():
+        cols, cont = label_columns(tname, spec, data.labels)
+        Y = data.labels[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        V = data.labels[cont].apply(pd.to_numeric, errors="coerce").to_numpy(float) if cont else None
+        any_stream = np.column_stack([available(b) for b in data.blocks.values()]).any(1)
+        labelled = ~np.isnan(Y).all(1)
+        keep = any_stream & labelled
+        rows = split_rows(cfg, data.labels, keep)
+        groups = data.labels["subject_id"].astype(str).to_numpy()
+        full = evaluate(cfg, data.blocks, Y, V, rows, groups, seeds, streams, cont)
+        te = rows["test"]
+        chance = chance_ap(Y[te])
+        ts: dict[str, Any] = {
+            "kind": "multilabel", "labels": cols, "continuous": cont,
+            "n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])), "n_test": int(len(te)),
+            "excluded_no_features": sorted(map(str, data.labels.index[labelled & ~any_stream])),
+            "metrics": {"model": full["metrics"],
+                        "chance": {"mAP": {"mean": float(np.nanmean(chance)), "sd": 0.0}}}}
+        if V is not None:
+            ts["metrics"]["mean predictor"] = {f"mae_{name}": {
+                "mean": float(np.nanmean(np.abs(V[te, j] - np.nanmean(V[rows["train"], j])))), "sd": 0.0}
+                for j, name in enumerate(cont)}
+        if cfg.evaluation.ablation and len(streams) > 1:
+            for s in streams:
+                ts["metrics"][f"only:{s}"] = evaluate(cfg, data.blocks, Y, V, rows, groups, seeds, [s],
+                                                      cont)["metrics"]
+        summary["targets"][tname] = ts
+        ap, f1 = full["ap"], full["f1"]
+        thresholds = np.mean([m.thresholds_ for m in full["models"]], axis=0)
+        tables[f"{tname}_per_category"] = pd.DataFrame({
+            "category": cols, "test_positives": np.nansum(Y[te], 0).astype(int), "ap_mean": np.nanmean(ap, 0),
+            "ap_sd": np.nanstd(ap, 0, ddof=1) if len(ap) > 1 else 0.0, "chance_ap": chance,
+            "threshold": thresholds, "f1_at_threshold": np.nanmean(f1, 0)})
+        pred = pd.DataFrame({"sample_id": data.labels.index[te].astype(str), "split": data.labels["split"].iloc[te]})
+        for r, seed in enumerate(seeds):
+            for j, c in enumerate(cols):
+                pred[f"p_{c}_seed{seed}"] = full["P"][r, :, j]
+            if V is not None:
+                for j, name in enumerate(cont):
+                    pred[f"{name}_pred_seed{seed}"] = full["V"][r, :, j]
+        tables[f"{tname}_predictions"] = pred
+        if cfg.evaluation.save_model:
+            saved.append((tname, full["models"][0], cols, cont))
+    with RunOutput(cfg.tracking, cfg.output_dir, run_name=f"{cfg.model.name}-{'+'.join(cfg.targets)}") as out:
+        for name, table in tables.items():
+            out.table(name, table)
+        out.text("config.yaml", to_yaml(cfg))
+        folders = []
+        if saved:
+            root = cfg.evaluation.model_dir or out.dir / "model"
+            for tname, model, cols, cont in saved:
+                model.save(root / tname, extra={"target": {"name": tname, "labels": cols, "continuous": cont},
+                                                "feature_sets": data.provenance, "seed": seeds[0]})
+            folders.append(root)
+            summary["model_dir"] = str(root)
+        summary["git"] = git_info()
+        summary["seconds"] = round(time.perf_counter() - t0, 3)
+        summary["run_id"] = out.run_id
+        summary["tracking_uri"] = cfg.tracking.uri if cfg.tracking.enabled else None
+        summary["outputs"] = {"dir": str(out.dir), "files": [str(f) for f in out.files]
+                              + [str(out.dir / "metrics.json")]}
+        out.json("metrics", summary)
+        out.track(tags={**git_info(), "model": cfg.model.name, "targets": ",".join(cfg.targets),
+                        "cv.scheme": "official", **provenance_tags(data.provenance)},
+                  params=flatten(cfg.model_dump(mode="json")),
+                  metrics={f"{t}.{v}.{k}.{stat}": val for t, ts in summary["targets"].items()
+                           for v, ms in ts["metrics"].items() for k, st in ms.items() for stat, val in st.items()
+                           if v == "model" or v.startswith("only:")},
+                  folders=folders)
+    return summary
+
+
+def format_multilabel(summary: dict[str, Any]) -> str:
+    """The figures of a multi-label run, as printed by `fusion train`."""
+    lines = []
+    for tname, ts in summary["targets"].items():
+        lines.append(f"{tname}: {len(ts['labels'])} labels, train {ts['n_train']} / val {ts['n_val']} / "
+                     f"test {ts['n_test']} (official split; seeds {summary['seeds']})")
+        for variant, ms in ts["metrics"].items():
+            parts = []
+            for k, s in ms.items():
+                text = f"{s['mean']:.3f}" + (f" ± {s['sd']:.3f}" if s.get("sd") else "")
+                if "ci_low" in s:
+                    text += f" [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"
+                parts.append(f"{k} {text}")
+            lines.append(f"  {variant:<16} " + "; ".join(parts))
+    lines.append(f"outputs: {summary['outputs']['dir']}")
+    return "\n".join(lines)
