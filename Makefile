@@ -7,7 +7,7 @@ CONFIG ?=
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-sweep bench-report bench-gpu sweep compare report clean
+.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-sweep bench-report bench-emotic bench-gpu sweep compare report clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
@@ -54,7 +54,7 @@ lint: $(STAMP) ## ruff
 AFFECT_SHARED_DATA ?= $(wildcard ../shared/data)
 export AFFECT_SHARED_DATA
 
-bench: bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-report ## Run every CPU benchmark (results go in BENCHMARKS.md by hand)
+bench: bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-report bench-emotic ## Run every CPU benchmark (results go in BENCHMARKS.md by hand)
 
 bench-demo: $(STAMP) ## Wall time and peak memory of `fusion demo`, cold and warm
 	$(BIN)/python benchmarks/bench_demo.py $(ARGS)
@@ -79,6 +79,9 @@ bench-sweep: $(STAMP) ## Sweeps of the MLP learner with and without pruning (aft
 
 bench-report: $(STAMP) ## Participant and 275-session cohort report times, HTML and PDF (needs Chromium)
 	$(BIN)/python benchmarks/bench_report.py $(ARGS)
+
+bench-emotic: $(STAMP) ## EMOTIC: image-embedding extraction and context-head training against bare loops
+	$(BIN)/python benchmarks/bench_emotic.py $(ARGS)
 
 bench-gpu: $(STAMP) ## Every neural GPU path (bf16) on RAVDESS features: ARGS='--root … --store …'
 	$(BIN)/python benchmarks/bench_gpu.py $(ARGS)

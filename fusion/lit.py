@@ -124,6 +124,23 @@ class LitModule(L.LightningModule):
             self.register_buffer(f"weights_{h.name}", w)
         self.metrics = nn.ModuleDict({f"{stage}_{h.name}": _metric(h)
                                       for stage in ("train", "val") for h in self.heads})
+        self._loss_sums: dict[str, list] = {}
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        """Batches are dicts of tensors: moved directly (nothing to move on the CPU)."""
+        if device.type == "cpu":
+            return batch
+
+        def move(x):
+            if isinstance(x, torch.Tensor):
+                return x.to(device, non_blocking=True)
+            if isinstance(x, Mapping):
+                return {k: move(v) for k, v in x.items()}
+            if isinstance(x, list | tuple):
+                return type(x)(move(v) for v in x)
+            return x
+
+        return move(batch)
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.net(**inputs)
@@ -147,9 +164,11 @@ class LitModule(L.LightningModule):
                     metric.update(torch.sigmoid(pred), target.long())
                 else:
                     metric.update(pred.reshape(target.shape), target)
-        # averaged over the processes of a distributed run, so that every process early-stops
-        # and keeps the same epoch's weights
-        self.log(f"{stage}_loss", total, on_epoch=True, on_step=False, batch_size=n, sync_dist=True)
+        # the epoch's loss, weighted by batch size, is logged once at the epoch's end (logging
+        # every step costs Lightning a result-collection pass per step)
+        acc = self._loss_sums.setdefault(stage, [0.0, 0])
+        acc[0] = acc[0] + total.detach() * n
+        acc[1] += n
         return total
 
     def on_train_epoch_end(self) -> None:
@@ -159,6 +178,11 @@ class LitModule(L.LightningModule):
         self._log_metrics("val")
 
     def _log_metrics(self, stage: str) -> None:
+        acc = self._loss_sums.pop(stage, None)
+        if acc is not None and acc[1]:
+            # averaged over the processes of a distributed run, so that every process early-stops
+            # and keeps the same epoch's weights
+            self.log(f"{stage}_loss", acc[0] / acc[1], sync_dist=True)
         for h in self.heads:
             metric = self.metrics[f"{stage}_{h.name}"]
             if metric.update_count:
@@ -213,12 +237,25 @@ class TensorDictDataset(Dataset):
 
         return {k: pick(v) for k, v in self.inputs.items()}, {k: v[i] for k, v in self.targets.items()}
 
+    def __getitems__(self, indices):
+        """A whole batch by indexing each tensor once (what `DataLoader` asks for when the
+        dataset has this method): the same rows as stacking `__getitem__`'s, without a
+        per-row collate."""
+        return self[torch.as_tensor(indices, dtype=torch.long)]
+
+
+def _batched(batch):
+    """`collate_fn` for `TensorDictDataset.__getitems__`, whose batches are already stacked."""
+    return batch
+
 
 def loaders(train: TensorDictDataset, val: TensorDictDataset | None, batch_size: int,
             seed: int) -> tuple[DataLoader, DataLoader | None]:
     """Shuffled training batches (seeded) and validation batches."""
-    tr = DataLoader(train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    va = None if val is None or len(val) == 0 else DataLoader(val, batch_size=max(batch_size, 1024))
+    tr = DataLoader(train, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
+                    collate_fn=_batched)
+    va = None if val is None or len(val) == 0 else DataLoader(val, batch_size=max(batch_size, 1024),
+                                                              collate_fn=_batched)
     return tr, va
 
 
