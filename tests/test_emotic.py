@@ -204,3 +204,13 @@ def test_context_model_finds_the_scene_and_the_body_alone_does_not(corpus, tmp_p
 
     model = ContextFusion.load(Path(s["model_dir"]) / "emotion")
     assert model.streams_ == ["body", "context"] and len(model.thresholds_) == 26
+
+
+def test_report_says_it_does_not_report_multilabel_models(tmp_path, capsys):
+    from fusion.models.context_fusion import ContextFusion
+
+    rng = np.random.default_rng(0)
+    X = {"context": rng.normal(size=(40, 3))}
+    ContextFusion(hidden=4, max_epochs=1).fit(X, (X["context"] > 0).astype(float)).save(tmp_path / "model" / "emotion")
+    assert main(["report", "--model", str(tmp_path / "model"), "--participant", "x", "--no-pdf"]) == 2
+    assert "multi-label model" in capsys.readouterr().err

@@ -130,6 +130,9 @@ def load_targets(model_dir: Path, only: list[str] | None = None) -> dict[str, Ta
         folders = [model_dir]
     else:
         folders = sorted(p for p in model_dir.iterdir() if (p / MANIFEST).exists())
+    if not folders and (list(model_dir.glob("context_model.json")) or list(model_dir.glob("*/context_model.json"))):
+        raise ReportError(f"{model_dir}: a multi-label model (EMOTIC's context model); `fusion report` reports "
+                          "single-label models (severity classes, emotion classes) only")
     if not folders:
         raise ReportError(f"{model_dir}: no saved model here (expected {MANIFEST}, or one folder per target with "
                           "one, as `fusion train` writes with evaluation.save_model: true)")
