@@ -95,14 +95,50 @@ def split_rows(cfg: TrainConfig, labels: pd.DataFrame, keep: np.ndarray) -> dict
     return rows
 
 
-def evaluate(cfg: TrainConfig, blocks: dict[str, np.ndarray], Y: np.ndarray, V: np.ndarray | None,
+def take(data, rows: np.ndarray, streams: list[str]):
+    """The rows of the model inputs (embedding blocks, or `ImageRows` for end-to-end models)."""
+    from fusion.models.context_finetune import ImageRows
+
+    if isinstance(data, ImageRows):
+        return ImageRows([data.samples[i] for i in rows], {s: data.streams[s] for s in streams})
+    return {s: data[s][rows] for s in streams}
+
+
+def image_inputs(cfg: TrainConfig):
+    """Labels, the dataset and `ImageRows` of every sample for a model trained on the images
+    themselves: each modality's crop is its (first) feature set's `image` extractor recipe.
+
+    Raises:
+        ConfigError: a modality whose feature set is not made by the `image` extractor.
+    """
+    from fusion.datasets.base import build_dataset
+    from fusion.models.context_finetune import ImageRows
+
+    if cfg.extract is None:
+        raise ConfigError("train config has no `extract` section naming the dataset")
+    streams = {}
+    for modality, inputs in cfg.modalities.items():
+        fs = cfg.extract.features[inputs[0].features]
+        if fs.extractor.name != "image":
+            raise ConfigError(f"modality {modality!r}: an end-to-end image model needs an `image` feature set, "
+                              f"{inputs[0].features!r} is made by {fs.extractor.name!r}")
+        streams[modality] = dict(fs.extractor.params)
+    dataset = build_dataset(cfg.extract.dataset)
+    labels = dataset.labels()
+    by_id = {s.sample_id: s for s in dataset.samples()}
+    samples = [by_id[i] for i in labels.index]
+    has = np.array(["image" in s.media for s in samples])
+    return dataset, labels, ImageRows(samples, streams), has, {m: {"recipe": p} for m, p in streams.items()}
+
+
+def evaluate(cfg: TrainConfig, blocks, Y: np.ndarray, V: np.ndarray | None,
              rows: dict[str, np.ndarray], groups: np.ndarray, seeds: list[int],
              streams: list[str], cont: list[str]) -> dict[str, Any]:
     """Fit on train (early stopping on val) once per seed with `streams`; score on test."""
     from fusion.models.context_fusion import MULTILABEL_MODELS
 
     def sub(r):
-        return {s: blocks[s][r] for s in streams}
+        return take(blocks, r, streams)
 
     tr, va, te = rows["train"], rows["val"], rows["test"]
     P_all, V_all, models = [], [], []
@@ -150,30 +186,38 @@ def train_multilabel(cfg: TrainConfig) -> dict[str, Any]:
         ConfigError: a protocol other than official, unknown label columns, or empty splits.
     """
     t0 = time.perf_counter()
-    data = load_model_data(cfg, sequence_ok=False)
+    from fusion.models.context_fusion import MULTILABEL_MODELS
+
     seeds = list(cfg.cv.seeds or [cfg.cv.seed])
-    streams = list(data.blocks)
-    summary: dict[str, Any] = {"dataset": data.dataset.name, "model": cfg.model.name, "modalities": streams,
+    if getattr(MULTILABEL_MODELS.get(cfg.model.name), "inputs", "embeddings") == "images":
+        dataset, labels, inputs, has_input, provenance = image_inputs(cfg)
+        notes: list[str] = []
+    else:
+        data = load_model_data(cfg, sequence_ok=False)
+        dataset, labels, inputs, provenance, notes = data.dataset, data.labels, data.blocks, data.provenance, data.notes
+        has_input = np.column_stack([available(b) for b in data.blocks.values()]).any(1)
+    streams = list(cfg.modalities)
+    summary: dict[str, Any] = {"dataset": dataset.name, "model": cfg.model.name, "modalities": streams,
                                "protocol": "official", "cv": cfg.cv.model_dump(), "seeds": seeds,
-                               "feature_sets": data.provenance, "notes": data.notes, "warnings": [], "targets": {}}
+                               "feature_sets": provenance, "notes": notes, "warnings": [], "targets": {}}
     tables: dict[str, pd.DataFrame] = {}
     saved = []
     for tname, spec in cfg.targets.items():
-        cols, cont = label_columns(tname, spec, data.labels)
-        Y = data.labels[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-        V = data.labels[cont].apply(pd.to_numeric, errors="coerce").to_numpy(float) if cont else None
-        any_stream = np.column_stack([available(b) for b in data.blocks.values()]).any(1)
+        cols, cont = label_columns(tname, spec, labels)
+        Y = labels[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        V = labels[cont].apply(pd.to_numeric, errors="coerce").to_numpy(float) if cont else None
+        any_stream = has_input
         labelled = ~np.isnan(Y).all(1)
         keep = any_stream & labelled
-        rows = split_rows(cfg, data.labels, keep)
-        groups = data.labels["subject_id"].astype(str).to_numpy()
-        full = evaluate(cfg, data.blocks, Y, V, rows, groups, seeds, streams, cont)
+        rows = split_rows(cfg, labels, keep)
+        groups = labels["subject_id"].astype(str).to_numpy()
+        full = evaluate(cfg, inputs, Y, V, rows, groups, seeds, streams, cont)
         te = rows["test"]
         chance = chance_ap(Y[te])
         ts: dict[str, Any] = {
             "kind": "multilabel", "labels": cols, "continuous": cont,
             "n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])), "n_test": int(len(te)),
-            "excluded_no_features": sorted(map(str, data.labels.index[labelled & ~any_stream])),
+            "excluded_no_features": sorted(map(str, labels.index[labelled & ~any_stream])),
             "metrics": {"model": full["metrics"],
                         "chance": {"mAP": {"mean": float(np.nanmean(chance)), "sd": 0.0}}}}
         if V is not None:
@@ -182,7 +226,7 @@ def train_multilabel(cfg: TrainConfig) -> dict[str, Any]:
                 for j, name in enumerate(cont)}
         if cfg.evaluation.ablation and len(streams) > 1:
             for s in streams:
-                ts["metrics"][f"only:{s}"] = evaluate(cfg, data.blocks, Y, V, rows, groups, seeds, [s],
+                ts["metrics"][f"only:{s}"] = evaluate(cfg, inputs, Y, V, rows, groups, seeds, [s],
                                                       cont)["metrics"]
         summary["targets"][tname] = ts
         ap, f1 = full["ap"], full["f1"]
@@ -191,7 +235,7 @@ def train_multilabel(cfg: TrainConfig) -> dict[str, Any]:
             "category": cols, "test_positives": np.nansum(Y[te], 0).astype(int), "ap_mean": np.nanmean(ap, 0),
             "ap_sd": np.nanstd(ap, 0, ddof=1) if len(ap) > 1 else 0.0, "chance_ap": chance,
             "threshold": thresholds, "f1_at_threshold": np.nanmean(f1, 0)})
-        pred = pd.DataFrame({"sample_id": data.labels.index[te].astype(str), "split": data.labels["split"].iloc[te]})
+        pred = pd.DataFrame({"sample_id": labels.index[te].astype(str), "split": labels["split"].iloc[te]})
         for r, seed in enumerate(seeds):
             for j, c in enumerate(cols):
                 pred[f"p_{c}_seed{seed}"] = full["P"][r, :, j]
@@ -210,7 +254,7 @@ def train_multilabel(cfg: TrainConfig) -> dict[str, Any]:
             root = cfg.evaluation.model_dir or out.dir / "model"
             for tname, model, cols, cont in saved:
                 model.save(root / tname, extra={"target": {"name": tname, "labels": cols, "continuous": cont},
-                                                "feature_sets": data.provenance, "seed": seeds[0]})
+                                                "feature_sets": provenance, "seed": seeds[0]})
             folders.append(root)
             summary["model_dir"] = str(root)
         summary["git"] = git_info()
@@ -221,7 +265,9 @@ def train_multilabel(cfg: TrainConfig) -> dict[str, Any]:
                               + [str(out.dir / "metrics.json")]}
         out.json("metrics", summary)
         out.track(tags={**git_info(), "model": cfg.model.name, "targets": ",".join(cfg.targets),
-                        "cv.scheme": "official", **provenance_tags(data.provenance)},
+                        "cv.scheme": "official",
+                        **(provenance_tags(provenance) if all("param_hash" in v for v in provenance.values())
+                           else {})},
                   params=flatten(cfg.model_dump(mode="json")),
                   metrics={f"{t}.{v}.{k}.{stat}": val for t, ts in summary["targets"].items()
                            for v, ms in ts["metrics"].items() for k, st in ms.items() for stat, val in st.items()

@@ -214,3 +214,59 @@ def test_report_says_it_does_not_report_multilabel_models(tmp_path, capsys):
     ContextFusion(hidden=4, max_epochs=1).fit(X, (X["context"] > 0).astype(float)).save(tmp_path / "model" / "emotion")
     assert main(["report", "--model", str(tmp_path / "model"), "--participant", "x", "--no-pdf"]) == 2
     assert "multi-label model" in capsys.readouterr().err
+
+
+def test_augmentation_keeps_the_crop_shape_and_is_seeded():
+    from fusion.models.context_finetune import augment
+
+    arr = np.random.default_rng(0).normal(size=(3, 32, 32)).astype(np.float32)
+    a = augment(arr, np.random.default_rng(1))
+    assert a.shape == arr.shape and a.dtype == np.float32
+    np.testing.assert_array_equal(a, augment(arr, np.random.default_rng(1)))
+    assert not np.allclose(a, augment(arr, np.random.default_rng(2)))
+
+
+def test_end_to_end_model_fits_saves_loads_and_masks_unusable_crops(corpus, tmp_path):
+    from safetensors.torch import save_file
+
+    from features.image import load_backbone
+    from fusion.models.context_finetune import ContextFinetune, ImageRows
+
+    ds = Emotic(corpus)
+    lab, samples = ds.labels(), ds.samples()
+    cats = [category_column(c) for c in CATEGORIES]
+    Y, V = lab[cats].to_numpy(float), lab[["valence", "arousal", "dominance"]].to_numpy(float)
+    rows = ImageRows(samples[:60], {"body": {"crop": "body"}, "context": {"crop": "context"}})
+    w = tmp_path / "body.safetensors"
+    save_file({k: v.contiguous() for k, v in load_backbone("test_resnet", None, 3, "cpu").state_dict().items()}, str(w))
+    model = ContextFinetune(backbone="test_resnet", image_size=32, hidden=8, max_epochs=2, patience=2, batch_size=16,
+                            weights={"body": str(w)})
+    model.fit(rows.take(range(40)), Y[:40], V[:40], val=(rows.take(range(40, 60)), Y[40:60], V[40:60]))
+    P, Vh = model.predict(rows)
+    assert P.shape == (60, 26) and Vh.shape == (60, 3) and np.isfinite(P).all()
+    loaded = ContextFinetune.load(model.save(tmp_path / "m"))
+    np.testing.assert_allclose(loaded.predict(rows)[0], P, atol=1e-6)
+    # a person whose image cannot be read has no stream: no estimate, and no crash
+    bad = samples[0].media["image"]
+    bad.write_bytes(b"not a jpeg")
+    assert np.isnan(loaded.predict(rows.take([0]))[0]).all()
+    with pytest.raises(ValueError, match="weights given for stream 'face'"):
+        ContextFinetune(backbone="test_resnet", image_size=32, max_epochs=1, weights={"face": str(w)}).fit(
+            rows.take(range(1, 10)), Y[1:10])
+
+
+@pytest.mark.slow
+def test_end_to_end_training_through_fusion_train(tmp_path):
+    """`fusion train --config configs/train/emotic_finetune.yaml`: the backbones fine-tuned on
+    the images (tiny backbone and images, a few epochs, on CPU) find the scene's categories."""
+    corpus = generate_emotic_corpus(tmp_path / "e", n_images=300, seed=0)
+    out = tmp_path / "s.json"
+    assert main(["train", "--config", str(ROOT / "configs/train/emotic_finetune.yaml"),
+                 "--set", f"extract.dataset.root={corpus}", "--set", "model.params.backbone=test_resnet",
+                 "--set", "model.params.image_size=64", "--set", "model.params.max_epochs=8",
+                 "--set", "model.params.num_workers=0", "--set", "model.params.lr=0.003",
+                 "--set", "evaluation.n_bootstrap=50", "--set", f"output_dir={tmp_path / 'out'}",
+                 "--set", f"tracking.uri=sqlite:///{tmp_path / 'ml.db'}", "--set", f"tracking.artifacts={tmp_path / 'a'}",
+                 "--json", str(out)]) == 0
+    m = json.loads(out.read_text())["targets"]["emotion"]["metrics"]
+    assert m["model"]["mAP"]["mean"] > m["chance"]["mAP"]["mean"] + 0.3
