@@ -143,6 +143,10 @@ def test_backbone_weights_from_a_local_file(corpus, tmp_path):
         ImageEmbeddingExtractor(backbone="resnet18", weights=str(path)).check()
     with pytest.raises(ExtractionError, match="unknown timm backbone"):
         ImageEmbeddingExtractor(backbone="no_such_net").check()
+    pth = tmp_path / "w.pth"
+    pth.write_bytes(b"anything")
+    with pytest.raises(ExtractionError, match=r"\.safetensors files only \(never unpickled\)"):
+        ImageEmbeddingExtractor(backbone="test_resnet", weights=str(pth), seed=9).check()
 
 
 def test_context_model_saves_loads_and_masks_missing_streams(tmp_path):
@@ -249,7 +253,8 @@ def test_end_to_end_model_fits_saves_loads_and_masks_unusable_crops(corpus, tmp_
     # a person whose image cannot be read has no stream: no estimate, and no crash
     bad = samples[0].media["image"]
     bad.write_bytes(b"not a jpeg")
-    assert np.isnan(loaded.predict(rows.take([0]))[0]).all()
+    with pytest.warns(UserWarning, match=r"crop of sample .* left out \(masked\): .*not a readable image"):
+        assert np.isnan(loaded.predict(rows.take([0]))[0]).all()
     with pytest.raises(ValueError, match="weights given for stream 'face'"):
         ContextFinetune(backbone="test_resnet", image_size=32, max_epochs=1, weights={"face": str(w)}).fit(
             rows.take(range(1, 10)), Y[1:10])

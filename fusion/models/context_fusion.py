@@ -29,8 +29,6 @@ from fusion.models.neural import Scaler, TrainingParams
 
 # Models of multi-label targets (configs whose targets are `kind: multilabel`).
 MULTILABEL_MODELS: Registry[type] = Registry("multi-label model", package="fusion.models")
-MANIFEST = "context_model.json"
-WEIGHTS = "context_model.safetensors"
 
 
 class ContextParams(TrainingParams):
@@ -44,15 +42,158 @@ class ContextParams(TrainingParams):
     vad_weight: float = Field(0.5, ge=0)
 
 
+class MultilabelModel:
+    """What the multi-label models share: the category and VAD heads and their targets, the
+    validation thresholds, and persistence as a JSON manifest plus the network's weights in
+    safetensors (no pickle). A subclass sets `Params`, `MANIFEST`, `WEIGHTS`, builds its network
+    in `_net()` and adds its own fitted state in `_state()` / `_restore()`."""
+
+    Params: type[ContextParams] = ContextParams
+    MANIFEST = "model.json"
+    WEIGHTS = "model.safetensors"
+
+    def __init__(self, **params: Any) -> None:
+        self.params = validate_params(type(self).__name__, self.Params, params)
+
+    # --- what a subclass defines ---------------------------------------------------------------
+    def _net(self):
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Set the fitted attributes `_net()` needs from `_state()`'s entries."""
+
+    def predict(self, inputs) -> tuple[np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------------------
+    def _start(self, streams: list[str], Y: np.ndarray, V: np.ndarray | None) -> None:
+        self.streams_ = list(streams)
+        self.n_labels_ = int(Y.shape[1])
+        self.n_cont_ = 0 if V is None else int(V.shape[1])
+        if V is not None:
+            self.v_mean_ = np.nanmean(V, 0)
+            self.v_sd_ = np.where(np.nanstd(V, 0) > 0, np.nanstd(V, 0), 1.0)
+
+    def _heads(self) -> list:
+        from fusion.lit import Head
+
+        p = self.params
+        heads = [Head("cat", "multilabel", self.n_labels_, loss=p.category_loss, dynamic_c=p.dynamic_c)]
+        if self.n_cont_:
+            heads.append(Head("vad", "regression", self.n_cont_, weight=p.vad_weight, loss=p.vad_loss,
+                              margin=p.vad_margin))
+        return heads
+
+    def _targets(self, Y: np.ndarray, V: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Category targets, and the continuous ones standardised (NaN where unknown)."""
+        out = {"cat": np.asarray(Y, np.float32)}
+        if self.n_cont_:
+            vv = np.full((len(Y), self.n_cont_), np.nan) if V is None else (V - self.v_mean_) / self.v_sd_
+            out["vad"] = vv.astype(np.float32)
+        return out
+
+    def _train(self, train, val_loader, val, seed: int, build=None) -> None:
+        """Fit the network (`build()`, default `_net()`, made after seeding) on the loaders
+        (early stopping on validation), keep it, and choose the per-category thresholds on
+        `val` where precision equals recall (0.5 without)."""
+        import torch
+
+        from fusion.lit import LitModule, fit_module
+
+        p = self.params
+        torch.manual_seed(seed)
+        module = LitModule((build or self._net)(), self._heads(), **p.module_kwargs())
+        result = fit_module(module, train, val_loader, seed=seed, max_epochs=p.max_epochs, **p.trainer_kwargs())
+        self.net_ = module.net.cpu().eval()
+        self.best_epoch_ = result.best_epoch
+        self.thresholds_ = np.full(self.n_labels_, 0.5)
+        if val is not None:
+            P, _ = self.predict(val[0])
+            known = ~np.isnan(val[1]).any(1)
+            th = equal_pr_thresholds(val[1][known], P[known])
+            self.thresholds_ = np.where(np.isnan(th), 0.5, th)
+
+    def _outputs(self, out: dict, present: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Network outputs → probabilities and VAD in label units; NaN rows where no stream."""
+        import torch
+
+        P = torch.sigmoid(out["cat"].float()).numpy().astype(float)
+        V = out["vad"].float().numpy().astype(float) * self.v_sd_ + self.v_mean_ if self.n_cont_ else None
+        P[~present] = np.nan
+        if V is not None:
+            V[~present] = np.nan
+        return P, V
+
+    def predict_labels(self, inputs) -> np.ndarray:
+        """(n, k) 0/1 decisions with the per-category validation thresholds."""
+        P, _ = self.predict(inputs)
+        return (self.thresholds_[None, :] <= P).astype(int)
+
+    def save(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (self.WEIGHTS + ".tmp")
+        save_file({k: v.contiguous() for k, v in self.net_.state_dict().items()}, str(tmp))
+        tmp.replace(folder / self.WEIGHTS)
+        state = {"params": self.params.model_dump(mode="json"), "streams": self.streams_,
+                 "n_labels": self.n_labels_, "n_cont": self.n_cont_, "thresholds": self.thresholds_.tolist(),
+                 "v_mean": getattr(self, "v_mean_", np.zeros(0)).tolist(),
+                 "v_sd": getattr(self, "v_sd_", np.zeros(0)).tolist(), **self._state(), **(extra or {})}
+        atomic_write_text(json.dumps(state, indent=1), folder / self.MANIFEST)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path):
+        """Rebuild a saved model (its predictions equal the saved one's).
+
+        Raises:
+            FileNotFoundError: the folder lacks the manifest or the weights, naming the file.
+        """
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        for name in (cls.MANIFEST, cls.WEIGHTS):
+            if not (folder / name).exists():
+                raise FileNotFoundError(f"{folder / name}: missing; not a saved {cls.__name__} model")
+        state = json.loads((folder / cls.MANIFEST).read_text())
+        model = cls(**state["params"])
+        model.streams_, model.n_labels_, model.n_cont_ = state["streams"], state["n_labels"], state["n_cont"]
+        model.thresholds_ = np.array(state["thresholds"])
+        model.v_mean_, model.v_sd_ = np.array(state["v_mean"]), np.array(state["v_sd"])
+        model._restore(state)
+        net = model._net()
+        net.load_state_dict(load_file(str(folder / cls.WEIGHTS)))
+        model.net_ = net.eval()
+        return model
+
+
 @MULTILABEL_MODELS.register("context-fusion")
-class ContextFusion:
+class ContextFusion(MultilabelModel):
     """See the module docstring. Args are `ContextParams` (plus `TrainingParams`: lr,
     weight_decay, max_epochs, patience, batch_size, device, precision, …)."""
 
     Params = ContextParams
+    MANIFEST = "context_model.json"
+    WEIGHTS = "context_model.safetensors"
 
-    def __init__(self, **params: Any) -> None:
-        self.params = validate_params(type(self).__name__, ContextParams, params)
+    def _net(self):
+        from fusion.models.nets.base import NETS
+
+        p = self.params
+        return NETS.get("context-fusion")(self.dims_, self.n_labels_, max(self.n_cont_, 1), hidden=p.hidden,
+                                          dropout=p.dropout, fusion=p.fusion)
+
+    def _state(self) -> dict[str, Any]:
+        return {"dims": self.dims_, "scalers": {s: sc.to_dict() for s, sc in self.scalers_.items()}}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.dims_ = state["dims"]
+        self.scalers_ = {s: Scaler.from_dict(d) for s, d in state["scalers"].items()}
 
     def _tensors(self, blocks: dict[str, np.ndarray]) -> dict[str, dict]:
         import torch
@@ -75,10 +216,8 @@ class ContextFusion:
         """
         import torch
 
-        from fusion.lit import Head, LitModule, TensorDictDataset, fit_module, loaders
-        from fusion.models.nets.base import NETS
+        from fusion.lit import TensorDictDataset, loaders
 
-        p = self.params
         if not blocks:
             raise ValueError("ContextFusion.fit needs at least one stream")
         n = len(Y)
@@ -88,40 +227,17 @@ class ContextFusion:
         none = ~np.column_stack([available(b) for b in blocks.values()]).any(1)
         if none.any():
             raise ValueError(f"{int(none.sum())} training row(s) have no stream at all")
-        self.streams_ = list(blocks)
+        self._start(list(blocks), Y, V)
         self.dims_ = {s: int(b.shape[1]) for s, b in blocks.items()}
-        self.n_labels_ = int(Y.shape[1])
-        self.n_cont_ = 0 if V is None else int(V.shape[1])
         self.scalers_ = {s: Scaler.fit(b) for s, b in blocks.items()}
-        if V is not None:
-            self.v_mean_ = np.nanmean(V, 0)
-            self.v_sd_ = np.where(np.nanstd(V, 0) > 0, np.nanstd(V, 0), 1.0)
-        heads = [Head("cat", "multilabel", self.n_labels_, loss=p.category_loss, dynamic_c=p.dynamic_c)]
-        if self.n_cont_:
-            heads.append(Head("vad", "regression", self.n_cont_, weight=p.vad_weight, loss=p.vad_loss,
-                              margin=p.vad_margin))
 
         def dataset(b, y, v):
-            targets = {"cat": torch.as_tensor(np.asarray(y, np.float32))}
-            if self.n_cont_:
-                vv = np.full((len(y), self.n_cont_), np.nan) if v is None else (v - self.v_mean_) / self.v_sd_
-                targets["vad"] = torch.as_tensor(vv.astype(np.float32))
+            targets = {k: torch.as_tensor(t) for k, t in self._targets(y, v).items()}
             return TensorDictDataset(self._tensors(b), targets)
 
-        torch.manual_seed(seed)
-        net = NETS.get("context-fusion")(self.dims_, self.n_labels_, max(self.n_cont_, 1), hidden=p.hidden,
-                                          dropout=p.dropout, fusion=p.fusion)
-        train, vl = loaders(dataset(blocks, Y, V), dataset(*val) if val is not None else None, p.batch_size, seed)
-        module = LitModule(net, heads, **p.module_kwargs())
-        result = fit_module(module, train, vl, seed=seed, max_epochs=p.max_epochs, **p.trainer_kwargs())
-        self.net_ = module.net.cpu().eval()
-        self.best_epoch_ = result.best_epoch
-        self.thresholds_ = np.full(self.n_labels_, 0.5)
-        if val is not None:
-            P, _ = self.predict(val[0])
-            known = ~np.isnan(val[1]).any(1)
-            th = equal_pr_thresholds(val[1][known], P[known])
-            self.thresholds_ = np.where(np.isnan(th), 0.5, th)
+        train, vl = loaders(dataset(blocks, Y, V), dataset(*val) if val is not None else None,
+                            self.params.batch_size, seed)
+        self._train(train, vl, val, seed)
         return self
 
     def predict(self, blocks: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -132,65 +248,7 @@ class ContextFusion:
         missing = [s for s in self.streams_ if s not in blocks]
         if missing:
             raise ValueError(f"streams {missing} missing; the model was fitted on {self.streams_}")
-        inputs = self._tensors(blocks)
         with torch.no_grad():
-            out = self.net_(**inputs)
-        P = torch.sigmoid(out["cat"].float()).numpy().astype(float)
-        V = out["vad"].float().numpy() * self.v_sd_ + self.v_mean_ if self.n_cont_ else None
-        none = ~np.column_stack([available(blocks[s]) for s in self.streams_]).any(1)
-        P[none] = np.nan
-        if V is not None:
-            V[none] = np.nan
-        return P, V
-
-    def predict_labels(self, blocks: dict[str, np.ndarray]) -> np.ndarray:
-        """(n, k) 0/1 decisions with the per-category validation thresholds."""
-        P, _ = self.predict(blocks)
-        return (self.thresholds_[None, :] <= P).astype(int)
-
-    # --- persistence: JSON + safetensors, no pickle ------------------------------------------------
-    def save(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (WEIGHTS + ".tmp")
-        save_file({k: v.contiguous() for k, v in self.net_.state_dict().items()}, str(tmp))
-        tmp.replace(folder / WEIGHTS)
-        state = {"params": self.params.model_dump(mode="json"), "streams": self.streams_, "dims": self.dims_,
-                 "n_labels": self.n_labels_, "n_cont": self.n_cont_, "thresholds": self.thresholds_.tolist(),
-                 "scalers": {s: sc.to_dict() for s, sc in self.scalers_.items()},
-                 "v_mean": getattr(self, "v_mean_", np.zeros(0)).tolist(),
-                 "v_sd": getattr(self, "v_sd_", np.zeros(0)).tolist(), **(extra or {})}
-        atomic_write_text(json.dumps(state, indent=1), folder / MANIFEST)
-        return folder
-
-    @classmethod
-    def load(cls, folder: str | Path) -> ContextFusion:
-        """Rebuild a saved model (its predictions equal the saved one's).
-
-        Raises:
-            FileNotFoundError: the folder lacks the manifest or the weights, naming the file.
-        """
-        from safetensors.torch import load_file
-
-        from fusion.models.nets.base import NETS
-
-        folder = Path(folder)
-        for name in (MANIFEST, WEIGHTS):
-            if not (folder / name).exists():
-                raise FileNotFoundError(f"{folder / name}: missing; not a saved context model")
-        state = json.loads((folder / MANIFEST).read_text())
-        model = cls(**state["params"])
-        model.streams_, model.dims_ = state["streams"], state["dims"]
-        model.n_labels_, model.n_cont_ = state["n_labels"], state["n_cont"]
-        model.thresholds_ = np.array(state["thresholds"])
-        model.scalers_ = {s: Scaler.from_dict(d) for s, d in state["scalers"].items()}
-        model.v_mean_, model.v_sd_ = np.array(state["v_mean"]), np.array(state["v_sd"])
-        p = model.params
-        net = NETS.get("context-fusion")(model.dims_, model.n_labels_, max(model.n_cont_, 1), hidden=p.hidden,
-                                          dropout=p.dropout, fusion=p.fusion)
-        net.load_state_dict(load_file(str(folder / WEIGHTS)))
-        model.net_ = net.eval()
-        return model
-
+            out = self.net_(**self._tensors(blocks))
+        present = np.column_stack([available(blocks[s]) for s in self.streams_]).any(1)
+        return self._outputs(out, present)
