@@ -4,7 +4,7 @@ face crop, through a timm backbone, one row per annotated person (an EMOTIC samp
 Boxes come from the sample's labels (`bbox_x1 … bbox_y2` for the body, `face_x1 … face_y2`
 for the face; the EMOTIC adapter gives body boxes). Weights: pretrained weights cannot be
 downloaded here, so a backbone is built with `pretrained=False` and loaded from `weights` (a
-local `.safetensors` or weights-only torch state dict); without `weights` the backbone keeps
+local `.safetensors` file, never unpickled); without `weights` the backbone keeps
 its seeded random initialisation, which the parameters (and so the store's hash) record, and a
 warning says so. A corrupt or missing image, a zero-area box or a box wholly outside the image
 is that sample's error; the others are kept.
@@ -83,14 +83,15 @@ def load_backbone(backbone: str, weights: str | None, seed: int, device: str):
         path = Path(weights)
         if not path.is_file():
             raise ExtractionError(f"backbone weights {path} not found", path)
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
+        if path.suffix != ".safetensors":
+            raise ExtractionError(
+                f"{path}: backbone weights are read from .safetensors files only (never unpickled); convert a "
+                "state dict you trust once with safetensors.torch.save_file(state_dict, 'weights.safetensors')",
+                path)
+        from safetensors.torch import load_file
 
-                state = load_file(str(path))
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                state = state.get("state_dict", state) if isinstance(state, dict) else state
+        try:
+            state = load_file(str(path))
         except Exception as err:  # noqa: BLE001 - any unreadable weights file is the same error
             raise ExtractionError(f"{path}: cannot read backbone weights ({type(err).__name__}: {err})", path) from None
         try:
@@ -113,8 +114,8 @@ class ImageEmbeddingExtractor(Extractor):
 
     Args:
         backbone: a timm model name (built with pretrained=False).
-        weights: a local weights file (`.safetensors`, or a weights-only `.pth`/`.pt`); None
-            keeps the seeded random initialisation (said in a warning).
+        weights: a local `.safetensors` weights file of the same backbone; None keeps the
+            seeded random initialisation (said in a warning).
         crop: "body" (the body box), "context" (the whole image) or "face" (the face box).
         mask_body: for "context", black out the body box (the scene without the person).
         image_size: the crop is resized to this square (as in Kosti et al.).

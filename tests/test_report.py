@@ -17,8 +17,9 @@ from fusion.cli import main
 from fusion.report.browser import find_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_chromium = pytest.mark.skipif(find_chromium() is None,
-                                    reason="no Chromium here (apt-get install chromium; .ci/run installs it)")
+needs_chromium = pytest.mark.skipif(
+    find_chromium() is None or shutil.which("pdftotext") is None,
+    reason="no Chromium or no pdftotext here (apt-get install chromium poppler-utils; .ci/run installs both)")
 
 
 def train(corpus, out: Path, config: str, *extra: str) -> dict:
