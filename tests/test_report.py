@@ -5,6 +5,7 @@ page, screenshot, PDF pages); the intervals, glossary and bad input."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -84,7 +85,7 @@ def test_participant_and_cohort_reports_in_a_real_browser(severity_run, tmp_path
     # each modality with its share of the decision, features in plain language against the cohort
     for m in ("text", "audio", "face"):
         assert f"\n{m}\n" in f"\n{text}\n"
-    shares = [float(x) for x in __import__("re").findall(r"(\d+) % \(towards|(\d+) % \(against", text) for x in x if x]
+    shares = [float(x) for x in re.findall(r"(\d+) % \((?:towards|against) ", text)]
     assert len(shares) >= 3 and all(0 <= x <= 100 for x in shares)
     assert "% of the cohort" in text or "in the cohort" in text
     assert "Model card and intended use" in text and "Known failure modes" in text
