@@ -174,6 +174,39 @@ def cmd_data_describe(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_data_vad_mixture(args: argparse.Namespace) -> dict[str, Any]:
+    import pandas as pd
+
+    from features.files import atomic_write_text
+    from fusion.config.load import load_config
+    from fusion.config.schema import DataConfig
+    from fusion.datasets.base import build_dataset
+    from fusion.datasets.vad_mixture import DIMENSIONS, VadMixture, mixture_labels
+
+    cfg = load_config(DataConfig, args.config, args.overrides)
+    mixture = VadMixture.build(args.emotions, norms=args.norms, dims=DIMENSIONS[:len(args.columns)],
+                               scale=tuple(args.scale), temperature=args.temperature, compound=args.compound)
+    labels = build_dataset(cfg.dataset).labels()
+    table, errors = mixture_labels(labels, mixture, args.columns)
+    keep = [c for c in ("subject_id", "split") if c in labels.columns]
+    table = pd.concat([labels[keep], table], axis=1)
+    table.index.name = "sample_id"
+    atomic_write_text(table.to_csv(), Path(args.out))
+    known = table["vad_mixture_top"].notna()
+    for sid, why in errors.items():
+        print(f"error: sample {sid}: {why}", file=sys.stderr)
+    print(f"{int(known.sum())} of {len(table)} samples labelled ({len(errors)} outside the scale, "
+          f"{int((~known).sum()) - len(errors)} without all of {', '.join(args.columns)}) over "
+          f"{len(mixture.names)} emotions → {args.out}")
+    print("most probable: " + ", ".join(f"{k} {v}" for k, v in table["vad_mixture_top"].value_counts().items()))
+    out = {"out": str(args.out), "n": len(table), "labelled": int(known.sum()), "errors": errors,
+           "emotions": mixture.names, "top_counts": table["vad_mixture_top"].value_counts().to_dict()}
+    if errors:
+        out["error"] = (f"{len(errors)} sample(s) have ratings outside --scale {args.scale[0]:g} {args.scale[1]:g} "
+                        "(listed above; their rows are empty, the others written)")
+    return out
+
+
 def cmd_features_ls(args: argparse.Namespace) -> dict[str, Any]:
     from features.store import FeatureStore, StoreError
 
@@ -291,6 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("describe", help="counts per split and label, subjects, problems")
     _common(q, "configs/data/demo.yaml")
     q.set_defaults(func=cmd_data_describe)
+    q = dsub.add_parser("vad-mixture", help="VAD-mixture labels: each sample's VAD as a distribution over emotions")
+    _common(q, "configs/data/demo.yaml")
+    q.add_argument("--columns", nargs="+", default=["valence", "arousal", "dominance"],
+                   help="the valence, arousal (and dominance) label columns, in that order")
+    q.add_argument("--scale", nargs=2, type=float, default=[1.0, 10.0], metavar=("LOW", "HIGH"),
+                   help="the ratings' range (default: EMOTIC's 1 10)")
+    q.add_argument("--emotions", default="basic+compound", help="basic, compound or basic+compound")
+    q.add_argument("--norms", help="a norms CSV in the Warriner et al. 2013 layout (default: the shipped rows)")
+    q.add_argument("--compound", choices=["midpoint", "product"], default="midpoint")
+    q.add_argument("--temperature", type=float, default=1.0)
+    q.add_argument("--out", required=True, help="CSV written: sample_id, subject_id, split, ratings, distribution")
+    q.set_defaults(func=cmd_data_vad_mixture)
 
     p = sub.add_parser("features", help="inspect the feature store")
     fsub = p.add_subparsers(dest="features_command", required=True)

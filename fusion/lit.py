@@ -6,7 +6,8 @@ output per head (a dict, or a tensor for a single head). `LitModule` owns the lo
 metrics (one torchmetrics object per head and stage) and the optimiser and schedule. Heads are
 multiclass (cross-entropy, optional class weights), multilabel (binary cross-entropy with
 optional positive weights, or the dynamically weighted squared error of Kosti et al.) or
-regression (MSE, smooth L1, or the margin L2 of Kosti et al.). A head's missing targets (class
+regression (MSE, smooth L1, or the margin L2 of Kosti et al.) or distribution (soft-target
+cross-entropy, e.g. VAD-mixture emotion labels). A head's missing targets (class
 -1, or NaN) are left out of its loss, so heads trained jointly may have labels for different
 samples.
 
@@ -31,7 +32,7 @@ import torchmetrics
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-HeadTask = Literal["multiclass", "multilabel", "regression"]
+HeadTask = Literal["multiclass", "multilabel", "regression", "distribution"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,9 @@ class Head:
 
     Args:
         name: the key of the network's output (and of the targets).
-        task: "multiclass", "multilabel" or "regression".
+        task: "multiclass", "multilabel", "regression" or "distribution" (soft targets: each
+            row's target is a probability distribution over `n_out` classes, NaN where unknown;
+            the loss is the cross-entropy −Σ t log softmax(out), KL(t ‖ softmax) up to a constant).
         n_out: classes, labels, or 1 for a score.
         weight: the head's weight in the total loss.
         class_weights: multiclass: per-class loss weights; multilabel: positive-class weights.
@@ -71,6 +74,11 @@ def head_loss(head: Head, out: torch.Tensor, target: torch.Tensor,
         if not keep.any():
             return out.sum() * 0.0, keep
         return nn.functional.cross_entropy(out[keep], target[keep], weight=weights), keep
+    if head.task == "distribution":
+        keep = ~torch.isnan(target).any(dim=1)
+        if not keep.any():
+            return out.sum() * 0.0, keep
+        return -(target[keep] * torch.log_softmax(out[keep], 1)).sum(1).mean(), keep
     if head.task == "multilabel":
         keep = ~torch.isnan(target).any(dim=1)
         if not keep.any():
@@ -96,6 +104,8 @@ def _metric(head: Head) -> torchmetrics.Metric:
         return torchmetrics.Accuracy(task="multiclass", num_classes=head.n_out)
     if head.task == "multilabel":
         return torchmetrics.classification.MultilabelAveragePrecision(num_labels=head.n_out)
+    if head.task == "distribution":
+        return torchmetrics.KLDivergence()
     return torchmetrics.MeanAbsoluteError()
 
 
@@ -162,6 +172,8 @@ class LitModule(L.LightningModule):
                     metric.update(pred.argmax(1), target)
                 elif h.task == "multilabel":
                     metric.update(torch.sigmoid(pred), target.long())
+                elif h.task == "distribution":
+                    metric.update(target.float(), torch.softmax(pred, 1))
                 else:
                     metric.update(pred.reshape(target.shape), target)
         # the epoch's loss, weighted by batch size, is logged once at the epoch's end (logging

@@ -5,7 +5,11 @@ Per seed (`cv.seeds`, default `[cv.seed]`) the model is fitted on the training s
 early stopping on the validation split (`cv.val_splits`, or a grouped fifth of the training
 images when none is named) and scored once on the test split: per-category average precision
 (`fusion.evaluation.multilabel`), mAP, VAD mean absolute error, and F1 at the per-category
-thresholds chosen on validation where precision equals recall. Figures are mean ± sd over
+thresholds chosen on validation where precision equals recall; with `vad_mixture` on the
+target, the VAD-mixture distributions over emotions (`fusion.datasets.vad_mixture`) are a third
+head, scored by the mean Jensen–Shannon divergence (bits) and KL(label ‖ prediction) on test,
+next to the distribution of the predicted VAD and the training rows' mean distribution.
+Figures are mean ± sd over
 seeds with a 95 % interval over the test split's groups (EMOTIC: images; the bootstrap's width
 centred on the estimate, since resampling biases AP), next to the chance AP of random scores.
 With `evaluation.ablation`, each stream alone is fitted and scored
@@ -28,6 +32,8 @@ from fusion.data.sequences import available
 from fusion.evaluation.metrics import bootstrap_intervals, mean_sd
 from fusion.evaluation.multilabel import (
     chance_ap,
+    js_divergence,
+    kl_divergence,
     per_category_ap,
     thresholded_f1,
     vad_mae,
@@ -131,9 +137,23 @@ def image_inputs(cfg: TrainConfig):
     return dataset, labels, ImageRows(samples, streams), has, {m: {"recipe": p} for m, p in streams.items()}
 
 
+def mixture_metrics(M: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Mean JS divergence (bits) and KL(label ‖ prediction) (nats) over rows with both."""
+    known = ~np.isnan(M).any(1) & ~np.isnan(pred).any(1)
+    return {"js_mixture": float(np.mean(js_divergence(M[known], pred[known]))),
+            "kl_mixture": float(np.mean(kl_divergence(M[known], pred[known])))}
+
+
+def mixture_of_predictions(mixture, Vh: np.ndarray, idx: list[int]) -> np.ndarray:
+    """The VAD-mixture distribution of predicted VAD (clipped to the scale first)."""
+    X = np.clip(Vh[:, idx], *mixture.scale)
+    return mixture(X)
+
+
 def evaluate(cfg: TrainConfig, blocks, Y: np.ndarray, V: np.ndarray | None,
              rows: dict[str, np.ndarray], groups: np.ndarray, seeds: list[int],
-             streams: list[str], cont: list[str]) -> dict[str, Any]:
+             streams: list[str], cont: list[str], M: np.ndarray | None = None, mixture=None,
+             mix_idx: list[int] | None = None) -> dict[str, Any]:
     """Fit on train (early stopping on val) once per seed with `streams`; score on test."""
     from fusion.models.context_fusion import MULTILABEL_MODELS
 
@@ -141,20 +161,22 @@ def evaluate(cfg: TrainConfig, blocks, Y: np.ndarray, V: np.ndarray | None,
         return take(blocks, r, streams)
 
     tr, va, te = rows["train"], rows["val"], rows["test"]
-    P_all, V_all, models = [], [], []
+    P_all, V_all, M_all, models = [], [], [], []
     for seed in seeds:
         model = MULTILABEL_MODELS.get(cfg.model.name)(**cfg.model.params).fit(
             sub(tr), Y[tr], None if V is None else V[tr],
-            val=(sub(va), Y[va], None if V is None else V[va]), seed=seed)
-        P, Vh = model.predict(sub(te))
-        P_all.append(P)
-        V_all.append(Vh)
+            val=(sub(va), Y[va], None if V is None else V[va], None if M is None else M[va]), seed=seed,
+            M=None if M is None else M[tr], mixture=None if mixture is None else mixture.to_dict())
+        pred = model.predict_all(sub(te))
+        P_all.append(pred["categories"])
+        V_all.append(pred["vad"])
+        M_all.append(pred["mixture"])
         models.append(model)
     P = np.stack(P_all)
     Yt = Y[te]
     aps = np.stack([per_category_ap(Yt, p) for p in P])
     out: dict[str, Any] = {"streams": streams, "P": P, "V": None if V is None else np.stack(V_all),
-                           "ap": aps, "models": models}
+                           "M": None if M is None else np.stack(M_all), "ap": aps, "models": models}
     m = [float(np.nanmean(a)) for a in aps]
     mean, sd = mean_sd(m)
     n_boot = cfg.evaluation.n_bootstrap
@@ -172,6 +194,14 @@ def evaluate(cfg: TrainConfig, blocks, Y: np.ndarray, V: np.ndarray | None,
         for name in maes[0]:
             mm, ss = mean_sd([x[name] for x in maes])
             out["metrics"][f"mae_{name}"] = {"mean": mm, "sd": ss}
+    if M is not None:
+        per_seed = [mixture_metrics(M[te], m) for m in out["M"]]
+        via_vad = [mixture_metrics(M[te], mixture_of_predictions(mixture, v, mix_idx)) for v in out["V"]]
+        for name in per_seed[0]:
+            mm, ss = mean_sd([x[name] for x in per_seed])
+            out["metrics"][name] = {"mean": mm, "sd": ss}
+            mm, ss = mean_sd([x[name] for x in via_vad])
+            out["metrics"][f"{name}_via_vad"] = {"mean": mm, "sd": ss}
     f1 = np.stack([thresholded_f1(Yt, p, mdl.thresholds_) for p, mdl in zip(P, models, strict=True)])
     mm, ss = mean_sd([float(np.nanmean(x)) for x in f1])
     out["metrics"]["f1_at_val_thresholds"] = {"mean": mm, "sd": ss}
@@ -206,12 +236,25 @@ def train_multilabel(cfg: TrainConfig) -> dict[str, Any]:
         cols, cont = label_columns(tname, spec, labels)
         Y = labels[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
         V = labels[cont].apply(pd.to_numeric, errors="coerce").to_numpy(float) if cont else None
+        M, mixture, mix_idx = None, None, None
+        if spec.vad_mixture is not None:
+            mixture = spec.vad_mixture.build(cont)
+            mix_idx = [cont.index(c) for c in (spec.vad_mixture.columns or cont)]
+            X = V[:, mix_idx]
+            lo, hi = mixture.scale
+            outside = np.flatnonzero(~np.isnan(X).any(1) & ((lo > X) | (hi < X)).any(1))
+            if len(outside):
+                i = int(outside[0])
+                raise ConfigError(f"target {tname}: vad_mixture: sample {labels.index[i]!r} has "
+                                  f"{dict(zip(spec.vad_mixture.columns or cont, X[i].tolist(), strict=True))}, "
+                                  f"outside vad_mixture.scale {lo:g}–{hi:g} ({len(outside)} sample(s) so)")
+            M = mixture(X)
         any_stream = has_input
         labelled = ~np.isnan(Y).all(1)
         keep = any_stream & labelled
         rows = split_rows(cfg, labels, keep)
         groups = labels["subject_id"].astype(str).to_numpy()
-        full = evaluate(cfg, inputs, Y, V, rows, groups, seeds, streams, cont)
+        full = evaluate(cfg, inputs, Y, V, rows, groups, seeds, streams, cont, M, mixture, mix_idx)
         te = rows["test"]
         chance = chance_ap(Y[te])
         ts: dict[str, Any] = {
@@ -224,10 +267,15 @@ def train_multilabel(cfg: TrainConfig) -> dict[str, Any]:
             ts["metrics"]["mean predictor"] = {f"mae_{name}": {
                 "mean": float(np.nanmean(np.abs(V[te, j] - np.nanmean(V[rows["train"], j])))), "sd": 0.0}
                 for j, name in enumerate(cont)}
+        if M is not None:
+            prior = np.nanmean(M[rows["train"]], 0)
+            ts["vad_mixture"] = mixture.to_dict()
+            ts["metrics"]["mean predictor"].update(
+                {k: {"mean": v, "sd": 0.0} for k, v in mixture_metrics(M[te], np.tile(prior, (len(te), 1))).items()})
         if cfg.evaluation.ablation and len(streams) > 1:
             for s in streams:
                 ts["metrics"][f"only:{s}"] = evaluate(cfg, inputs, Y, V, rows, groups, seeds, [s],
-                                                      cont)["metrics"]
+                                                      cont, M, mixture, mix_idx)["metrics"]
         summary["targets"][tname] = ts
         ap, f1 = full["ap"], full["f1"]
         thresholds = np.mean([m.thresholds_ for m in full["models"]], axis=0)
@@ -235,14 +283,21 @@ def train_multilabel(cfg: TrainConfig) -> dict[str, Any]:
             "category": cols, "test_positives": np.nansum(Y[te], 0).astype(int), "ap_mean": np.nanmean(ap, 0),
             "ap_sd": np.nanstd(ap, 0, ddof=1) if len(ap) > 1 else 0.0, "chance_ap": chance,
             "threshold": thresholds, "f1_at_threshold": np.nanmean(f1, 0)})
-        pred = pd.DataFrame({"sample_id": labels.index[te].astype(str), "split": labels["split"].iloc[te]})
+        columns: dict[str, Any] = {"sample_id": labels.index[te].astype(str),
+                                   "split": labels["split"].iloc[te].to_numpy()}
         for r, seed in enumerate(seeds):
             for j, c in enumerate(cols):
-                pred[f"p_{c}_seed{seed}"] = full["P"][r, :, j]
+                columns[f"p_{c}_seed{seed}"] = full["P"][r, :, j]
             if V is not None:
                 for j, name in enumerate(cont):
-                    pred[f"{name}_pred_seed{seed}"] = full["V"][r, :, j]
-        tables[f"{tname}_predictions"] = pred
+                    columns[f"{name}_pred_seed{seed}"] = full["V"][r, :, j]
+            if M is not None:
+                for j, name in enumerate(mixture.names):
+                    columns[f"mix_{name}_seed{seed}"] = full["M"][r, :, j]
+        if M is not None:
+            for j, name in enumerate(mixture.names):
+                columns[f"mix_{name}_label"] = M[te, j]
+        tables[f"{tname}_predictions"] = pd.DataFrame(columns)
         if cfg.evaluation.save_model:
             saved.append((tname, full["models"][0], cols, cont))
     with RunOutput(cfg.tracking, cfg.output_dir, run_name=f"{cfg.model.name}-{'+'.join(cfg.targets)}") as out:

@@ -209,6 +209,24 @@ def test_context_model_finds_the_scene_and_the_body_alone_does_not(corpus, tmp_p
     model = ContextFusion.load(Path(s["model_dir"]) / "emotion")
     assert model.streams_ == ["body", "context"] and len(model.thresholds_) == 26
 
+    # VAD-mixture soft labels as a third head: the scene's VAD gives its distribution over
+    # basic and compound emotions, learned well beyond the training mean distribution
+    out = tmp_path / "mix.json"
+    assert main(["train", "--config", str(ROOT / "configs/train/emotic_vad_mixture.yaml"),
+                 "--set", f"extract.dataset.root={corpus}", "--set", f"extract.store={store}",
+                 *[a if not a.startswith("features.") else "extract." + a for a in tiny],
+                 "--set", "cv.seeds=[0]", "--set", "evaluation.n_bootstrap=0", "--set", "evaluation.ablation=false",
+                 "--set", f"output_dir={tmp_path / 'out'}", "--set", f"tracking.uri=sqlite:///{tmp_path / 'ml.db'}",
+                 "--set", f"tracking.artifacts={tmp_path / 'art'}", "--json", str(out)]) == 0
+    s = json.loads(out.read_text())
+    m = s["targets"]["emotion"]["metrics"]
+    assert m["model"]["js_mixture"]["mean"] < 0.7 * m["mean predictor"]["js_mixture"]["mean"], m
+    assert m["model"]["mAP"]["mean"] > 0.6
+    assert len(s["targets"]["emotion"]["vad_mixture"]["names"]) == 13
+    pred = pd.read_csv(Path(s["outputs"]["dir"]) / "emotion_predictions.csv")
+    assert {"mix_happy_seed0", "mix_happy_label", "mix_sadly angry_seed0"} <= set(pred.columns)
+    assert ContextFusion.load(Path(s["model_dir"]) / "emotion").mixture_["names"][0] == "happy"
+
 
 def test_report_says_it_does_not_report_multilabel_models(tmp_path, capsys):
     from fusion.models.context_fusion import ContextFusion
@@ -245,11 +263,19 @@ def test_end_to_end_model_fits_saves_loads_and_masks_unusable_crops(corpus, tmp_
     save_file({k: v.contiguous() for k, v in load_backbone("test_resnet", None, 3, "cpu").state_dict().items()}, str(w))
     model = ContextFinetune(backbone="test_resnet", image_size=32, hidden=8, max_epochs=2, patience=2, batch_size=16,
                             weights={"body": str(w)})
-    model.fit(rows.take(range(40)), Y[:40], V[:40], val=(rows.take(range(40, 60)), Y[40:60], V[40:60]))
+    from fusion.datasets.vad_mixture import VadMixture
+
+    mix = VadMixture.build("basic", scale=(1, 10))
+    M = mix(V)
+    model.fit(rows.take(range(40)), Y[:40], V[:40], val=(rows.take(range(40, 60)), Y[40:60], V[40:60], M[40:60]),
+              M=M[:40], mixture=mix.to_dict())
     P, Vh = model.predict(rows)
     assert P.shape == (60, 26) and Vh.shape == (60, 3) and np.isfinite(P).all()
+    Mh = model.predict_all(rows)["mixture"]
+    assert Mh.shape == (60, 6) and np.allclose(Mh.sum(1), 1)  # the VAD-mixture head, end to end too
     loaded = ContextFinetune.load(model.save(tmp_path / "m"))
     np.testing.assert_allclose(loaded.predict(rows)[0], P, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_all(rows)["mixture"], Mh, atol=1e-6)
     # a person whose image cannot be read has no stream: no estimate, and no crash
     bad = samples[0].media["image"]
     bad.write_bytes(b"not a jpeg")

@@ -111,6 +111,43 @@ class InputSpec(StrictModel):
         return self.pool == "sequence"
 
 
+class VadMixtureSpec(StrictModel):
+    """VAD-mixture soft labels of a multilabel target (`fusion.datasets.vad_mixture`): the
+    target's continuous ratings mapped to a distribution over emotions, trained as an extra
+    head (soft-target cross-entropy, loss weight: the model's `mixture_weight`) and scored by
+    Jensen–Shannon and KL divergence. `columns`: the valence, arousal (and dominance) label columns in that order
+    (default: the target's `continuous`); `scale`: their range (EMOTIC: [1, 10]); `emotions`: a
+    named set (basic, compound, basic+compound) or {name: [word] | [word, word]}; `norms`: a
+    norms file in the Warriner et al. 2013 layout (default: the shipped excerpt)."""
+
+    emotions: str | dict[str, list[str]] = "basic+compound"
+    columns: list[str] | None = None
+    scale: tuple[float, float] = (1.0, 10.0)
+    norms: Path | None = None
+    compound: Literal["midpoint", "product"] = "midpoint"
+    temperature: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> VadMixtureSpec:
+        from fusion.datasets.vad_mixture import EMOTION_SETS
+
+        if isinstance(self.emotions, str) and self.emotions not in EMOTION_SETS:
+            raise ValueError(f"unknown emotion set {self.emotions!r}; known: {', '.join(EMOTION_SETS)}")
+        if self.columns is not None and len(self.columns) not in (2, 3):
+            raise ValueError(f"columns names valence, arousal and optionally dominance, got {self.columns}")
+        if not self.scale[1] > self.scale[0]:
+            raise ValueError(f"scale must be [low, high] with high > low, got {list(self.scale)}")
+        return self
+
+    def build(self, continuous: list[str]):
+        """The `VadMixture` of this spec for a target whose continuous labels are `continuous`."""
+        from fusion.datasets.vad_mixture import DIMENSIONS, VadMixture
+
+        cols = self.columns or continuous
+        return VadMixture.build(self.emotions, norms=self.norms, dims=DIMENSIONS[:len(cols)], scale=self.scale,
+                                temperature=self.temperature, compound=self.compound)
+
+
 class TargetSpec(StrictModel):
     """A classification target, what counts as positive for the decision curve, and an
     optional score label fused by the same model (regression head).
@@ -125,7 +162,8 @@ class TargetSpec(StrictModel):
 
     `kind: multilabel` (EMOTIC's 26 categories): `label` is a glob of 0/1 label columns (e.g.
     `cat_*`), each a label of its own; `continuous` names continuous labels trained jointly
-    (valence, arousal, dominance). Such targets are trained by `fusion.train_multilabel`.
+    (valence, arousal, dominance); `vad_mixture` adds their VAD-mixture soft labels as a
+    third head (`VadMixtureSpec`). Such targets are trained by `fusion.train_multilabel`.
     """
 
     label: str
@@ -137,6 +175,7 @@ class TargetSpec(StrictModel):
     score: str | None = None
     names: list[str] | None = None
     continuous: list[str] | None = None
+    vad_mixture: VadMixtureSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -151,7 +190,17 @@ class TargetSpec(StrictModel):
             if self.classes is not None or self.n_classes is not None or self.positive_from is not None:
                 raise ValueError("a multilabel target takes `label` (a glob of 0/1 columns) and `continuous`, "
                                  "not classes, n_classes or positive_from")
+            if self.vad_mixture is not None:
+                cols = self.vad_mixture.columns or self.continuous or []
+                if len(cols) not in (2, 3):
+                    raise ValueError("vad_mixture needs the valence and arousal (and dominance) labels: list them "
+                                     f"in `continuous` or `vad_mixture.columns` (got {cols})")
+                missing = [c for c in cols if c not in (self.continuous or [])]
+                if missing:
+                    raise ValueError(f"vad_mixture columns {missing} must also be `continuous` labels of the target")
             return self
+        if self.vad_mixture is not None:
+            raise ValueError("vad_mixture belongs to a multilabel target with continuous VAD labels")
         if self.continuous is not None:
             raise ValueError("`continuous` labels belong to a multilabel target (kind: multilabel)")
         if self.classes is not None:

@@ -76,3 +76,25 @@ def vad_mae(V: np.ndarray, P: np.ndarray, names: Sequence[str] = ("valence", "ar
         ok = ~np.isnan(V[:, j]) & ~np.isnan(P[:, j])
         out[name] = float(np.abs(V[ok, j] - P[ok, j]).mean()) if ok.any() else float("nan")
     return out
+
+
+def kl_divergence(P: np.ndarray, Q: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """(n,) KL(P ‖ Q) in nats of each row of (n, k) distributions (Q clipped at `eps` so a
+    zero where P has mass stays finite); NaN for a row with a NaN."""
+    P, Q = np.atleast_2d(np.asarray(P, float)), np.atleast_2d(np.asarray(Q, float))
+    if P.shape != Q.shape:
+        raise ValueError(f"distributions of shapes {P.shape} and {Q.shape} cannot be compared")
+    Qc = np.clip(Q, eps, None)
+    terms = np.where(P > 0, P * (np.log(np.where(P > 0, P, 1.0)) - np.log(Qc)), 0.0)
+    out = terms.sum(1)
+    out[np.isnan(P).any(1) | np.isnan(Q).any(1)] = np.nan
+    return out
+
+
+def js_divergence(P: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """(n,) Jensen–Shannon divergence in bits (0 to 1) of each row of (n, k) distributions:
+    ½ KL(P ‖ M) + ½ KL(Q ‖ M), M = ½ (P + Q); its square root is SciPy's `jensenshannon`
+    distance with base 2. NaN for a row with a NaN."""
+    P, Q = np.atleast_2d(np.asarray(P, float)), np.atleast_2d(np.asarray(Q, float))
+    M = (P + Q) / 2
+    return (kl_divergence(P, M, eps=0.0) + kl_divergence(Q, M, eps=0.0)) / (2 * np.log(2))

@@ -113,7 +113,8 @@ class ContextFinetune(MultilabelModel):
 
         p = self.params
         return NETS.get("context-finetune")({s: p.backbone for s in self.streams_}, self.n_labels_,
-                                             max(self.n_cont_, 1), hidden=p.hidden, dropout=p.dropout, fusion=p.fusion)
+                                             max(self.n_cont_, 1), hidden=p.hidden, dropout=p.dropout, fusion=p.fusion,
+                                             n_mix=self.n_mix_)
 
     def _state(self) -> dict[str, Any]:
         return {"recipes": self.recipes_}
@@ -121,17 +122,19 @@ class ContextFinetune(MultilabelModel):
     def _restore(self, state: dict[str, Any]) -> None:
         self.recipes_ = state["recipes"]
 
-    def _loader(self, rows: ImageRows, Y, V, train: bool, seed: int):
+    def _loader(self, rows: ImageRows, Y, V, M=None, *, train: bool, seed: int):
         import torch
         from torch.utils.data import DataLoader
 
-        data = _Images(rows, self.params.image_size, self._targets(Y, V), train)
+        data = _Images(rows, self.params.image_size, self._targets(Y, V, M), train)
         return DataLoader(data, batch_size=self.params.batch_size, shuffle=train, num_workers=self.params.num_workers,
                           generator=torch.Generator().manual_seed(seed) if train else None)
 
     def fit(self, rows: ImageRows, Y: np.ndarray, V: np.ndarray | None = None, *,
-            val: tuple[ImageRows, np.ndarray, np.ndarray | None] | None = None, seed: int = 0) -> ContextFinetune:
-        """Fine-tune on the rows' images; early stopping and thresholds on `val`.
+            val: tuple | None = None, seed: int = 0, M: np.ndarray | None = None,
+            mixture: dict | None = None) -> ContextFinetune:
+        """Fine-tune on the rows' images (targets as `ContextFusion.fit`'s, VAD-mixture `M`
+        included); early stopping and thresholds on `val` (rows, Y, V[, M]).
 
         Raises:
             ValueError: weights named for a stream the model does not have.
@@ -140,9 +143,9 @@ class ContextFinetune(MultilabelModel):
         unknown = [s for s in self.params.weights if s not in rows.streams]
         if unknown:
             raise ValueError(f"weights given for stream {unknown[0]!r}, the model has {list(rows.streams)}")
-        self._start(list(rows.streams), Y, V)
+        self._start(list(rows.streams), Y, V, M, mixture)
         self.recipes_ = dict(rows.streams)
-        train = self._loader(rows, Y, V, self.params.augment, seed)
+        train = self._loader(rows, Y, V, M, train=self.params.augment, seed=seed)
         vl = self._loader(*val, train=False, seed=seed) if val is not None else None
         self._train(train, vl, val, seed, build=self._net_with_weights)
         return self
@@ -156,17 +159,17 @@ class ContextFinetune(MultilabelModel):
             net.backbones[s].load_state_dict(load_backbone(self.params.backbone, path, 0, "cpu").state_dict())
         return net
 
-    def predict(self, rows: ImageRows) -> tuple[np.ndarray, np.ndarray | None]:
-        """(n, k) category probabilities and (n, 3) continuous predictions; NaN rows for
-        persons none of whose crops could be made."""
+    def _forward(self, rows: ImageRows) -> tuple[dict, np.ndarray]:
+        """The network's outputs over the rows' crops; a person none of whose crops could be
+        made is not present (NaN rows in the predictions)."""
         import torch
 
-        loader = self._loader(rows, np.zeros((len(rows), self.n_labels_)), None, False, 0)
-        outs, present = {"cat": [], "vad": []}, []
+        loader = self._loader(rows, np.zeros((len(rows), self.n_labels_)), None, train=False, seed=0)
+        outs: dict[str, list] = {}
+        present = []
         with torch.no_grad():
             for inputs, _ in loader:
-                out = self.net_(**inputs)
-                for k in outs:
-                    outs[k].append(out[k])
+                for k, v in self.net_(**inputs).items():
+                    outs.setdefault(k, []).append(v)
                 present.append(torch.stack(list(inputs["mask"].values()), 1).any(1).numpy())
-        return self._outputs({k: torch.cat(v) for k, v in outs.items()}, np.concatenate(present))
+        return {k: torch.cat(v) for k, v in outs.items()}, np.concatenate(present)

@@ -2,13 +2,16 @@
 embeddings (body crop, whole image, face crop), fused by concatenation or attention over the
 streams present, with a multi-label category head and a valence / arousal / dominance head
 trained jointly (Kosti et al.: dynamically weighted categories, margin-L2 for VAD; or BCE and
-smooth L1). Early stopping on the given validation data only; features standardised with the
+smooth L1), and optionally a head of VAD-mixture soft labels (a distribution over emotions,
+`fusion.datasets.vad_mixture`; soft-target cross-entropy). Early stopping on the given
+validation data only; features standardised with the
 training rows' statistics; per-category thresholds chosen on validation where precision equals
 recall and kept with the model.
 
 A multi-label target does not fit the single-label model contract (`fusion.models.base`), so
-this model has its own small interface: `fit(blocks, Y, V, val=...)`, `predict(blocks)` →
-(category probabilities, VAD), `save(folder)` / `ContextFusion.load(folder)`.
+this model has its own small interface: `fit(blocks, Y, V, val=..., M=...)`, `predict(blocks)`
+→ (category probabilities, VAD), `predict_all(blocks)` → those and the emotion distribution,
+`save(folder)` / `ContextFusion.load(folder)`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class ContextParams(TrainingParams):
     vad_loss: Literal["margin_l2", "smooth_l1"] = "margin_l2"
     vad_margin: float = Field(0.1, ge=0)
     vad_weight: float = Field(0.5, ge=0)
+    mixture_weight: float = Field(0.5, gt=0)
 
 
 class MultilabelModel:
@@ -65,14 +69,38 @@ class MultilabelModel:
     def _restore(self, state: dict[str, Any]) -> None:
         """Set the fitted attributes `_net()` needs from `_state()`'s entries."""
 
-    def predict(self, inputs) -> tuple[np.ndarray, np.ndarray | None]:
+    def _forward(self, inputs) -> tuple[dict, np.ndarray]:
+        """The network's outputs {head: tensor} on `inputs` and (n,) whether any stream is present."""
         raise NotImplementedError
 
+    def predict(self, inputs) -> tuple[np.ndarray, np.ndarray | None]:
+        """(n, k) category probabilities and (n, 3) continuous predictions (None without a VAD
+        head); NaN rows for samples with no stream."""
+        return self._outputs(*self._forward(inputs))
+
+    def predict_all(self, inputs) -> dict[str, np.ndarray | None]:
+        """{"categories": (n, k), "vad": (n, 3) or None, "mixture": (n, emotions) or None (no
+        VAD-mixture head)}; NaN rows for samples with no stream."""
+        import torch
+
+        out, present = self._forward(inputs)
+        P, V = self._outputs(out, present)
+        M = None
+        if self.n_mix_:
+            M = torch.softmax(out["mix"].float(), 1).numpy().astype(float)
+            M[~present] = np.nan
+        return {"categories": P, "vad": V, "mixture": M}
+
     # --- shared ----------------------------------------------------------------------------------
-    def _start(self, streams: list[str], Y: np.ndarray, V: np.ndarray | None) -> None:
+    def _start(self, streams: list[str], Y: np.ndarray, V: np.ndarray | None, M: np.ndarray | None = None,
+               mixture: dict | None = None) -> None:
         self.streams_ = list(streams)
         self.n_labels_ = int(Y.shape[1])
         self.n_cont_ = 0 if V is None else int(V.shape[1])
+        if M is not None and (M.ndim != 2 or len(M) != len(Y)):
+            raise ValueError(f"mixture targets of shape {M.shape} for {len(Y)} samples")
+        self.n_mix_ = 0 if M is None else int(M.shape[1])
+        self.mixture_ = mixture if M is not None else None
         if V is not None:
             self.v_mean_ = np.nanmean(V, 0)
             self.v_sd_ = np.where(np.nanstd(V, 0) > 0, np.nanstd(V, 0), 1.0)
@@ -85,14 +113,19 @@ class MultilabelModel:
         if self.n_cont_:
             heads.append(Head("vad", "regression", self.n_cont_, weight=p.vad_weight, loss=p.vad_loss,
                               margin=p.vad_margin))
+        if self.n_mix_:
+            heads.append(Head("mix", "distribution", self.n_mix_, weight=p.mixture_weight))
         return heads
 
-    def _targets(self, Y: np.ndarray, V: np.ndarray | None) -> dict[str, np.ndarray]:
-        """Category targets, and the continuous ones standardised (NaN where unknown)."""
+    def _targets(self, Y: np.ndarray, V: np.ndarray | None, M: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Category targets, the continuous ones standardised, and the emotion distributions
+        (NaN where unknown)."""
         out = {"cat": np.asarray(Y, np.float32)}
         if self.n_cont_:
             vv = np.full((len(Y), self.n_cont_), np.nan) if V is None else (V - self.v_mean_) / self.v_sd_
             out["vad"] = vv.astype(np.float32)
+        if self.n_mix_:
+            out["mix"] = (np.full((len(Y), self.n_mix_), np.nan) if M is None else M).astype(np.float32)
         return out
 
     def _train(self, train, val_loader, val, seed: int, build=None) -> None:
@@ -143,7 +176,8 @@ class MultilabelModel:
         state = {"params": self.params.model_dump(mode="json"), "streams": self.streams_,
                  "n_labels": self.n_labels_, "n_cont": self.n_cont_, "thresholds": self.thresholds_.tolist(),
                  "v_mean": getattr(self, "v_mean_", np.zeros(0)).tolist(),
-                 "v_sd": getattr(self, "v_sd_", np.zeros(0)).tolist(), **self._state(), **(extra or {})}
+                 "v_sd": getattr(self, "v_sd_", np.zeros(0)).tolist(), "n_mix": self.n_mix_,
+                 "mixture": self.mixture_, **self._state(), **(extra or {})}
         atomic_write_text(json.dumps(state, indent=1), folder / self.MANIFEST)
         return folder
 
@@ -165,6 +199,7 @@ class MultilabelModel:
         model.streams_, model.n_labels_, model.n_cont_ = state["streams"], state["n_labels"], state["n_cont"]
         model.thresholds_ = np.array(state["thresholds"])
         model.v_mean_, model.v_sd_ = np.array(state["v_mean"]), np.array(state["v_sd"])
+        model.n_mix_, model.mixture_ = int(state.get("n_mix", 0)), state.get("mixture")
         model._restore(state)
         net = model._net()
         net.load_state_dict(load_file(str(folder / cls.WEIGHTS)))
@@ -186,7 +221,7 @@ class ContextFusion(MultilabelModel):
 
         p = self.params
         return NETS.get("context-fusion")(self.dims_, self.n_labels_, max(self.n_cont_, 1), hidden=p.hidden,
-                                          dropout=p.dropout, fusion=p.fusion)
+                                          dropout=p.dropout, fusion=p.fusion, n_mix=self.n_mix_)
 
     def _state(self) -> dict[str, Any]:
         return {"dims": self.dims_, "scalers": {s: sc.to_dict() for s, sc in self.scalers_.items()}}
@@ -205,11 +240,13 @@ class ContextFusion(MultilabelModel):
         return {"x": x, "mask": mask}
 
     def fit(self, blocks: dict[str, np.ndarray], Y: np.ndarray, V: np.ndarray | None = None, *,
-            val: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None] | None = None,
-            seed: int = 0) -> ContextFusion:
+            val: tuple | None = None, seed: int = 0, M: np.ndarray | None = None,
+            mixture: dict | None = None) -> ContextFusion:
         """Fit on (n, d_s) stream blocks (NaN rows: the stream is missing), (n, k) 0/1 labels
-        `Y` (NaN: unknown) and (n, 3) continuous targets `V` (NaN: unknown); early stopping and
-        the thresholds on `val` (blocks, Y, V), never on the training rows.
+        `Y` (NaN: unknown), (n, 3) continuous targets `V` (NaN: unknown) and, optionally,
+        (n, emotions) distributions `M` (VAD-mixture soft labels; NaN rows: unknown; `mixture`
+        describes them and is saved with the model); early stopping and the thresholds on `val`
+        (blocks, Y, V[, M]), never on the training rows.
 
         Raises:
             ValueError: no streams, shapes that disagree, or a training row with no stream.
@@ -227,22 +264,20 @@ class ContextFusion(MultilabelModel):
         none = ~np.column_stack([available(b) for b in blocks.values()]).any(1)
         if none.any():
             raise ValueError(f"{int(none.sum())} training row(s) have no stream at all")
-        self._start(list(blocks), Y, V)
+        self._start(list(blocks), Y, V, M, mixture)
         self.dims_ = {s: int(b.shape[1]) for s, b in blocks.items()}
         self.scalers_ = {s: Scaler.fit(b) for s, b in blocks.items()}
 
-        def dataset(b, y, v):
-            targets = {k: torch.as_tensor(t) for k, t in self._targets(y, v).items()}
+        def dataset(b, y, v, m=None):
+            targets = {k: torch.as_tensor(t) for k, t in self._targets(y, v, m).items()}
             return TensorDictDataset(self._tensors(b), targets)
 
-        train, vl = loaders(dataset(blocks, Y, V), dataset(*val) if val is not None else None,
+        train, vl = loaders(dataset(blocks, Y, V, M), dataset(*val) if val is not None else None,
                             self.params.batch_size, seed)
         self._train(train, vl, val, seed)
         return self
 
-    def predict(self, blocks: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """(n, k) category probabilities and (n, 3) continuous predictions (None without a VAD
-        head); NaN rows for samples with no stream."""
+    def _forward(self, blocks: dict[str, np.ndarray]) -> tuple[dict, np.ndarray]:
         import torch
 
         missing = [s for s in self.streams_ if s not in blocks]
@@ -251,4 +286,4 @@ class ContextFusion(MultilabelModel):
         with torch.no_grad():
             out = self.net_(**self._tensors(blocks))
         present = np.column_stack([available(blocks[s]) for s in self.streams_]).any(1)
-        return self._outputs(out, present)
+        return out, present

@@ -16,17 +16,19 @@ from fusion.models.nets.context_fusion import ContextFusionNet
 @NETS.register("context-finetune")
 class ContextFinetuneNet(Net):
     """`forward(x, mask)`: x {stream: (n, 3, H, W) normalised images}, mask {stream: (n,)
-    bool} → {"cat": (n, n_labels) logits, "vad": (n, n_cont)}."""
+    bool} → {"cat": (n, n_labels) logits, "vad": (n, n_cont)} (and "mix" with `n_mix`, as in
+    `ContextFusionNet`)."""
 
     def __init__(self, backbones: dict[str, str], n_labels: int, n_cont: int = 3, hidden: int = 128,
-                 dropout: float = 0.3, fusion: Literal["concat", "attention"] = "concat") -> None:
+                 dropout: float = 0.3, fusion: Literal["concat", "attention"] = "concat", n_mix: int = 0) -> None:
         super().__init__()
         import timm
 
         self.backbones = nn.ModuleDict({s: timm.create_model(name, pretrained=False, num_classes=0)
                                         for s, name in backbones.items()})
         dims = {s: int(b.num_features) for s, b in self.backbones.items()}
-        self.head = ContextFusionNet(dims, n_labels, n_cont, hidden=hidden, dropout=dropout, fusion=fusion)
+        self.head = ContextFusionNet(dims, n_labels, n_cont, hidden=hidden, dropout=dropout, fusion=fusion,
+                                     n_mix=n_mix)
 
     def forward(self, x: dict[str, torch.Tensor], mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         feats = {s: b(x[s]) for s, b in self.backbones.items()}

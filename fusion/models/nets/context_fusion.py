@@ -1,6 +1,7 @@
 """Context fusion over image-embedding streams (body, context, face): each stream through its
 own layer to a shared width, fused by concatenation or by attention over the streams present,
-then a multi-label category head and a continuous (valence, arousal, dominance) head."""
+then a multi-label category head, a continuous (valence, arousal, dominance) head and,
+optionally, a head of a distribution over emotions (VAD-mixture soft labels)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ from fusion.models.nets.base import NETS, Net
 @NETS.register("context-fusion")
 class ContextFusionNet(Net):
     """`forward(x, mask)`: x {stream: (n, d_s)}, mask {stream: (n,) bool, the stream is
-    present} → {"cat": (n, n_labels) logits, "vad": (n, n_cont)}.
+    present} → {"cat": (n, n_labels) logits, "vad": (n, n_cont)} and, with `n_mix`, "mix":
+    (n, n_mix) logits of the emotion distribution.
 
     A missing stream is replaced by a learned vector under concatenation and left out of the
     softmax under attention (never zeros standing for data).
     """
 
     def __init__(self, dims: dict[str, int], n_labels: int, n_cont: int = 3, hidden: int = 128,
-                 dropout: float = 0.3, fusion: Literal["concat", "attention"] = "concat") -> None:
+                 dropout: float = 0.3, fusion: Literal["concat", "attention"] = "concat", n_mix: int = 0) -> None:
         super().__init__()
         self.streams = list(dims)
         self.fusion = fusion
@@ -37,6 +39,7 @@ class ContextFusionNet(Net):
         self.trunk = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout))
         self.cat = nn.Linear(hidden, n_labels)
         self.vad = nn.Linear(hidden, n_cont)
+        self.mix = nn.Linear(hidden, n_mix) if n_mix else None
 
     def fused(self, x: dict[str, torch.Tensor], mask: dict[str, torch.Tensor]) -> torch.Tensor:
         """The trunk's representation (the heads' input)."""
@@ -57,12 +60,15 @@ class ContextFusionNet(Net):
 
     def forward(self, x: dict[str, torch.Tensor], mask: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         z = self.fused(x, mask)
-        return {"cat": self.cat(z), "vad": self.vad(z)}
+        out = {"cat": self.cat(z), "vad": self.vad(z)}
+        if self.mix is not None:
+            out["mix"] = self.mix(z)
+        return out
 
     @classmethod
     def example(cls, batch: int = 4):
-        net = cls({"body": 6, "context": 5}, 7, hidden=8, fusion="attention")
+        net = cls({"body": 6, "context": 5}, 7, hidden=8, fusion="attention", n_mix=4)
         mask = {"body": torch.ones(batch, dtype=torch.bool), "context": torch.ones(batch, dtype=torch.bool)}
         mask["body"][0] = False
         inputs = {"x": {"body": torch.randn(batch, 6), "context": torch.randn(batch, 5)}, "mask": mask}
-        return net, inputs, {"cat": (batch, 7), "vad": (batch, 3)}
+        return net, inputs, {"cat": (batch, 7), "vad": (batch, 3), "mix": (batch, 4)}
