@@ -76,13 +76,16 @@ def worker(kind: str, sessions: int, turns: int, epochs: int, device: str, ddp: 
     torch.manual_seed(0)
     (train, val), n_train = data(sessions, turns, device)
     net = network()
-    if kind == "lightning":
+    if kind in ("lightning", "default"):
         from fusion.lit import Head, LitModule, fit_module
 
         kw = {"strategy": "ddp_fork" if device == "cpu" else "ddp_spawn", "devices": 2} if ddp else {}
+        # "lightning": the Trainer; "default": fit_module's default engine (on one CPU process,
+        # the plain loop `FitLoop`; elsewhere the Trainer)
+        kw["engine"] = "lightning" if kind == "lightning" else "auto"
         if not ddp:  # warm-up: the first fit of a process imports Lightning's trainer modules (~0.3 s)
             fit_module(LitModule(network(), [Head("y", "multiclass", 2)]), train, val, seed=0, max_epochs=1,
-                       device=device)
+                       device=device, engine=kw["engine"])
         torch.manual_seed(0)
         net = network()
         module = LitModule(net, [Head("y", "multiclass", 2)], lr=2e-3, weight_decay=0.01)
@@ -131,7 +134,7 @@ def worker(kind: str, sessions: int, turns: int, epochs: int, device: str, ddp: 
 
 
 def throughput(args) -> None:
-    kinds = ["bare", "lightning"] + (["lightning-ddp"] if args.ddp else [])
+    kinds = ["bare", "lightning", "default"] + (["lightning-ddp"] if args.ddp else [])
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
@@ -154,7 +157,8 @@ def throughput(args) -> None:
         print(f"| {kind} | {rs[0]['where']} | {', '.join(f'{s:.2f}' for s in secs)} | {med[kind]:.2f} | "
               f"{statistics.median(r['sessions_per_s'] for r in rs):.1f} | "
               f"{max(r['peak_rss_mib'] for r in rs):.0f} |")
-    print(f"Lightning overhead: {100 * (med['lightning'] / med['bare'] - 1):+.1f} % (target ≤ 10 %)")
+    print(f"overhead: Lightning Trainer {100 * (med['lightning'] / med['bare'] - 1):+.1f} %, fit_module's default "
+          f"engine {100 * (med['default'] / med['bare'] - 1):+.1f} % (target ≤ 10 %)")
 
 
 def fusion(*args: str) -> None:
@@ -233,7 +237,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--ddp", action="store_true", help="also a 2-process DDP run of the Lightning path")
     parser.add_argument("--demo", action="store_true", help="also the demo-corpus comparison and the shortcut")
-    parser.add_argument("--worker", choices=["bare", "lightning", "lightning-ddp"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["bare", "lightning", "default", "lightning-ddp"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

@@ -6,9 +6,11 @@ On a synthetic corpus in the EMOTIC layout (640×480 JPEGs, 1–2 people each):
    224 px, random initialisation, batch 32, one process), against a bare loop doing the same
    work (PIL decode, crop, resize, normalise, batched forward) over the same crops;
 2. the same through `fusion extract` (2 workers, the store's hashing and Parquet writing);
-3. training the context head (`ContextFusion`, Lightning, fixed epochs, no early stopping)
-   against a bare PyTorch loop over the same network, loss and optimiser, on the corpus's
-   persons and on their embeddings tiled to EMOTIC's training-set size (23,706 persons).
+3. training the context head (`ContextFusion`, fixed epochs, no early stopping) against a
+   bare PyTorch loop over the same network, loss and optimiser, on the corpus's persons and on
+   their embeddings tiled to EMOTIC's training-set size (23,706 persons): the default engine
+   (on one CPU, `fusion.lit.FitLoop` driving the LightningModule) and the Lightning Trainer
+   (`engine: lightning`), runs interleaved (bare, default, Trainer, bare, …), medians of 5.
 
 Target: overhead ≤ 10 % against the bare loops.
     .venv/bin/python benchmarks/bench_emotic.py [--images 400] [--backbone resnet18]
@@ -83,6 +85,16 @@ def bare_training(X: dict, Y: np.ndarray, V: np.ndarray, epochs: int, batch: int
             opt.step()
 
 
+def train_once(engine: str | None, X: dict, Y: np.ndarray, V: np.ndarray, epochs: int) -> None:
+    """The bare loop (engine None), or `ContextFusion` with the engine named."""
+    from fusion.models.context_fusion import ContextFusion
+
+    if engine is None:
+        bare_training(X, Y, V, epochs, 64, 128)
+    else:
+        ContextFusion(hidden=128, max_epochs=epochs, patience=epochs, batch_size=64, engine=engine).fit(X, Y, V)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
@@ -134,28 +146,29 @@ def main() -> None:
         lab = Emotic(root).labels()
         Y = lab[[c for c in lab.columns if c.startswith("cat_")]].to_numpy(float)
         V = lab[["valence", "arousal", "dominance"]].to_numpy(float)
-        from fusion.models.context_fusion import ContextFusion
-
         # the corpus's persons, and the same embeddings tiled to EMOTIC's training-set size
         reps = -(-args.train_rows // n)
         for rows_n, epochs in ((n, args.epochs), (args.train_rows, max(3, args.epochs // 6))):
             Xb = {k: np.tile(v, (reps, 1))[:rows_n] for k, v in X.items()}
             Yb, Vb = np.tile(Y, (reps, 1))[:rows_n], np.tile(V, (reps, 1))[:rows_n]
-            timed = []
-            for label in ("bare PyTorch loop", "ContextFusion (Lightning)"):
-                times = []
-                for _ in range(3):
+            runs = {"bare PyTorch loop": None, "ContextFusion (default engine)": "auto",
+                    "ContextFusion (Lightning Trainer)": "lightning"}
+            times: dict[str, list[float]] = {k: [] for k in runs}
+            for engine in runs.values():
+                train_once(engine, Xb, Yb, Vb, epochs)  # warm-up
+            for _ in range(5):  # interleaved, so that drift in the machine's speed hits all alike
+                for label, engine in runs.items():
                     t0 = time.perf_counter()
-                    if label.startswith("bare"):
-                        bare_training(Xb, Yb, Vb, epochs, 64, 128)
-                    else:
-                        ContextFusion(hidden=128, max_epochs=epochs, patience=epochs, batch_size=64).fit(Xb, Yb, Vb)
-                    times.append(time.perf_counter() - t0)
-                t = float(np.median(times))
-                timed.append(t)
-                print(f"{label:<32} {rows_n * epochs / t:9.0f} person-epochs/s ({rows_n} persons, {epochs} epochs; "
-                      f"median of 3: {t:.2f} s)")
-            print(f"training overhead at {rows_n} persons: {100 * (timed[1] / timed[0] - 1):+.1f} %")
+                    train_once(engine, Xb, Yb, Vb, epochs)
+                    times[label].append(time.perf_counter() - t0)
+            med = {k: float(np.median(v)) for k, v in times.items()}
+            for label, t in med.items():
+                print(f"{label:<34} {rows_n * epochs / t:9.0f} person-epochs/s ({rows_n} persons, {epochs} epochs; "
+                      f"median of 5: {t:.2f} s)")
+            base = med["bare PyTorch loop"]
+            print(f"training overhead at {rows_n} persons: default engine "
+                  f"{100 * (med['ContextFusion (default engine)'] / base - 1):+.1f} %, Lightning Trainer "
+                  f"{100 * (med['ContextFusion (Lightning Trainer)'] / base - 1):+.1f} %")
 
 
 if __name__ == "__main__":

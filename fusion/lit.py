@@ -3,7 +3,8 @@ one helper that builds and runs the `Trainer`.
 
 A network is a plain `nn.Module` (`fusion.models.nets`) whose `forward(**inputs)` returns one
 output per head (a dict, or a tensor for a single head). `LitModule` owns the losses, the
-metrics (one torchmetrics object per head and stage) and the optimiser and schedule. Heads are
+metrics (one torchmetrics object per head, on validation; the training loss is logged per
+epoch) and the optimiser and schedule. Heads are
 multiclass (cross-entropy, optional class weights), multilabel (binary cross-entropy with
 optional positive weights, or the dynamically weighted squared error of Kosti et al.) or
 regression (MSE, smooth L1, or the margin L2 of Kosti et al.) or distribution (soft-target
@@ -12,8 +13,12 @@ cross-entropy, e.g. VAD-mixture emotion labels). A head's missing targets (class
 samples.
 
 `fit_module` builds the Trainer — early stopping and checkpointing (best weights kept in
-memory) on the given (inner) validation data only, deterministic seeds, gradient clipping, `accelerator="auto"`, mixed
-precision on a GPU, a selectable strategy (e.g. DDP) — runs it, and restores the best weights.
+memory) on the given (inner) validation data only, deterministic seeds, gradient clipping,
+`accelerator="auto"`, mixed precision on a GPU, a selectable strategy (e.g. DDP) — runs it, and
+restores the best weights. For one CPU process in full precision with a constant learning rate
+it runs the same module through a plain loop instead (`engine="auto"`; `FitLoop`): the same
+steps, seeds, early stopping and best weights as the Trainer (tested equal to it), without the
+Trainer's per-step hooks, which cost a small head about as much as its own work.
 """
 
 from __future__ import annotations
@@ -132,8 +137,9 @@ class LitModule(L.LightningModule):
         for h in self.heads:
             w = torch.as_tensor(h.class_weights, dtype=torch.float32) if h.class_weights else None
             self.register_buffer(f"weights_{h.name}", w)
-        self.metrics = nn.ModuleDict({f"{stage}_{h.name}": _metric(h)
-                                      for stage in ("train", "val") for h in self.heads})
+        # metrics on validation only: per training step they cost as much as a small head's own
+        # work (the training loss is still logged every epoch)
+        self.metrics = nn.ModuleDict({f"val_{h.name}": _metric(h) for h in self.heads})
         self._loss_sums: dict[str, list] = {}
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
@@ -164,7 +170,7 @@ class LitModule(L.LightningModule):
         for h in self.heads:
             loss, keep = head_loss(h, out[h.name], targets[h.name], getattr(self, f"weights_{h.name}"))
             total = total + h.weight * loss
-            if keep.any():
+            if stage == "val" and keep.any():
                 metric = self.metrics[f"{stage}_{h.name}"]
                 pred = out[h.name][keep].float()
                 target = targets[h.name][keep]
@@ -195,7 +201,7 @@ class LitModule(L.LightningModule):
             # averaged over the processes of a distributed run, so that every process early-stops
             # and keeps the same epoch's weights
             self.log(f"{stage}_loss", acc[0] / acc[1], sync_dist=True)
-        for h in self.heads:
+        for h in self.heads if stage == "val" else ():
             metric = self.metrics[f"{stage}_{h.name}"]
             if metric.update_count:
                 self.log(f"{stage}_{h.name}_metric", metric.compute(), sync_dist=True)
@@ -331,9 +337,79 @@ class BestWeights(L.Callback):
             trainer.callback_metrics["best_val_loss"] = torch.tensor(float(self.score))
 
 
+def loop_applies(module: LitModule, accel: str, precision: str, strategy: str, devices: int | str) -> bool:
+    """Whether `FitLoop` can stand in for the Trainer: one CPU process, full precision, a
+    constant learning rate (a schedule asks the Trainer for the run's step count)."""
+    return (accel == "cpu" and str(strategy) == "auto" and str(devices) in ("1", "auto")
+            and resolve_precision(precision, accel) == "32-true" and module.schedule == "constant"
+            and module.warmup_epochs == 0)
+
+
+class FitLoop:
+    """The Trainer's automatic optimisation, early stopping and `BestWeights`, as a plain loop
+    over a `LitModule` on one CPU process: per batch `training_step`, zero the gradients,
+    backward, clip the gradient norm, `optimizer.step`; per epoch the validation loss (the
+    module's batch-size-weighted mean, as logged), early stopping when it has not improved
+    for `patience` epochs or is not finite, the best epoch's weights restored at the end.
+    Deterministic algorithms are on while it runs, as with `Trainer(deterministic=True)`."""
+
+    def __init__(self, max_epochs: int, patience: int, gradient_clip: float | None) -> None:
+        self.max_epochs, self.patience, self.gradient_clip = max_epochs, patience, gradient_clip
+
+    def run(self, module: LitModule, train: DataLoader, val: DataLoader | None) -> FitResult:
+        from fusion.evaluation.progress import report_progress, watching
+
+        opt = module.configure_optimizers()
+        params = [p for p in module.parameters() if p.requires_grad]
+        best_state, best_epoch, best_score, wait, epochs = None, None, None, 0, 0
+        report = watching()
+        was = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            for epoch in range(self.max_epochs):
+                module.train()
+                for i, batch in enumerate(train):
+                    loss = module.training_step(batch, i)
+                    opt.zero_grad()
+                    loss.backward()
+                    if self.gradient_clip:
+                        torch.nn.utils.clip_grad_norm_(params, self.gradient_clip)
+                    opt.step()
+                module._loss_sums.pop("train", None)
+                epochs = epoch + 1
+                if val is None:
+                    continue
+                module.eval()
+                with torch.inference_mode():
+                    for i, batch in enumerate(val):
+                        module.validation_step(batch, i)
+                total, n = module._loss_sums.pop("val", (0.0, 0))
+                for metric in module.metrics.values():
+                    metric.reset()
+                score = float(total / n) if n else float("nan")
+                if report:
+                    report_progress(score)
+                if not math.isfinite(score):
+                    break
+                if best_score is None or score < best_score:
+                    best_score, best_epoch, wait = score, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                else:
+                    wait += 1
+                    if wait >= self.patience:
+                        break
+        finally:
+            torch.use_deterministic_algorithms(was)
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        module.eval()
+        return FitResult(epochs, best_epoch, best_score)
+
+
 def fit_module(module: LitModule, train: DataLoader, val: DataLoader | None, *, seed: int,
                max_epochs: int, patience: int = 15, device: str = "auto", precision: str = "auto",
-               strategy: str = "auto", devices: int | str = 1, gradient_clip: float | None = None) -> FitResult:
+               strategy: str = "auto", devices: int | str = 1, gradient_clip: float | None = None,
+               engine: Literal["auto", "lightning", "loop"] = "auto") -> FitResult:
     """Train `module` with the project's Trainer settings, then keep its best weights.
 
     With validation data, early stopping (after `patience` epochs without improvement) and
@@ -345,11 +421,25 @@ def fit_module(module: LitModule, train: DataLoader, val: DataLoader | None, *, 
         precision: "auto" (bf16/fp16 mixed precision on a GPU, 32-bit on the CPU) or a
             Lightning precision such as "32-true".
         strategy, devices: Lightning's (e.g. strategy "ddp" with devices 2).
+        engine: "lightning" (the Trainer), "loop" (`FitLoop`; only where `loop_applies`), or
+            "auto": the loop where it applies, else the Trainer.
+
+    Raises:
+        ValueError: engine "loop" where it does not apply.
     """
     from lightning.pytorch.callbacks import EarlyStopping
 
     L.seed_everything(seed, workers=True, verbose=False)
     accel = accelerator(device)
+    if engine != "lightning":
+        fits = loop_applies(module, accel, precision, strategy, devices)
+        if engine == "loop" and not fits:
+            raise ValueError("engine 'loop' runs one CPU process in full precision with a constant learning "
+                             f"rate; this fit is on {accel!r} in {resolve_precision(precision, accel)!r} with "
+                             f"strategy {strategy!r}, devices {devices!r}, schedule {module.schedule!r}, "
+                             f"warmup {module.warmup_epochs}")
+        if fits:
+            return FitLoop(max_epochs, patience, gradient_clip).run(module.cpu(), train, val)
     from fusion.evaluation.progress import watching
 
     best = BestWeights() if val is not None else None

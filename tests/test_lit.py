@@ -111,3 +111,47 @@ def test_without_validation_it_trains_the_given_epochs():
 def test_dataset_rows_must_agree():
     with pytest.raises(ValueError, match="same number of rows"):
         TensorDictDataset({"x": torch.zeros(3, 2)}, {"y": torch.zeros(4)})
+
+
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_the_plain_loop_gives_the_trainers_weights(clip):
+    """On one CPU the default engine is `FitLoop`: the same steps, early stopping and kept
+    epoch as Lightning's Trainer, to the bit (several heads, missing targets, dropout, clipping)."""
+    x, targets = data(300, seed=2)
+    targets["cls"][::7] = -1
+    targets["score"][::5] = float("nan")
+    ds = TensorDictDataset({"x": x[:220]}, {k: v[:220] for k, v in targets.items()})
+    val = TensorDictDataset({"x": x[220:]}, {k: v[220:] for k, v in targets.items()})
+
+    class Dropping(TwoHeads):
+        def forward(self, x):
+            return super().forward(nn.functional.dropout(x, 0.3, self.training))
+
+    def run(engine, val_set):
+        torch.manual_seed(5)
+        heads = [Head("cls", "multiclass", 3), Head("tags", "multilabel", 2), Head("score", "regression", 1)]
+        module = LitModule(Dropping(), heads, lr=0.05)
+        tr, va = loaders(ds, val_set, 32, seed=5)
+        res = fit_module(module, tr, va, seed=5, max_epochs=40, patience=4, gradient_clip=clip, engine=engine)
+        return module, res
+
+    for val_set in (val, None):
+        (m1, r1), (m2, r2) = run("lightning", val_set), run("loop", val_set)
+        assert (r1.epochs, r1.best_epoch) == (r2.epochs, r2.best_epoch)
+        assert (r1.best_score is None) == (r2.best_score is None)
+        if r1.best_score is not None:
+            assert r1.best_score == pytest.approx(r2.best_score, rel=1e-6)
+            assert r1.epochs < 40  # early stopping happened, at the same epoch
+        for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert run("auto", val)[1] == run("loop", val)[1]
+
+
+def test_the_loop_engine_refuses_what_it_does_not_do():
+    x, targets = data(64)
+    ds = TensorDictDataset({"x": x}, {"cls": targets["cls"]})
+    module = LitModule(Linear(), [Head("cls", "multiclass", 3)], schedule="cosine")
+    tr, _ = loaders(ds, None, 16, seed=0)
+    with pytest.raises(ValueError, match="engine 'loop' runs one CPU process"):
+        fit_module(module, tr, None, seed=0, max_epochs=2, engine="loop")
+    assert fit_module(module, tr, None, seed=0, max_epochs=2).epochs == 2  # auto: the Trainer does it

@@ -42,11 +42,13 @@ class TrainingParams(Params):
     precision: str = "auto"
     strategy: str = "auto"
     devices: int | str = 1
+    engine: Literal["auto", "lightning", "loop"] = "auto"
 
     def trainer_kwargs(self) -> dict[str, Any]:
         """The `fusion.lit.fit_module` settings among these parameters."""
         return {"patience": self.patience, "device": self.device, "precision": self.precision,
-                "strategy": self.strategy, "devices": self.devices, "gradient_clip": self.gradient_clip}
+                "strategy": self.strategy, "devices": self.devices, "gradient_clip": self.gradient_clip,
+                "engine": self.engine}
 
     def module_kwargs(self) -> dict[str, Any]:
         """The `fusion.lit.LitModule` optimisation settings among these parameters."""
@@ -87,7 +89,13 @@ class Scaler:
     @classmethod
     def fit(cls, X: np.ndarray | SequenceBlock) -> Scaler:
         values = X.values.reshape(-1, X.values.shape[2]) if isinstance(X, SequenceBlock) else X
-        rows = values[~np.isnan(values).all(axis=1)]
+        nan = np.isnan(values)
+        if not nan.any():  # the common case: plain mean and sd, the same figures, much faster
+            if not len(values):
+                return cls(np.zeros(values.shape[1]), np.ones(values.shape[1]))
+            mean, sd = values.mean(axis=0), values.std(axis=0)
+            return cls(mean, np.where(sd > 0, sd, 1.0))
+        rows = values[~nan.all(axis=1)]
         if not len(rows):
             return cls(np.zeros(values.shape[1]), np.ones(values.shape[1]))
         mean = np.nan_to_num(np.nanmean(rows, axis=0))
@@ -101,7 +109,10 @@ class Scaler:
             z = (X.values - self.mean) / self.sd
             return np.nan_to_num(z).astype(np.float32), mask, np.nan_to_num(X.starts).astype(np.float32)
         mask = available(X)
-        return np.nan_to_num((X - self.mean) / self.sd).astype(np.float32), mask, None
+        z = (X - self.mean) / self.sd
+        if not np.isfinite(z).all():  # NaN (a missing modality or value) → 0, masked by `mask`
+            z = np.nan_to_num(z)
+        return z.astype(np.float32), mask, None
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"mean": self.mean.tolist(), "sd": self.sd.tolist()}
