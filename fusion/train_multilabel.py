@@ -241,13 +241,13 @@ def train_multilabel(cfg: TrainConfig) -> dict[str, Any]:
             mixture = spec.vad_mixture.build(cont)
             mix_idx = [cont.index(c) for c in (spec.vad_mixture.columns or cont)]
             X = V[:, mix_idx]
-            lo, hi = mixture.scale
-            outside = np.flatnonzero(~np.isnan(X).any(1) & ((lo > X) | (hi < X)).any(1))
+            outside = np.flatnonzero(mixture.outside(X))
             if len(outside):
                 i = int(outside[0])
                 raise ConfigError(f"target {tname}: vad_mixture: sample {labels.index[i]!r} has "
                                   f"{dict(zip(spec.vad_mixture.columns or cont, X[i].tolist(), strict=True))}, "
-                                  f"outside vad_mixture.scale {lo:g}–{hi:g} ({len(outside)} sample(s) so)")
+                                  f"outside vad_mixture.scale {mixture.scale[0]:g}–{mixture.scale[1]:g} "
+                                  f"({len(outside)} sample(s) so)")
             M = mixture(X)
         any_stream = has_input
         labelled = ~np.isnan(Y).all(1)

@@ -5,6 +5,7 @@ which must find categories planted in the scene while the body-only ablation sta
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +180,7 @@ def test_context_model_saves_loads_and_masks_missing_streams(tmp_path):
 
 
 @pytest.mark.slow
-def test_context_model_finds_the_scene_and_the_body_alone_does_not(corpus, tmp_path):
+def test_context_model_finds_the_scene_and_the_body_alone_does_not(corpus, tmp_path, capsys):
     """The proof on the synthetic corpus: `make extract` then `make train` with the EMOTIC
     configs (a tiny backbone), on CPU in well under a minute."""
     store = tmp_path / "store"
@@ -226,6 +227,14 @@ def test_context_model_finds_the_scene_and_the_body_alone_does_not(corpus, tmp_p
     pred = pd.read_csv(Path(s["outputs"]["dir"]) / "emotion_predictions.csv")
     assert {"mix_happy_seed0", "mix_happy_label", "mix_sadly angry_seed0"} <= set(pred.columns)
     assert ContextFusion.load(Path(s["model_dir"]) / "emotion").mixture_["names"][0] == "happy"
+    # ratings outside the declared scale stop the run before training, naming a sample
+    assert main(["train", "--config", str(ROOT / "configs/train/emotic_vad_mixture.yaml"),
+                 "--set", f"extract.dataset.root={corpus}", "--set", f"extract.store={store}",
+                 *[a if not a.startswith("features.") else "extract." + a for a in tiny],
+                 "--set", "targets.emotion.vad_mixture.scale=[1, 7]", "--set", f"output_dir={tmp_path / 'out'}",
+                 "--set", "tracking.enabled=false"]) == 2
+    assert re.search(r"vad_mixture: sample '.+' has \{.+\}, outside vad_mixture.scale 1–7",
+                     capsys.readouterr().err)
 
 
 def test_report_says_it_does_not_report_multilabel_models(tmp_path, capsys):

@@ -158,3 +158,28 @@ def test_labels_command_writes_every_good_sample_and_names_the_bad(tmp_path, cap
     assert len(bad) and all(f"sample {b}:" in err for b in bad)
     table = pd.read_csv(out, index_col="sample_id")
     assert table.loc[bad, names].isna().all().all() and table.drop(bad)[names].notna().all().all()
+
+
+def test_config_says_where_vad_mixture_belongs():
+    from pydantic import ValidationError
+
+    from fusion.config.schema import TargetSpec
+
+    ok = TargetSpec(label="cat_*", kind="multilabel", continuous=["valence", "arousal", "dominance"],
+                    vad_mixture={"emotions": "basic", "scale": [1, 10]})
+    assert ok.vad_mixture.build(ok.continuous).names == list(BASIC)
+    two = TargetSpec(label="cat_*", kind="multilabel", continuous=["valence", "arousal", "dominance"],
+                     vad_mixture={"columns": ["valence", "arousal"]})
+    assert two.vad_mixture.build(two.continuous).dims == ("valence", "arousal")
+    for bad, why in (({"label": "y", "n_classes": 3, "vad_mixture": {}}, "belongs to a multilabel target"),
+                     ({"label": "cat_*", "kind": "multilabel", "vad_mixture": {}}, "needs the valence and arousal"),
+                     ({"label": "cat_*", "kind": "multilabel", "continuous": ["valence", "arousal"],
+                       "vad_mixture": {"columns": ["valence", "pleasure"]}}, "must also be `continuous`"),
+                     ({"label": "cat_*", "kind": "multilabel", "continuous": ["valence", "arousal"],
+                       "vad_mixture": {"emotions": "plutchik"}}, "unknown emotion set"),
+                     ({"label": "cat_*", "kind": "multilabel", "continuous": ["valence", "arousal"],
+                       "vad_mixture": {"scale": [5, 1]}}, "high > low"),
+                     ({"label": "cat_*", "kind": "multilabel", "continuous": ["valence", "arousal"],
+                       "vad_mixture": {"weight": 2}}, "Extra inputs")):
+        with pytest.raises(ValidationError, match=why):
+            TargetSpec(**bad)

@@ -191,6 +191,12 @@ class VadMixture:
         return -0.5 * (((Z - self.mean[None]) ** 2 / self.var[None]).sum(-1)
                        + np.log(2 * np.pi * self.var).sum(-1)[None])
 
+    def outside(self, X: np.ndarray) -> np.ndarray:
+        """(n,) whether each row of ratings is complete and has a rating outside `scale`."""
+        X = np.atleast_2d(np.asarray(X, float))
+        lo, hi = self.scale
+        return ~np.isnan(X).any(1) & ((lo > X) | (hi < X)).any(1)
+
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """(n, k) distributions of (n, d) ratings (columns in `dims` order, on `scale`); a row
         with a missing rating is all NaN.
@@ -203,7 +209,7 @@ class VadMixture:
             raise ValueError(f"ratings have {X.shape[1]} column(s), expected {len(self.dims)} ({', '.join(self.dims)})")
         known = ~np.isnan(X).any(1)
         lo, hi = self.scale
-        outside = known & ((lo > X) | (hi < X)).any(1)
+        outside = self.outside(X)
         if outside.any():
             i = int(np.flatnonzero(outside)[0])
             raise ValueError(f"row {i}: rating {X[i].tolist()} outside the scale {lo:g}–{hi:g} of "
@@ -247,16 +253,14 @@ def mixture_labels(labels: pd.DataFrame, mixture: VadMixture,
         raise ValueError(f"{len(columns)} column(s) {columns} for the dimensions {list(mixture.dims)}")
     X = labels[columns].apply(pd.to_numeric, errors="coerce").to_numpy(float)
     lo, hi = mixture.scale
-    bad = ~np.isnan(X).any(1) & ((lo > X) | (hi < X)).any(1)
+    bad = mixture.outside(X)
     errors = {str(labels.index[i]): f"{dict(zip(columns, X[i].tolist(), strict=True))} outside the scale {lo:g}–{hi:g}"
               for i in np.flatnonzero(bad)}
     P = np.full((len(X), len(mixture.names)), np.nan)
-    ok = ~bad
-    P[ok] = mixture(X[ok])
+    P[~bad] = mixture(X[~bad])
     out = pd.DataFrame(P, index=labels.index, columns=mixture.names)
-    known = ~np.isnan(P).any(1)
-    out.insert(0, "vad_mixture_top", pd.Series(np.where(known, np.array(mixture.names, dtype=object)[
-        np.nan_to_num(P, nan=-1).argmax(1)], None), index=labels.index))
+    top = [mixture.names[int(np.argmax(p))] if not np.isnan(p).any() else None for p in P]
+    out.insert(0, "vad_mixture_top", top)
     for j, c in enumerate(columns):
         out.insert(j, c, X[:, j])
     return out, errors
