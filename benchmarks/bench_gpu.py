@@ -10,7 +10,9 @@ precision "auto" (bf16 mixed precision on a GPU) for:
    on eGeMAPS and log-Mel statistics (same split).
 
 Prints one JSON line per run (seconds, device, precision, UAR, weighted F1, epochs) and writes
-them to `--out`. Needs the RAVDESS features in the store (`make extract
+them to `--out`. With `--emotic`, then runs `bench_emotic.py --device cuda --finetune` (image
+embeddings, the context head in bf16 against a bare loop, one end-to-end fine-tuning epoch; a
+synthetic corpus it writes itself, so nothing needs to travel). Needs the RAVDESS features in the store (`make extract
 CONFIG=configs/extract/ravdess.yaml`); `--root` / `--store` point at them. The labels come from
 the RAVDESS file names alone, so a folder of empty files named as the corpus is enough where
 the audio cannot travel.
@@ -59,6 +61,8 @@ def main() -> None:
     ap.add_argument("--out", default="bench_gpu.json")
     ap.add_argument("--epochs", type=int, default=None, help="cap max_epochs of every run")
     ap.add_argument("--only", action="append", help="run only these (repeatable)")
+    ap.add_argument("--emotic", action="store_true", help="also run bench_emotic.py on the GPU (--finetune)")
+    ap.add_argument("--emotic-images", type=int, default=400, dest="emotic_images")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -99,6 +103,11 @@ def main() -> None:
         results["runs"][name] = row
         print(json.dumps({name: row}), flush=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
+    if args.emotic:
+        import subprocess
+
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_emotic.py"), "--device", "cuda",
+                        "--finetune", "--images", str(args.emotic_images)], check=False)
 
 
 if __name__ == "__main__":

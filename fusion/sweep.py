@@ -80,6 +80,7 @@ class SweepConfig(StrictModel):
     pruner: Literal["median", "none"] = "median"
     prune_after_folds: int = Field(1, ge=0)
     prune_after_epochs: int = Field(10, ge=1)
+    prune_every_epochs: int = Field(5, ge=1)
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
     storage: str | None = None
@@ -230,17 +231,22 @@ class Objective:
         return value
 
     def _epoch_hook(self, trial, fold: int, params, values, t0):
-        """Per epoch (networks) or boosting round (XGBoost) of every fit in fold `fold`: the
-        validation loss (negated for a maximised objective) at step 1000·(fold+1) + k, so that
-        trials are compared at the same epoch of the same fold; pruned once the trial has run
-        `prune_after_epochs` of them in this fold."""
+        """Every `prune_every_epochs`-th epoch (networks) or boosting round (XGBoost) of every
+        fit in fold `fold`: the validation loss (negated for a maximised objective) at step
+        1000·(fold+1) + k, so that trials are compared at the same epoch of the same fold;
+        pruned once the trial has run `prune_after_epochs` of them in this fold. (Each report is
+        a write to the study's storage and each check reads the study's other trials: for a
+        small network they cost more than its epoch.)"""
         import optuna
 
         count = itertools.count()
         sign = -1.0 if self.sweep.direction == "maximize" else 1.0
+        every = self.sweep.prune_every_epochs
 
         def hook(loss: float) -> None:
             k = next(count)
+            if (k + 1) % every:
+                return
             trial.report(sign * loss, 1000 * (fold + 1) + k)
             if k + 1 >= self.sweep.prune_after_epochs and trial.should_prune():
                 self._track(trial, params, values, "PRUNED", time.perf_counter() - t0)

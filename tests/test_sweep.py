@@ -193,7 +193,7 @@ def test_networks_and_boosting_report_each_epoch_or_round_to_a_watcher():
 def test_a_network_sweep_reports_every_epoch_and_can_prune_mid_fold(corpus):
     import optuna
 
-    path = sweep_file(corpus, "mlp", n_trials=8, evaluate_best=False, prune_after_epochs=2,
+    path = sweep_file(corpus, "mlp", n_trials=8, evaluate_best=False, prune_after_epochs=2, prune_every_epochs=1,
                       overrides=["cv.inner_splits=2", "model.params.learner={name: mlp, params: {max_epochs: 15, "
                                  "patience: 15, device: cpu, hidden: 8}}"],
                       space={"model.params.learner.params.lr": {"type": "float", "low": 1e-5, "high": 0.1,
@@ -204,6 +204,17 @@ def test_a_network_sweep_reports_every_epoch_and_can_prune_mid_fold(corpus):
     steps = [st for t in study.trials for st in t.intermediate_values]
     assert any(st >= 1000 for st in steps) and any(st < 1000 for st in steps)
     assert s["n_trials"] == 8
+    # by default every 5th epoch is reported (each report is a storage write)
+    path = sweep_file(corpus, "mlp5", n_trials=3, evaluate_best=False, prune_after_epochs=2,
+                      overrides=["cv.inner_splits=2", "model.params.learner={name: mlp, params: {max_epochs: 15, "
+                                 "patience: 15, device: cpu, hidden: 8}}"],
+                      space={"model.params.learner.params.lr": {"type": "float", "low": 1e-5, "high": 0.1,
+                                                                 "log": True}})
+    assert main(["sweep", "--config", str(path), "--json", str(corpus / "m5.json")]) == 0
+    s = json.loads((corpus / "m5.json").read_text())
+    study = optuna.load_study(study_name="mlp5", storage=s["storage"])
+    epochs = {st % 1000 for t in study.trials for st in t.intermediate_values if st >= 1000}
+    assert epochs and all((k + 1) % 5 == 0 for k in epochs), epochs
 
 
 def test_a_missing_train_config_is_named_as_such(tmp_path, capsys):
