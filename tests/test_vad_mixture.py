@@ -171,6 +171,9 @@ def test_config_says_where_vad_mixture_belongs():
     two = TargetSpec(label="cat_*", kind="multilabel", continuous=["valence", "arousal", "dominance"],
                      vad_mixture={"columns": ["valence", "arousal"]})
     assert two.vad_mixture.build(two.continuous).dims == ("valence", "arousal")
+    tilted = TargetSpec(label="cat_*", kind="multilabel", continuous=["valence", "arousal", "dominance"],
+                        vad_mixture={"emotions": "basic", "priors": {**{k: 1.0 for k in BASIC}, "sad": 3.0}})
+    assert tilted.vad_mixture.build(tilted.continuous).prior[1] == pytest.approx(3 / 8)
     for bad, why in (({"label": "y", "n_classes": 3, "vad_mixture": {}}, "belongs to a multilabel target"),
                      ({"label": "cat_*", "kind": "multilabel", "vad_mixture": {}}, "needs the valence and arousal"),
                      ({"label": "cat_*", "kind": "multilabel", "continuous": ["valence", "arousal"],

@@ -118,7 +118,9 @@ class VadMixtureSpec(StrictModel):
     Jensen–Shannon and KL divergence. `columns`: the valence, arousal (and dominance) label columns in that order
     (default: the target's `continuous`); `scale`: their range (EMOTIC: [1, 10]); `emotions`: a
     named set (basic, compound, basic+compound) or {name: [word] | [word, word]}; `norms`: a
-    norms file in the Warriner et al. 2013 layout (default: the shipped excerpt)."""
+    norms file in the Warriner et al. 2013 layout (default: the shipped excerpt); `compound`,
+    `temperature` and `priors` ({emotion: weight}, every emotion; default equal) as in
+    `VadMixture.build`."""
 
     emotions: str | dict[str, list[str]] = "basic+compound"
     columns: list[str] | None = None
@@ -126,6 +128,7 @@ class VadMixtureSpec(StrictModel):
     norms: Path | None = None
     compound: Literal["midpoint", "product"] = "midpoint"
     temperature: float = Field(1.0, gt=0)
+    priors: dict[str, float] | None = None
 
     @model_validator(mode="after")
     def _valid(self) -> VadMixtureSpec:
@@ -145,7 +148,7 @@ class VadMixtureSpec(StrictModel):
 
         cols = self.columns or continuous
         return VadMixture.build(self.emotions, norms=self.norms, dims=DIMENSIONS[:len(cols)], scale=self.scale,
-                                temperature=self.temperature, compound=self.compound)
+                                temperature=self.temperature, compound=self.compound, priors=self.priors)
 
 
 class TargetSpec(StrictModel):
