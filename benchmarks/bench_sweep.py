@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0, help="the TPE sampler's seed (both runs)")
     ap.add_argument("--sessions", type=int, default=275)
+    ap.add_argument("--pruners", default="median,none", help="the sweeps run, in order (median, percentile, none)")
     args = ap.parse_args()
     import optuna
 
@@ -60,7 +61,7 @@ def main() -> None:
             "cv": {"scheme": "official", "train_splits": ["train"], "test_splits": ["dev"], "inner_splits": 2},
             "evaluation": {"n_bootstrap": 200}, "tracking": {"enabled": False}, "output_dir": str(tmp / "out")}
         (tmp / "train.yaml").write_text(yaml.safe_dump(train))
-        for pruner in ("median", "none"):
+        for pruner in args.pruners.split(","):
             sweep = {"train": "train.yaml", "overrides": [f"extract.dataset.root={root}", f"extract.store={store}"],
                      "space": SPACE, "objective": "f1_weighted", "folds": 3, "n_trials": args.trials,
                      "pruner": pruner, "seed": args.seed, "study": f"mlp-{pruner}", "output_dir": str(tmp / "sweeps")}

@@ -77,7 +77,8 @@ class SweepConfig(StrictModel):
     folds: int = Field(3, ge=2)
     sampler: Literal["tpe", "random"] = "tpe"
     seed: int = 0
-    pruner: Literal["median", "none"] = "median"
+    pruner: Literal["median", "percentile", "none"] = "median"
+    keep_percentile: float = Field(75.0, gt=0, lt=100)
     prune_after_folds: int = Field(1, ge=0)
     prune_after_epochs: int = Field(10, ge=1)
     prune_every_epochs: int = Field(5, ge=1)
@@ -95,6 +96,20 @@ class SweepConfig(StrictModel):
         if self.n_trials is None and self.timeout is None:
             raise ValueError("give n_trials, timeout (seconds) or both")
         return self
+
+
+def build_pruner(sweep: SweepConfig):
+    """The study's pruner: the median rule, the percentile rule keeping the top
+    `keep_percentile` % at each step (the median rule keeps 50 %), or none; both rules wait for
+    5 finished trials and, per fold, for `prune_after_folds` folds."""
+    import optuna
+
+    if sweep.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=sweep.prune_after_folds)
+    if sweep.pruner == "percentile":
+        return optuna.pruners.PercentilePruner(sweep.keep_percentile, n_startup_trials=5,
+                                               n_warmup_steps=sweep.prune_after_folds)
+    return optuna.pruners.NopPruner()
 
 
 def value_text(value: Any) -> str:
@@ -358,8 +373,7 @@ def run_sweep(sweep: SweepConfig, base: Path) -> dict[str, Any]:
                else optuna.samplers.RandomSampler(seed=sweep.seed))
     # the median rule compares running means after the same number of folds; one fold alone is
     # a noisy estimate, so by default a trial is not pruned before its second fold
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=sweep.prune_after_folds)
-              if sweep.pruner == "median" else optuna.pruners.NopPruner())
+    pruner = build_pruner(sweep)
     study = join_study(study_name, storage, sampler, pruner, sweep.direction)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     callbacks = [MaxTrialsCallback(sweep.n_trials, states=finished)] if sweep.n_trials else []

@@ -204,8 +204,9 @@ def test_a_network_sweep_reports_every_epoch_and_can_prune_mid_fold(corpus):
     steps = [st for t in study.trials for st in t.intermediate_values]
     assert any(st >= 1000 for st in steps) and any(st < 1000 for st in steps)
     assert s["n_trials"] == 8
-    # by default every 5th epoch is reported (each report is a storage write)
-    path = sweep_file(corpus, "mlp5", n_trials=3, evaluate_best=False, prune_after_epochs=2,
+    # by default every 5th epoch is reported (each report is a storage write); the percentile
+    # pruner takes the same reports
+    path = sweep_file(corpus, "mlp5", n_trials=3, evaluate_best=False, prune_after_epochs=2, pruner="percentile",
                       overrides=["cv.inner_splits=2", "model.params.learner={name: mlp, params: {max_epochs: 15, "
                                  "patience: 15, device: cpu, hidden: 8}}"],
                       space={"model.params.learner.params.lr": {"type": "float", "low": 1e-5, "high": 0.1,
@@ -224,3 +225,15 @@ def test_a_missing_train_config_is_named_as_such(tmp_path, capsys):
     assert main(["sweep", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "config file not found" in err and "nowhere.yaml" in err and "sweep space key" not in err
+
+
+def test_pruners_are_built_as_configured():
+    import optuna
+
+    from fusion.sweep import build_pruner
+
+    base = SweepConfig(train=Path("train.yaml"), space={"model.params.C": {"type": "float", "low": 0.1, "high": 1.0}})
+    p = build_pruner(base.model_copy(update={"pruner": "percentile", "keep_percentile": 75.0}))
+    assert isinstance(p, optuna.pruners.PercentilePruner) and p._percentile == 75.0 and p._n_warmup_steps == 1
+    assert isinstance(build_pruner(base), optuna.pruners.MedianPruner)
+    assert isinstance(build_pruner(base.model_copy(update={"pruner": "none"})), optuna.pruners.NopPruner)
