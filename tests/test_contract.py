@@ -1,7 +1,10 @@
-"""One contract, checked on every registered fusion model and every registered network (timm
-style: a new model or network is covered by registering it)."""
+"""One contract, checked on every registered fusion model, every registered multi-label model
+and every registered network (timm style: a new model or network is covered by registering
+it)."""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import torch
 from fusion.data.sequences import SequenceBlock, missing_like
 from fusion.evaluation.splits import grouped_kfold
 from fusion.models.base import MODELS, FusionModel
+from fusion.models.context_fusion import MULTILABEL_MODELS
 from fusion.models.nets.base import NETS
 from fusion.persist import load_model, save_model
 
@@ -197,3 +201,77 @@ def with_holes(block, holes: np.ndarray):
 
 def _expand(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return mask.reshape(*mask.shape, *([1] * (x.dim() - mask.dim())))
+
+
+def multilabel_inputs(name: str, tmp_path):
+    """Inputs of a registered multi-label model: embedding blocks (one stream missing for the
+    first two rows, the second stream for none), or the images of a small synthetic EMOTIC
+    corpus; with (n, k) labels, (n, 3) VAD on 1–10 and fast parameters."""
+    rng = np.random.default_rng(0)
+    if getattr(MULTILABEL_MODELS.get(name), "inputs", "embeddings") == "images":
+        from fusion.datasets.emotic import Emotic
+        from fusion.models.context_finetune import ImageRows
+        from fusion.synthetic.emotic_corpus import generate_emotic_corpus
+
+        ds = Emotic(generate_emotic_corpus(tmp_path / "emotic", n_images=16, seed=0))
+        lab, by_id = ds.labels(), {s.sample_id: s for s in ds.samples()}
+        inputs = ImageRows([by_id[i] for i in lab.index], {"body": {"crop": "body"}, "context": {"crop": "context"}})
+        Y = lab[[c for c in lab.columns if c.startswith("cat_")]].to_numpy(float)
+        V = lab[["valence", "arousal", "dominance"]].to_numpy(float)
+        params = {"backbone": "test_resnet", "image_size": 32, "batch_size": 8}
+        return inputs, Y, V, params
+    n = 60
+    V = rng.uniform(1, 10, (n, 3))
+    blocks = {"body": rng.normal(size=(n, 5)), "context": np.column_stack([V, rng.normal(size=(n, 3))])}
+    blocks["body"][:2] = np.nan
+    Y = (rng.random((n, 4)) < 0.3).astype(float)
+    Y[::4, 0] = 1  # every label has positives
+    return blocks, Y, V, {}
+
+
+def without_any_stream(inputs, rows):
+    """The rows with every stream missing: NaN embeddings, or an unreadable image."""
+    if isinstance(inputs, dict):
+        return {s: np.full_like(b[rows], np.nan) for s, b in inputs.items()}
+    sub = inputs.take(rows)
+    for s in sub.samples:
+        s.media["image"].write_bytes(b"not an image")
+    return sub
+
+
+@pytest.mark.parametrize("name", MULTILABEL_MODELS.names())
+def test_multilabel_model_contract(name, tmp_path):
+    """Every registered multi-label model: fit with categories, VAD and VAD-mixture targets;
+    predictions of the right shapes and ranges; thresholds; save / load gives the same
+    predictions; a person with no stream gets NaN, never a made-up estimate; unknown
+    parameters are refused by name."""
+    from fusion.datasets.vad_mixture import VadMixture
+
+    cls = MULTILABEL_MODELS.get(name)
+    inputs, Y, V, params = multilabel_inputs(name, tmp_path)
+    n = len(Y)
+    mix = VadMixture.build("basic", scale=(1, 10))
+    M = mix(V)
+    tr, va = np.arange(n - n // 4), np.arange(n - n // 4, n)
+
+    def take(rows):
+        return inputs.take(rows) if not isinstance(inputs, dict) else {s: b[rows] for s, b in inputs.items()}
+
+    model = cls(hidden=8, max_epochs=3, patience=3, **params).fit(
+        take(tr), Y[tr], V[tr], val=(take(va), Y[va], V[va], M[va]), M=M[tr], mixture=mix.to_dict(), seed=0)
+    out = model.predict_all(take(va))
+    P, Vh, Mh = out["categories"], out["vad"], out["mixture"]
+    assert P.shape == Y[va].shape and Vh.shape == (len(va), 3) and Mh.shape == (len(va), len(mix.names))
+    assert np.isfinite(P).all() and ((P >= 0) & (P <= 1)).all() and np.allclose(Mh.sum(1), 1)
+    np.testing.assert_allclose(model.predict(take(va))[0], P)
+    assert set(np.unique(model.predict_labels(take(va)))) <= {0, 1} and len(model.thresholds_) == Y.shape[1]
+    loaded = cls.load(model.save(tmp_path / "m"))
+    again = loaded.predict_all(take(va))
+    for k in out:
+        np.testing.assert_allclose(again[k], out[k], atol=1e-6)
+    assert loaded.mixture_["names"] == mix.names
+    with pytest.warns(UserWarning) if not isinstance(inputs, dict) else contextlib.nullcontext():
+        none = loaded.predict_all(without_any_stream(inputs, [0]))
+    assert all(np.isnan(v).all() for v in none.values())
+    with pytest.raises(ValueError, match="nonsense"):
+        cls(nonsense=1)

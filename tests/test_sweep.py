@@ -190,30 +190,29 @@ def test_networks_and_boosting_report_each_epoch_or_round_to_a_watcher():
         assert len(seen) == (12 if name == "xgboost" else 7) and all(v > 0 for v in seen), name
 
 
-def test_a_network_sweep_reports_every_epoch_and_can_prune_mid_fold(corpus):
+def mlp_sweep(corpus: Path, name: str, **extra):
+    """Run a sweep of the MLP learner's learning rate (15 epochs, 2 inner folds); its summary
+    and its study."""
     import optuna
 
-    path = sweep_file(corpus, "mlp", n_trials=8, evaluate_best=False, prune_after_epochs=2, prune_every_epochs=1,
+    path = sweep_file(corpus, name, evaluate_best=False, prune_after_epochs=2,
                       overrides=["cv.inner_splits=2", "model.params.learner={name: mlp, params: {max_epochs: 15, "
                                  "patience: 15, device: cpu, hidden: 8}}"],
                       space={"model.params.learner.params.lr": {"type": "float", "low": 1e-5, "high": 0.1,
-                                                                 "log": True}})
-    assert main(["sweep", "--config", str(path), "--json", str(corpus / "m.json")]) == 0
-    s = json.loads((corpus / "m.json").read_text())
-    study = optuna.load_study(study_name="mlp", storage=s["storage"])
+                                                                 "log": True}}, **extra)
+    assert main(["sweep", "--config", str(path), "--json", str(corpus / f"{name}.json")]) == 0
+    s = json.loads((corpus / f"{name}.json").read_text())
+    return s, optuna.load_study(study_name=name, storage=s["storage"])
+
+
+def test_a_network_sweep_reports_every_epoch_and_can_prune_mid_fold(corpus):
+    s, study = mlp_sweep(corpus, "mlp", n_trials=8, prune_every_epochs=1)
     steps = [st for t in study.trials for st in t.intermediate_values]
     assert any(st >= 1000 for st in steps) and any(st < 1000 for st in steps)
     assert s["n_trials"] == 8
     # by default every 5th epoch is reported (each report is a storage write); the percentile
     # pruner takes the same reports
-    path = sweep_file(corpus, "mlp5", n_trials=3, evaluate_best=False, prune_after_epochs=2, pruner="percentile",
-                      overrides=["cv.inner_splits=2", "model.params.learner={name: mlp, params: {max_epochs: 15, "
-                                 "patience: 15, device: cpu, hidden: 8}}"],
-                      space={"model.params.learner.params.lr": {"type": "float", "low": 1e-5, "high": 0.1,
-                                                                 "log": True}})
-    assert main(["sweep", "--config", str(path), "--json", str(corpus / "m5.json")]) == 0
-    s = json.loads((corpus / "m5.json").read_text())
-    study = optuna.load_study(study_name="mlp5", storage=s["storage"])
+    s, study = mlp_sweep(corpus, "mlp5", n_trials=3, pruner="percentile")
     epochs = {st % 1000 for t in study.trials for st in t.intermediate_values if st >= 1000}
     assert epochs and all((k + 1) % 5 == 0 for k in epochs), epochs
 
