@@ -187,7 +187,10 @@ def cmd_data_vad_mixture(args: argparse.Namespace) -> dict[str, Any]:
     mixture = VadMixture.build(args.emotions, norms=args.norms, dims=DIMENSIONS[:len(args.columns)],
                                scale=tuple(args.scale), temperature=args.temperature, compound=args.compound)
     labels = build_dataset(cfg.dataset).labels()
-    table, errors = mixture_labels(labels, mixture, args.columns)
+    try:
+        table, errors = mixture_labels(labels, mixture, args.columns)
+    except ValueError as e:
+        raise ValueError(f"dataset {cfg.dataset.name} at {cfg.dataset.root} ({args.config}): {e}") from None
     keep = [c for c in ("subject_id", "split") if c in labels.columns]
     table = pd.concat([labels[keep], table], axis=1)
     table.index.name = "sample_id"
@@ -325,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(q, "configs/data/demo.yaml")
     q.set_defaults(func=cmd_data_describe)
     q = dsub.add_parser("vad-mixture", help="VAD-mixture labels: each sample's VAD as a distribution over emotions")
-    _common(q, "configs/data/demo.yaml")
+    _common(q, "configs/data/emotic.yaml")
     q.add_argument("--columns", nargs="+", default=["valence", "arousal", "dominance"],
                    help="the valence, arousal (and dominance) label columns, in that order")
     q.add_argument("--scale", nargs=2, type=float, default=[1.0, 10.0], metavar=("LOW", "HIGH"),

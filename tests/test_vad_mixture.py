@@ -158,6 +158,12 @@ def test_labels_command_writes_every_good_sample_and_names_the_bad(tmp_path, cap
     assert len(bad) and all(f"sample {b}:" in err for b in bad)
     table = pd.read_csv(out, index_col="sample_id")
     assert table.loc[bad, names].isna().all().all() and table.drop(bad)[names].notna().all().all()
+    # a column the dataset does not have: named, with the dataset and the config
+    assert main(["data", "vad-mixture", "--config", cfg, "--set", f"dataset.root={root}", "--columns", "valence",
+                 "pleasure", "--out", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "dataset emotic at" in err and "emotic.yaml" in err and "['pleasure'] not in the dataset's labels" in err
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_config_says_where_vad_mixture_belongs():
