@@ -4,10 +4,12 @@ The demo severity task (PHQ-8 severity, 5 classes) on the cached 275-session syn
 (`make bench-train` extracts it): early fusion of log-Mel, MiniLM and face session features
 with the MLP learner, trained on the corpus's train sessions; a TPE sweep (seed 0) over the
 MLP's width, learning rate, dropout and weight decay, scored by weighted F1 on 3 grouped folds
-of the training sessions, once with median pruning and once without, same trial budget. The
-best configuration of each is evaluated once on the dev sessions.
+of the training sessions, once with median pruning (the defaults) and once without, same trial budget. The
+best configuration of each is evaluated once on the dev sessions. With `--sampler random` both
+runs draw the same configurations in the same order, so that they differ only by what the
+pruner stops; `--objective brier --direction minimize` scores trials by the Brier score.
 
-    .venv/bin/python benchmarks/bench_sweep.py [--trials 16] [--seed 0]
+    .venv/bin/python benchmarks/bench_sweep.py [--trials 16] [--seed 0] [--sampler tpe|random]
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the TPE sampler's seed (both runs)")
     ap.add_argument("--sessions", type=int, default=275)
     ap.add_argument("--pruners", default="median,none", help="the sweeps run, in order (median, percentile, none)")
+    ap.add_argument("--sampler", default="tpe", choices=("tpe", "random"),
+                    help="random: both runs draw the same configurations in the same order, so they differ "
+                         "only by what the pruner stops")
+    ap.add_argument("--objective", default="f1_weighted", help="a nominal metric of the sweep (e.g. brier)")
+    ap.add_argument("--direction", default="maximize", choices=("maximize", "minimize"))
+    ap.add_argument("--sweep-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a sweep-config key for the pruned runs (YAML value), e.g. prune_epoch_folds=0")
+    ap.add_argument("--keep", type=Path, help="write the configs and studies here (kept) instead of a temporary folder")
     args = ap.parse_args()
     import optuna
 
@@ -51,6 +61,9 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.keep:
+            tmp = args.keep
+            tmp.mkdir(parents=True, exist_ok=True)
         train = {
             "extract": str(ROOT / "configs/extract/demo_multimodal.yaml"),
             "modalities": {"text": [{"features": "text_session", "columns": ["mean_*"]}],
@@ -63,8 +76,11 @@ def main() -> None:
         (tmp / "train.yaml").write_text(yaml.safe_dump(train))
         for pruner in args.pruners.split(","):
             sweep = {"train": "train.yaml", "overrides": [f"extract.dataset.root={root}", f"extract.store={store}"],
-                     "space": SPACE, "objective": "f1_weighted", "folds": 3, "n_trials": args.trials,
-                     "pruner": pruner, "seed": args.seed, "study": f"mlp-{pruner}", "output_dir": str(tmp / "sweeps")}
+                     "space": SPACE, "objective": args.objective, "direction": args.direction, "folds": 3,
+                     "n_trials": args.trials, "sampler": args.sampler, "pruner": pruner, "seed": args.seed,
+                     "study": f"mlp-{pruner}", "output_dir": str(tmp / "sweeps")}
+            if pruner != "none":
+                sweep.update({k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.sweep_set)})
             path = tmp / f"sweep_{pruner}.yaml"
             path.write_text(yaml.safe_dump(sweep))
             out = tmp / f"{pruner}.json"
@@ -82,12 +98,19 @@ def main() -> None:
                 "reached": [((t.datetime_complete - start).total_seconds(), t.value) for t in trials
                             if t.state.name == "COMPLETE"],
                 "dev_f1_weighted": [round(ev["mean"], 3), round(ev["ci_low"], 3), round(ev["ci_high"], 3)]}
-    target = min(r["best"] for r in results.values())  # the best value both runs reached
+    sign = 1.0 if args.direction == "maximize" else -1.0
+    target = sign * min(sign * r["best"] for r in results.values())  # the best value both runs reached
     for pruner, r in results.items():
-        r["seconds_to_target"] = round(next(t for t, v in r.pop("reached") if v >= target - 1e-12), 1)
+        reached = r.pop("reached")
+        r["seconds_to_target"] = round(next(t for t, v in reached if sign * (v - target) >= -1e-12), 1)
+        # the time to the best value the run without a pruner reached (None: never reached)
+        if "none" in results:
+            goal = results["none"]["best"]
+            r["seconds_to_unpruned_best"] = next((round(t, 1) for t, v in reached
+                                                  if sign * (v - goal) >= -1e-12), None)
         print(f"pruner {pruner}: {r['trials_per_minute']} trials/min ({r['minutes']} min, {r['states']}), best "
-              f"training-fold weighted F1 {r['best']:.4f}, {r['seconds_to_target']} s to reach {target:.4f}; "
-              f"best configuration on dev: {r['dev_f1_weighted']}")
+              f"training-fold {args.objective} {r['best']:.4f}, {r['seconds_to_target']} s to reach {target:.4f}; "
+              f"best configuration on dev: weighted F1 {r['dev_f1_weighted']}")
     print(json.dumps(results))
 
 

@@ -388,7 +388,7 @@ class FitLoop:
                     metric.reset()
                 score = float(total / n) if n else float("nan")
                 if report:
-                    report_progress(score)
+                    report_progress(score, epoch)
                 if not math.isfinite(score):
                     break
                 if best_score is None or score < best_score:
@@ -473,7 +473,7 @@ class ReportProgress(L.Callback):
 
         loss = trainer.callback_metrics.get("val_loss")
         if loss is not None and not trainer.sanity_checking:
-            report_progress(float(loss))
+            report_progress(float(loss), trainer.current_epoch)
 
 
 class quiet_lightning:

@@ -5,10 +5,13 @@ A sweep config names a train config and a search space over its key paths (each 
 against the train config's schema: a key that does not exist is an error naming it). A trial's
 objective is a metric of the target computed by grouped K-fold (`folds`) on the training
 samples of the train config's outer protocol, which must hold a fixed test set (`official` or
-`holdout`): the test samples are never seen by any trial. The running mean after each fold is
-reported to the pruner (median pruning by default), and so is every epoch's (networks) or
-boosting round's (XGBoost) validation loss inside each fold, so that a poor trial is stopped
-mid-training, not only between folds. The best trial's configuration is written
+`holdout`): the test samples are never seen by any trial, and every trial sees the same folds
+and inner folds. The running mean after each fold is reported to the pruner (median pruning by
+default) and judged after every fold but the last. Optionally (`prune_epoch_folds`), the best
+validation loss so far of each network or XGBoost fit inside the first folds is reported and
+judged at a few epochs (boosting rounds) spaced geometrically, to stop a poor trial
+mid-training. Each value is judged against the other trials' values at the same point
+(`StepPruner`). The best trial's configuration is written
 as a complete train config (`best.yaml`, accepted by `fusion train --config`) and evaluated once
 with the outer protocol: the reported test figure never comes from the trials' own folds.
 
@@ -21,7 +24,6 @@ process is marked failed by the heartbeat and retried once by the next process.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import socket
@@ -79,9 +81,10 @@ class SweepConfig(StrictModel):
     seed: int = 0
     pruner: Literal["median", "percentile", "none"] = "median"
     keep_percentile: float = Field(75.0, gt=0, lt=100)
-    prune_after_folds: int = Field(1, ge=0)
+    prune_after_folds: int = Field(0, ge=0)
+    prune_epoch_folds: int = Field(0, ge=0)
     prune_after_epochs: int = Field(10, ge=1)
-    prune_every_epochs: int = Field(5, ge=1)
+    prune_epoch_factor: float = Field(2.0, gt=1)
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
     storage: str | None = None
@@ -98,17 +101,83 @@ class SweepConfig(StrictModel):
         return self
 
 
+# Intermediate steps. Fold f's end is step (f+1)·FOLD_STEPS − 1; epoch (or boosting round) k of
+# the j-th fit inside fold f (each inner fold's fit, in order) is f·FOLD_STEPS + j·FIT_STEPS + k.
+# Steps grow in the order they are reported, so a trial's last step is its latest report.
+FOLD_STEPS = 10**8
+FIT_STEPS = 10**5
+
+
+def fold_step(fold: int) -> int:
+    return (fold + 1) * FOLD_STEPS - 1
+
+
+def epoch_step(fold: int, fit: int, epoch: int) -> int | None:
+    """The step of an epoch, or None past what the encoding holds (10⁵ epochs, 999 fits)."""
+    if epoch >= FIT_STEPS or fit >= FOLD_STEPS // FIT_STEPS - 1:
+        return None
+    return fold * FOLD_STEPS + fit * FIT_STEPS + epoch
+
+
+class StepPruner:
+    """The median (`keep_percentile=50`) or percentile rule, judged at one point of the
+    protocol: a trial is pruned when its value at its latest step is worse than the
+    (100 − keep_percentile)-th percentile of the completed trials' values at the same point,
+    once `n_startup_trials` trials have completed.
+
+    The points are a fold's end (the running mean of the objective) and epoch k of a fit
+    inside a fold (the fit's best validation loss so far, negated for a maximised objective):
+    each is compared only with values of its own kind, never with the trial's values at other
+    steps (Optuna's own rules take a trial's best over all its steps). A completed trial whose
+    fit stopped early, before epoch k, counts with its last value in that fit: its best."""
+
+    def __init__(self, keep_percentile: float = 50.0, n_startup_trials: int = 5) -> None:
+        self.keep_percentile, self.n_startup_trials = keep_percentile, n_startup_trials
+
+    def prune(self, study, trial) -> bool:
+        import math
+
+        from optuna.study import StudyDirection
+        from optuna.trial import TrialState
+
+        step = trial.last_step
+        if step is None:
+            return False
+        value = trial.intermediate_values[step]
+        if math.isnan(value):
+            return True
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(done) < self.n_startup_trials:
+            return False
+        if step % FOLD_STEPS == FOLD_STEPS - 1:
+            others = [t.intermediate_values.get(step) for t in done]
+        else:
+            start = step - step % FIT_STEPS
+            others = []
+            for t in done:
+                seen = [s for s in t.intermediate_values if start <= s <= step]
+                others.append(t.intermediate_values[max(seen)] if seen else None)
+        others = [v for v in others if v is not None and not math.isnan(v)]
+        if not others:
+            return False
+        if study.direction == StudyDirection.MAXIMIZE:
+            return value < float(np.percentile(others, 100 - self.keep_percentile))
+        return value > float(np.percentile(others, self.keep_percentile))
+
+
 def build_pruner(sweep: SweepConfig):
     """The study's pruner: the median rule, the percentile rule keeping the top
-    `keep_percentile` % at each step (the median rule keeps 50 %), or none; both rules wait for
-    5 finished trials and, per fold, for `prune_after_folds` folds."""
+    `keep_percentile` % at each point (the median rule keeps 50 %), or none; both wait for
+    5 completed trials (`StepPruner`). When a trial is checked is the objective's choice: at
+    the end of each fold from fold `prune_after_folds` + 1 on but the last, and at the epoch
+    rungs of each fit in the first `prune_epoch_folds` folds."""
     import optuna
 
+    optuna.pruners.BasePruner.register(StepPruner)  # one, without importing Optuna with this module
     if sweep.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=sweep.prune_after_folds)
+        return StepPruner(50.0)
     if sweep.pruner == "percentile":
-        return optuna.pruners.PercentilePruner(sweep.keep_percentile, n_startup_trials=5,
-                                               n_warmup_steps=sweep.prune_after_folds)
+        return StepPruner(sweep.keep_percentile)
     return optuna.pruners.NopPruner()
 
 
@@ -223,9 +292,13 @@ class Objective:
             if cfg.cv.inner_splits > 1:
                 pos = np.full(len(t.y), -1)
                 pos[a] = np.arange(len(a))
-                inner = [(pos[x], pos[y]) for x, y in inner_folds(t.y, t.groups, a, cfg.cv.inner_splits, seed)]
+                # the same inner folds for every trial (the model's seed varies), so that the
+                # validation losses the pruner compares come from the same samples
+                inner = [(pos[x], pos[y]) for x, y in inner_folds(t.y, t.groups, a, cfg.cv.inner_splits,
+                                                                  self.sweep.seed + i)]
             # per-epoch values only feed the pruner: without one they would only cost storage writes
-            hook = self._epoch_hook(trial, i, params, values, t0) if self.sweep.pruner != "none" else None
+            watch = self.sweep.pruner != "none" and i < self.sweep.prune_epoch_folds
+            hook = self._epoch_hook(trial, i, params, values, t0) if watch else None
             token = PROGRESS.set(hook)
             try:
                 model = ModelSpec(cfg.model.name, cfg.model.params).build()
@@ -237,8 +310,9 @@ class Objective:
             proba = model.predict_proba(rows(t.blocks, b))
             values.append(multiclass_metrics(t.y[b], proba, t.spec.kind)[self.sweep.objective])
             running = float(np.nanmean(values))
-            trial.report(running, i)
-            if trial.should_prune():
+            trial.report(running, fold_step(i))
+            # (after the last fold there is nothing left to save)
+            if self.sweep.prune_after_folds <= i < self.sweep.folds - 1 and trial.should_prune():
                 self._track(trial, params, values, "PRUNED", time.perf_counter() - t0)
                 raise optuna.TrialPruned(f"pruned after fold {i + 1}: {running:.4f}")
         value = float(np.nanmean(values))
@@ -246,26 +320,36 @@ class Objective:
         return value
 
     def _epoch_hook(self, trial, fold: int, params, values, t0):
-        """Every `prune_every_epochs`-th epoch (networks) or boosting round (XGBoost) of every
-        fit in fold `fold`: the validation loss (negated for a maximised objective) at step
-        1000·(fold+1) + k, so that trials are compared at the same epoch of the same fold;
-        pruned once the trial has run `prune_after_epochs` of them in this fold. (Each report is
-        a write to the study's storage and each check reads the study's other trials: for a
-        small network they cost more than its epoch.)"""
+        """At the rungs of every fit in fold `fold` (each inner fold's, in turn) — epochs
+        (networks) or boosting rounds (XGBoost) `prune_after_epochs` · `prune_epoch_factor`^r,
+        r = 0, 1, … (10, 20, 40, … by default) — the fit's best validation loss so far (negated
+        for a maximised objective) is reported at `epoch_step(fold, fit, epoch)` and judged, so
+        that trials are compared at the same epoch of the same fit. Rungs, not every epoch:
+        every check is another chance to discard a good trial on noise, and each report is a
+        write to the study's storage and each check a read of it (for a small network they
+        cost more than its epoch)."""
         import optuna
 
-        count = itertools.count()
         sign = -1.0 if self.sweep.direction == "maximize" else 1.0
-        every = self.sweep.prune_every_epochs
+        rungs, r = set(), float(self.sweep.prune_after_epochs)
+        while r <= FIT_STEPS:
+            rungs.add(round(r))
+            r *= self.sweep.prune_epoch_factor
+        state = {"fit": -1, "last": None, "best": float("inf")}
 
-        def hook(loss: float) -> None:
-            k = next(count)
-            if (k + 1) % every:
+        def hook(loss: float, epoch: int) -> None:
+            if state["last"] is None or epoch <= state["last"]:  # a new fit
+                state["fit"], state["best"] = state["fit"] + 1, float("inf")
+            state["last"] = epoch
+            state["best"] = loss if not np.isfinite(loss) else min(state["best"], loss)
+            step = epoch_step(fold, state["fit"], epoch)
+            if epoch + 1 not in rungs or step is None:
                 return
-            trial.report(sign * loss, 1000 * (fold + 1) + k)
-            if k + 1 >= self.sweep.prune_after_epochs and trial.should_prune():
+            trial.report(sign * state["best"], step)
+            if trial.should_prune():
                 self._track(trial, params, values, "PRUNED", time.perf_counter() - t0)
-                raise optuna.TrialPruned(f"pruned at epoch {k + 1} of fold {fold + 1} (validation loss {loss:.4f})")
+                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1} of fit {state['fit'] + 1} in fold "
+                                         f"{fold + 1} (best validation loss {state['best']:.4f})")
 
         return hook
 
@@ -371,8 +455,6 @@ def run_sweep(sweep: SweepConfig, base: Path) -> dict[str, Any]:
     storage, url = storage_for(sweep, study_name)
     sampler = (optuna.samplers.TPESampler(seed=sweep.seed) if sweep.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=sweep.seed))
-    # the median rule compares running means after the same number of folds; one fold alone is
-    # a noisy estimate, so by default a trial is not pruned before its second fold
     pruner = build_pruner(sweep)
     study = join_study(study_name, storage, sampler, pruner, sweep.direction)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -181,13 +181,15 @@ def test_networks_and_boosting_report_each_epoch_or_round_to_a_watcher():
     X, y = rng.normal(size=(80, 5)), np.arange(80) % 2
     for name, params in (("xgboost", {"n_estimators": 12, "early_stopping_rounds": 50}),
                          ("mlp", {"max_epochs": 7, "patience": 50, "device": "cpu"})):
-        seen: list[float] = []
-        token = PROGRESS.set(seen.append)
+        seen: list[tuple[float, int]] = []
+        token = PROGRESS.set(lambda loss, epoch, seen=seen: seen.append((loss, epoch)))
         try:
-            LEARNERS.get(name)(**params).fit(X[:60], y[:60], n_classes=2, eval_set=(X[60:], y[60:]))
+            for _ in range(2):  # two fits: the epoch index starts again at 0
+                LEARNERS.get(name)(**params).fit(X[:60], y[:60], n_classes=2, eval_set=(X[60:], y[60:]))
         finally:
             PROGRESS.reset(token)
-        assert len(seen) == (12 if name == "xgboost" else 7) and all(v > 0 for v in seen), name
+        n = 12 if name == "xgboost" else 7
+        assert [e for _, e in seen] == list(range(n)) * 2 and all(v > 0 for v, _ in seen), name
 
 
 def mlp_sweep(corpus: Path, name: str, **extra):
@@ -206,15 +208,29 @@ def mlp_sweep(corpus: Path, name: str, **extra):
 
 
 def test_a_network_sweep_reports_every_epoch_and_can_prune_mid_fold(corpus):
-    s, study = mlp_sweep(corpus, "mlp", n_trials=8, prune_every_epochs=1)
-    steps = [st for t in study.trials for st in t.intermediate_values]
-    assert any(st >= 1000 for st in steps) and any(st < 1000 for st in steps)
+    from fusion.sweep import FIT_STEPS, FOLD_STEPS
+
+    s, study = mlp_sweep(corpus, "mlp", n_trials=8, prune_epoch_folds=3, prune_epoch_factor=1.5)
     assert s["n_trials"] == 8
-    # by default every 5th epoch is reported (each report is a storage write); the percentile
-    # pruner takes the same reports
-    s, study = mlp_sweep(corpus, "mlp5", n_trials=3, pruner="percentile")
-    epochs = {st % 1000 for t in study.trials for st in t.intermediate_values if st >= 1000}
-    assert epochs and all((k + 1) % 5 == 0 for k in epochs), epochs
+    for t in study.trials:
+        steps = sorted(t.intermediate_values)
+        ends = [st for st in steps if st % FOLD_STEPS == FOLD_STEPS - 1]
+        epochs = [st for st in steps if st % FOLD_STEPS != FOLD_STEPS - 1]
+        assert epochs and {st // FIT_STEPS % (FOLD_STEPS // FIT_STEPS) for st in epochs} <= {0, 1}  # 2 inner fits
+        for a, b in zip(epochs, epochs[1:], strict=False):  # within a fit, the best validation loss so far
+            if a // FIT_STEPS == b // FIT_STEPS:
+                assert t.intermediate_values[b] >= t.intermediate_values[a]  # negated: never worse
+        if t.state.name == "COMPLETE":
+            assert ends == [(f + 1) * FOLD_STEPS - 1 for f in range(3)]
+            assert t.intermediate_values[ends[-1]] == pytest.approx(t.value)
+    # epochs are reported at rungs only (each report is a storage write), here 2, 4, 8, in the
+    # first fold; the percentile pruner takes the same reports
+    s, study = mlp_sweep(corpus, "mlp5", n_trials=3, pruner="percentile", prune_epoch_folds=1)
+    epochs = {st for t in study.trials for st in t.intermediate_values if st % FOLD_STEPS != FOLD_STEPS - 1}
+    assert epochs and {st % FIT_STEPS + 1 for st in epochs} <= {2, 4, 8} and all(st < FOLD_STEPS for st in epochs)
+    # by default only the folds' running means are reported and judged
+    s, study = mlp_sweep(corpus, "mlp0", n_trials=2)
+    assert all(st % FOLD_STEPS == FOLD_STEPS - 1 for t in study.trials for st in t.intermediate_values)
 
 
 def test_a_missing_train_config_is_named_as_such(tmp_path, capsys):
@@ -229,10 +245,46 @@ def test_a_missing_train_config_is_named_as_such(tmp_path, capsys):
 def test_pruners_are_built_as_configured():
     import optuna
 
-    from fusion.sweep import build_pruner
+    from fusion.sweep import StepPruner, build_pruner
 
     base = SweepConfig(train=Path("train.yaml"), space={"model.params.C": {"type": "float", "low": 0.1, "high": 1.0}})
     p = build_pruner(base.model_copy(update={"pruner": "percentile", "keep_percentile": 75.0}))
-    assert isinstance(p, optuna.pruners.PercentilePruner) and p._percentile == 75.0 and p._n_warmup_steps == 1
-    assert isinstance(build_pruner(base), optuna.pruners.MedianPruner)
+    assert isinstance(p, StepPruner) and isinstance(p, optuna.pruners.BasePruner) and p.keep_percentile == 75.0
+    assert isinstance(build_pruner(base), StepPruner) and build_pruner(base).keep_percentile == 50.0
     assert isinstance(build_pruner(base.model_copy(update={"pruner": "none"})), optuna.pruners.NopPruner)
+
+
+def test_the_step_pruner_compares_like_with_like():
+    """A fold's end is compared with the other trials' running means at that fold's end, an
+    epoch with their best validation loss at the same epoch of the same fit (an early-stopped
+    fit's last value standing in), never with the trial's values of another kind."""
+    import optuna
+
+    from fusion.sweep import StepPruner, epoch_step, fold_step
+
+    optuna.pruners.BasePruner.register(StepPruner)
+    study = optuna.create_study(direction="maximize", pruner=StepPruner(50.0, n_startup_trials=3))
+    # three completed trials: running weighted F1 at the end of fold 0, negated best losses
+    # at epochs 4 and 9 of fit 0 of fold 1 (the third stopped after epoch 4)
+    for f1, losses in ((0.30, (-1.0, -0.9)), (0.40, (-1.1, -1.0)), (0.50, (-0.8,))):
+        values = {fold_step(0): f1, **{epoch_step(1, 0, e): v for e, v in zip((4, 9), losses, strict=False)}}
+        study.add_trial(optuna.trial.create_trial(value=f1, intermediate_values=values))
+
+    def judged(reports):
+        trial = study.ask()
+        for step, v in reports:
+            trial.report(v, step)
+        verdict = trial.should_prune()
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return verdict
+
+    assert judged([(fold_step(0), 0.35)]) and not judged([(fold_step(0), 0.45)])  # median 0.40
+    # a high F1 at fold 0's end does not shield a poor loss in fold 1 (Optuna's own rules take
+    # the best value over all steps, mixing the two kinds)
+    assert judged([(fold_step(0), 0.9), (epoch_step(1, 0, 4), -1.05)])  # median of -1.0, -1.1, -0.8
+    assert not judged([(fold_step(0), 0.1), (epoch_step(1, 0, 4), -0.95)])
+    # at epoch 9 the early-stopped third trial counts with its epoch-4 value: median -0.9
+    assert judged([(epoch_step(1, 0, 9), -0.95)]) and not judged([(epoch_step(1, 0, 9), -0.85)])
+    # another fit of the same fold has no values yet: nothing to compare with
+    assert not judged([(epoch_step(1, 1, 4), -5.0)])
+    assert judged([(epoch_step(1, 0, 4), float("nan"))])  # a diverged fit

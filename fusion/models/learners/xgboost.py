@@ -56,7 +56,7 @@ def _report_rounds():
         def after_iteration(self, model, epoch, evals_log) -> bool:
             if evals_log:
                 history = next(iter(next(iter(evals_log.values())).values()))
-                report_progress(float(history[-1] if not isinstance(history[-1], tuple) else history[-1][0]))
+                report_progress(float(history[-1] if not isinstance(history[-1], tuple) else history[-1][0]), epoch)
             return False
 
     return ReportRounds()
