@@ -84,7 +84,7 @@ class SweepConfig(StrictModel):
     prune_after_folds: int = Field(0, ge=0)
     prune_epoch_folds: int = Field(0, ge=0)
     prune_after_epochs: int = Field(10, ge=1)
-    prune_epoch_factor: float = Field(2.0, gt=1)
+    prune_epoch_factor: float = Field(2.0, ge=1)
     n_trials: int | None = Field(20, ge=1)
     timeout: float | None = Field(None, gt=0)
     storage: str | None = None
@@ -322,7 +322,8 @@ class Objective:
     def _epoch_hook(self, trial, fold: int, params, values, t0):
         """At the rungs of every fit in fold `fold` (each inner fold's, in turn) — epochs
         (networks) or boosting rounds (XGBoost) `prune_after_epochs` · `prune_epoch_factor`^r,
-        r = 0, 1, … (10, 20, 40, … by default) — the fit's best validation loss so far (negated
+        r = 0, 1, … (10, 20, 40, … by default; every epoch from `prune_after_epochs` on with a
+        factor of 1) — the fit's best validation loss so far (negated
         for a maximised objective) is reported at `epoch_step(fold, fit, epoch)` and judged, so
         that trials are compared at the same epoch of the same fit. Rungs, not every epoch:
         every check is another chance to discard a good trial on noise, and each report is a
@@ -331,10 +332,14 @@ class Objective:
         import optuna
 
         sign = -1.0 if self.sweep.direction == "maximize" else 1.0
-        rungs, r = set(), float(self.sweep.prune_after_epochs)
-        while r <= FIT_STEPS:
-            rungs.add(round(r))
-            r *= self.sweep.prune_epoch_factor
+        first, factor = self.sweep.prune_after_epochs, self.sweep.prune_epoch_factor
+        if factor == 1:  # every epoch from the first rung on
+            rungs = set(range(first, FIT_STEPS + 1))
+        else:
+            rungs, r = set(), float(first)
+            while r <= FIT_STEPS:
+                rungs.add(round(r))
+                r *= factor
         state = {"fit": -1, "last": None, "best": float("inf")}
 
         def hook(loss: float, epoch: int) -> None:
