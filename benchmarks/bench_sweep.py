@@ -52,6 +52,9 @@ def main() -> None:
                     help="a sweep-config key for the pruned runs (YAML value), e.g. prune_epoch_folds=0")
     ap.add_argument("--keep", type=Path, help="write the configs and studies here (kept) instead of a temporary folder")
     args = ap.parse_args()
+    bad = [item for item in args.sweep_set if "=" not in item]
+    if bad:
+        ap.error(f"--sweep-set takes KEY=VALUE, got {bad}")
     import optuna
 
     root, store = BENCH / f"demo{args.sessions}", BENCH / "store"

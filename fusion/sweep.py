@@ -25,6 +25,7 @@ process is marked failed by the heartbeat and retried once by the next process.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -135,8 +136,6 @@ class StepPruner:
         self.keep_percentile, self.n_startup_trials = keep_percentile, n_startup_trials
 
     def prune(self, study, trial) -> bool:
-        import math
-
         from optuna.study import StudyDirection
         from optuna.trial import TrialState
 
@@ -333,13 +332,9 @@ class Objective:
 
         sign = -1.0 if self.sweep.direction == "maximize" else 1.0
         first, factor = self.sweep.prune_after_epochs, self.sweep.prune_epoch_factor
-        if factor == 1:  # every epoch from the first rung on
-            rungs = set(range(first, FIT_STEPS + 1))
-        else:
-            rungs, r = set(), float(first)
-            while r <= FIT_STEPS:
-                rungs.add(round(r))
-                r *= factor
+        rungs = None  # a factor of 1: every epoch from the first rung on
+        if factor > 1:
+            rungs = {round(first * factor**r) for r in range(int(math.log(FIT_STEPS / first, factor)) + 1)}
         state = {"fit": -1, "last": None, "best": float("inf")}
 
         def hook(loss: float, epoch: int) -> None:
@@ -348,7 +343,8 @@ class Objective:
             state["last"] = epoch
             state["best"] = loss if not np.isfinite(loss) else min(state["best"], loss)
             step = epoch_step(fold, state["fit"], epoch)
-            if epoch + 1 not in rungs or step is None:
+            rung = epoch + 1 >= first if rungs is None else epoch + 1 in rungs
+            if not rung or step is None:
                 return
             trial.report(sign * state["best"], step)
             if trial.should_prune():

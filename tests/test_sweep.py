@@ -180,7 +180,8 @@ def test_networks_and_boosting_report_each_epoch_or_round_to_a_watcher():
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(80, 5)), np.arange(80) % 2
     for name, params in (("xgboost", {"n_estimators": 12, "early_stopping_rounds": 50}),
-                         ("mlp", {"max_epochs": 7, "patience": 50, "device": "cpu"})):
+                         ("mlp", {"max_epochs": 7, "patience": 50, "device": "cpu"}),
+                         ("mlp", {"max_epochs": 7, "patience": 50, "device": "cpu", "engine": "lightning"})):
         seen: list[tuple[float, int]] = []
         token = PROGRESS.set(lambda loss, epoch, seen=seen: seen.append((loss, epoch)))
         try:
