@@ -36,7 +36,7 @@ import pandas as pd
 from pydantic import Field
 
 from features.base import BatchResult, ExtractionError, Extractor, Params, Sample, Segment, feature_frame
-from features.registry import EXTRACTORS, build_extractor
+from features.registry import EXTRACTORS, build_extractor, exception_text
 
 
 class EmotionParams(Params):
@@ -82,6 +82,16 @@ class EmotionExtractor(Extractor):
             manifest = read_manifest(self.folder)
         except (FileNotFoundError, ValueError) as err:
             raise ValueError(f"emotion extractor: {err}") from None
+        try:
+            self._read(manifest)
+        except RecipeError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a damaged or edited folder: named, with what was wrong
+            raise RecipeError(f"emotion extractor: model folder {self.folder} cannot be used as a recogniser "
+                              f"({exception_text(err)}); its manifest.json and files must be as `fusion train` "
+                              "saved them (train and save it again)") from None
+
+    def _read(self, manifest: dict[str, Any]) -> None:
         target = manifest.get("target") or {}
         recipes = manifest.get("inputs") or {}
         if manifest.get("task") != "classification" or not target.get("classes"):
@@ -101,8 +111,13 @@ class EmotionExtractor(Extractor):
         self.chunk_size = max((e.chunk_size for e in self.inputs.values() if e.chunk_size), default=None)
         self._model = None
         self._width: int | None = None
+        missing = [m for m in self.recipes if not isinstance(self.columns.get(m), list)]
+        if missing:
+            raise KeyError(f"columns of modality {missing[0]!r}")
         if self.params.embedding:
             self._width = self._embedding_width()
+        else:
+            self.model  # noqa: B018 - load now: a damaged model is named when the extractor is built
 
     def _check(self, recipes: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
         for modality, inputs in recipes.items():

@@ -41,6 +41,26 @@ RANDOM_WEIGHTS = ("no backbone weights given: the {backbone} backbone has its se
                   "initialisation (pretrained weights cannot be downloaded here; give `weights: <file>`)")
 
 
+def to_rgb8(im):
+    """A PIL image of any mode as 8-bit RGB: 16- and 32-bit integer images (16-bit PNG and TIFF
+    greyscale, modes I;16* and I) and float images (mode F) rescaled from their full range to
+    0–255, not clipped (Pillow's own `convert` clips them, so a 16-bit image turns almost
+    white); palette, greyscale, CMYK and alpha modes by Pillow's conversion."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            top = 1.0 if np.nanmax(arr, initial=0.0) <= 1.0 else 255.0
+        elif im.mode.startswith("I;16") or np.nanmax(arr, initial=0.0) <= 65535:
+            top = 65535.0  # 16-bit samples (Pillow opens 16-bit greyscale PNG as I;16 or I)
+        else:
+            top = float(2**31 - 1)
+        arr = np.clip(np.nan_to_num(arr / top * 255.0), 0, 255)
+        return Image.fromarray(np.rint(arr).astype(np.uint8), "L").convert("RGB")
+    return im.convert("RGB")
+
+
 class ImageEmbeddingParams(Params):
     backbone: str = "resnet18"
     weights: str | None = None
@@ -174,7 +194,7 @@ class ImageEmbeddingExtractor(Extractor):
         try:
             with Image.open(path) as im:
                 im.load()
-                image = im.convert("RGB")
+                image = to_rgb8(im)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise ExtractionError(f"{path}: not a readable image ({type(err).__name__}: {err})", path) from None
         w, h = image.size

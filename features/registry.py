@@ -28,6 +28,16 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+def exception_text(err: BaseException) -> str:
+    """What went wrong, for a message that names the file or folder it came from: a registry's
+    own message, `missing entry 'x'` for a missing key, else the exception's type and text."""
+    if isinstance(err, UnknownNameError):
+        return str(err)
+    if isinstance(err, KeyError):
+        return f"missing entry {err}"
+    return f"{type(err).__name__}: {err}"
+
+
 class Registry(Generic[T]):
     """A decorator registry mapping a public name to a class.
 

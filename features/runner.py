@@ -262,7 +262,8 @@ def plan_run(samples: Sequence[Sample], extractor: Extractor, segmenter: Segment
             plan.log.append(_record(sample, str(err), "error", source_path(extractor, sample, err)))
             plan.failed.append(sample.sample_id)
             continue
-        plan.sources[sample.sample_id] = {"hash": digest, "files": {r: str(p) for r, p in files.items()}}
+        plan.sources[sample.sample_id] = {"hash": digest, "files": {r: str(p) for r, p in files.items()},
+                                          "digests": {r: store.hasher.digest(p) for r, p in files.items()}}
         if cached.get(sample.sample_id) == digest:
             plan.skipped += 1
         else:
@@ -315,8 +316,12 @@ def run_extraction(
         raise ValueError(f"dataset {dataset!r} has duplicated sample ids: {dup[:5]}")
 
     plan = plan_run(samples, extractor, segmenter, store, key, libs)
+    said = [store.hasher.problem] if store.hasher.problem else []  # said once, by the first feature set
+    store.hasher.problem = None
     if (not plan.todo and not plan.failed and store.path(key).exists()
             and not store.parts_dir(key).exists() and not plan.notes):
+        plan.notes[:0] = said
+        store.hasher.save()
         return _summary(dataset, key, store, samples, plan, [], 0, t0)
 
     def tell(message: str) -> None:
@@ -325,7 +330,7 @@ def run_extraction(
     with store.lock(key, lock_timeout, on_wait=tell) as lock:
         adopted = store.adopt(key)
         plan = plan_run(samples, extractor, segmenter, store, key, libs)  # what another run left to do
-        plan.notes[:0] = lock.notes + ([adopted] if adopted else [])
+        plan.notes[:0] = said + lock.notes + ([adopted] if adopted else [])
         store.hasher.save()
         computed, n_warn = _compute(plan, extractor, segmenter, store, key, libs, lock, n_jobs, executor,
                                     scheduler, chunk_size, progress, dataset)

@@ -79,11 +79,22 @@ class SourceHasher:
         self.cache_path = cache_path
         self._cache: dict[str, list] = {}
         self._dirty = False
+        self.problem: str | None = None  # what was wrong with the cache file, said once by the run
         if cache_path.exists():
             try:
-                self._cache = json.loads(cache_path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                self._cache = {}  # a damaged cache only costs re-hashing
+                data = json.loads(cache_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+                data, why = None, f"not readable JSON ({type(err).__name__})"
+            else:
+                why = "not a mapping of file → [size, mtime, digest]"
+            good = {k: v for k, v in data.items() if _hash_entry(v)} if isinstance(data, dict) else {}
+            if not isinstance(data, dict) or len(good) < len(data):
+                # a cache: a damaged one only costs re-hashing; it is rebuilt and said once
+                bad = "" if not isinstance(data, dict) else f" ({len(data) - len(good)} damaged entries)"
+                self.problem = (f"{cache_path}: the store's file-digest cache was damaged, {why}{bad}; it is "
+                                "rebuilt (the files are hashed again)")
+                self._dirty = True
+            self._cache = good
 
     def digest(self, path: Path) -> str:
         path = Path(path).resolve()
@@ -112,6 +123,16 @@ class SourceHasher:
             except OSError:
                 return
             self._dirty = False
+
+
+def _hash_entry(v: Any) -> bool:
+    return (isinstance(v, list) and len(v) == 3 and all(isinstance(x, int) and not isinstance(x, bool) for x in v[:2])
+            and isinstance(v[2], str))
+
+
+# What a feature file's metadata must hold, and what each entry is.
+META_FIELDS = {"dataset": str, "extractor": str, "extractor_version": str, "params": dict, "segmentation": dict,
+               "param_hash": str, "library_versions": dict, "sources": dict, "created": str}
 
 
 @dataclass(frozen=True)
@@ -217,7 +238,19 @@ class FeatureStore:
         meta = schema.metadata or {}
         if META_KEY not in meta:
             raise StoreError(f"{path}: not a feature-store file (no {META_KEY.decode()} metadata)")
-        return json.loads(meta[META_KEY])
+        try:
+            info = json.loads(meta[META_KEY])
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise StoreError(f"{path}: damaged store metadata (not JSON: {err}); run `fusion extract` again to "
+                             "recompute the feature set") from None
+        wrong = [k for k, t in META_FIELDS.items() if not isinstance(info, dict) or not isinstance(info.get(k), t)]
+        if not wrong and not all(isinstance(v, dict) and isinstance(v.get("hash"), str)
+                                 for v in info["sources"].values()):
+            wrong = ["sources (each sample's {hash, files})"]
+        if wrong:
+            raise StoreError(f"{path}: damaged store metadata: {', '.join(wrong)} missing or of the wrong type; run "
+                             "`fusion extract` again to recompute the feature set")
+        return info
 
     def read(self, what: FeatureSetKey | str | Path) -> pd.DataFrame:
         """Features of a key, a name as `fusion features ls` prints it, or a path."""
@@ -229,13 +262,7 @@ class FeatureStore:
                              "`fusion extract` again to recompute it") from None
 
     def read_errors(self, key: FeatureSetKey) -> pd.DataFrame:
-        path = self.errors_path(key)
-        if not path.exists():
-            return pd.DataFrame(columns=ERROR_COLUMNS)
-        try:
-            return pq.read_table(path).to_pandas()
-        except (pa.ArrowInvalid, OSError) as err:
-            raise StoreError(f"{path}: damaged or unreadable errors table ({err})") from None
+        return read_errors_table(self.errors_path(key))
 
     def entries(self) -> list[Path]:
         if not self.root.exists():
@@ -279,10 +306,16 @@ class FeatureStore:
         meta = self.read_metadata(path)
         try:
             pf = pq.ParquetFile(path)
-            errors_path = path.with_name(path.stem + ".errors.parquet")
-            n_errors = pq.ParquetFile(errors_path).metadata.num_rows if errors_path.exists() else 0
         except (pa.ArrowInvalid, OSError) as err:
             raise StoreError(f"{path}: damaged or unreadable feature file ({err})") from None
+        errors_path = path.with_name(path.stem + ".errors.parquet")
+        errors_problem = None
+        try:
+            levels = read_errors_table(errors_path)["level"]
+            n_errors, n_warnings = int((levels != "warning").sum()), int((levels == "warning").sum())
+        except StoreError as err:
+            n_errors = n_warnings = None
+            errors_problem = str(err)
         return {
             "name": f"{path.parent.name}/{path.stem}",
             "path": str(path),
@@ -297,6 +330,8 @@ class FeatureStore:
             "n_rows": pf.metadata.num_rows,
             "n_features": pf.metadata.num_columns - len(INDEX),
             "n_errors": n_errors,
+            "n_warnings": n_warnings,
+            "errors_problem": errors_problem,
             "size_bytes": path.stat().st_size,
             "created": meta["created"],
         }
@@ -310,6 +345,10 @@ class FeatureStore:
         any computed with other library versions do not.
         """
         notes: list[str] = []
+        try:
+            self.read_errors(key)
+        except StoreError as err:
+            notes.append(f"{err} (earlier runs' records of samples not extracted again are lost)")
         cached: dict[str, str] = {}
         path = self.path(key)
         meta = None
@@ -377,7 +416,8 @@ class FeatureStore:
             if mine:
                 tables.append(table.filter(pc.is_in(table["sample_id"], pa.array(mine, pa.string()))))
         for sid, st in fresh.items():
-            sources[sid] = {"hash": st["hash"], "files": st["files"]}
+            sources[sid] = {"hash": st["hash"], "files": st["files"],
+                            **({"digests": st["digests"]} if st.get("digests") else {})}
         if tables:
             table = pa.concat_tables(tables, promote_options="default")
             table = table.sort_by([(c, "ascending") for c in INDEX])
@@ -403,7 +443,10 @@ class FeatureStore:
 
     def _consolidate_errors(self, key: FeatureSetKey, journal: Journal, attempted: set[str]) -> None:
         records: list[dict] = []
-        old = self.read_errors(key)
+        try:
+            old = self.read_errors(key)
+        except StoreError:
+            old = pd.DataFrame(columns=ERROR_COLUMNS)  # damaged: rebuilt from this run's records (said in the plan)
         if len(old):
             replaced = attempted | set(journal.latest)
             records.extend(old[~old["sample_id"].isin(replaced)].to_dict("records"))
@@ -412,6 +455,26 @@ class FeatureStore:
         schema = pa.schema([(c, pa.string()) for c in ERROR_COLUMNS])
         atomic_write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False),
                            self.errors_path(key))
+
+
+def read_errors_table(path: Path) -> pd.DataFrame:
+    """A feature set's errors table (empty when there is none).
+
+    Raises:
+        StoreError: a damaged table, naming it (not the feature file beside it).
+    """
+    if not path.exists():
+        return pd.DataFrame(columns=ERROR_COLUMNS)
+    try:
+        table = pq.read_table(path).to_pandas()
+    except (pa.ArrowInvalid, OSError) as err:
+        raise StoreError(f"{path}: damaged errors table ({err}); the next `fusion extract` of the feature set "
+                         "rebuilds it") from None
+    missing = [c for c in ERROR_COLUMNS if c not in table.columns]
+    if missing:
+        raise StoreError(f"{path}: damaged errors table (no column(s) {missing}); the next `fusion extract` of the "
+                         "feature set rebuilds it")
+    return table
 
 
 def frames_to_batch(frames: list[pd.DataFrame]) -> pa.RecordBatch:

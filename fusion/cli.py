@@ -122,7 +122,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             overrides.append(f"{key}={value}")
     cfg = load_config(SweepConfig, args.config, overrides)
-    result = run_sweep(cfg, Path(args.config).parent)
+    result = run_sweep(cfg, Path(args.config).parent, Path(args.config).stem)
     print(format_sweep(result))
     if "evaluation" in result:
         from fusion.evaluation.tables import format_summary
@@ -136,7 +136,7 @@ def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
     from fusion.compare import compare
 
     result = compare(args.tracking_uri, args.experiment, Path(args.out), args.metric, args.runs or (),
-                     args.filter or "", args.force, args.n_bootstrap)
+                     args.filter or "", args.force, args.n_bootstrap, args.include_failed)
     print(Path(result["files"][0]).read_text())
     print("written: " + ", ".join(result["files"]))
     return result
@@ -220,16 +220,23 @@ def cmd_features_ls(args: argparse.Namespace) -> dict[str, Any]:
             rows.append(store.describe(path))
         except StoreError as err:
             damaged.append({"name": f"{path.parent.name}/{path.stem}", "path": str(path), "error": str(err)})
+    if store.hasher.problem:
+        print(f"note: {store.hasher.problem}")
     if not rows and not damaged:
         print(f"the feature store {store.root} is empty")
     else:
         print(f"{'name':<44} {'extractor':<10} {'samples':>7} {'rows':>7} {'feats':>6} "
-              f"{'errors':>6}  created")
+              f"{'errors':>6} {'warned':>6}  created")
         for r in rows:
+            errors = "?" if r["n_errors"] is None else r["n_errors"]
+            warned = "?" if r["n_warnings"] is None else r["n_warnings"]
             print(f"{r['name']:<44} {r['extractor']:<10} {r['n_samples']:>7} {r['n_rows']:>7} "
-                  f"{r['n_features']:>6} {r['n_errors']:>6}  {r['created']}")
+                  f"{r['n_features']:>6} {errors:>6} {warned:>6}  {r['created']}")
         for d in damaged:
-            print(f"{d['name']:<44} damaged: cannot be read (delete it and run `fusion extract` again)")
+            print(f"{d['name']:<44} damaged: {d['error']}")
+        for r in rows:
+            if r["errors_problem"]:
+                print(f"note: {r['errors_problem']} (the feature file itself is intact)")
     return {"store": str(store.root), "feature_sets": rows, "damaged": damaged}
 
 
@@ -244,7 +251,9 @@ def cmd_features_show(args: argparse.Namespace) -> dict[str, Any]:
     frame = store.read(path)
     print(f"{info['name']}  ({path})")
     print(f"shape: {info['n_rows']} rows × {info['n_features']} features, "
-          f"{info['n_samples']} samples, {info['n_errors']} errors/warnings")
+          f"{info['n_samples']} samples, "
+          + (f"{info['n_errors']} errors, {info['n_warnings']} warnings" if info["errors_problem"] is None
+             else f"errors table damaged: {info['errors_problem']}"))
     print(f"extractor: {info['extractor']} v{info['extractor_version']}  "
           f"params: {json.dumps(info['params'])}")
     print(f"segmentation: {json.dumps(info['segmentation'])}")
@@ -296,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="f1_weighted")
     p.add_argument("--out", default="outputs/compare", help="folder for compare.md/.csv/.html and forest.png")
     p.add_argument("--force", action="store_true", help="compare runs on different data or splits anyway")
+    p.add_argument("--include-failed", action="store_true", dest="include_failed",
+                   help="also list runs that did not finish (FAILED, RUNNING, KILLED), marked; by default only "
+                        "FINISHED runs are compared")
     p.add_argument("--n-bootstrap", type=int, default=1000, dest="n_bootstrap")
     p.set_defaults(func=cmd_compare)
 
@@ -309,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a participant (sample) id to report on (repeatable)")
     p.add_argument("--cohort", action="store_true", help="also write the cohort report (needs the run)")
     p.add_argument("--target", action="append", dest="targets", help="only these targets (repeatable)")
-    p.add_argument("--out", default="outputs/reports", help="folder for the HTML and PDF files")
+    p.add_argument("--out", help="folder for the HTML and PDF files (default: outputs/reports/<run id>)")
     p.add_argument("--hide-text", action="store_true", dest="hide_text",
                    help="leave transcript excerpts out (when the data licence does not allow showing them)")
     p.add_argument("--subgroup", action="append", dest="subgroups", metavar="COLUMN",

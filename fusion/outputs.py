@@ -4,6 +4,8 @@ the same files, parameters, metrics and tags in the MLflow run (`fusion.tracking
 from __future__ import annotations
 
 import json
+import secrets
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +28,33 @@ def to_json(o: Any) -> Any:
     return str(o)
 
 
+def new_run_dir(parent: Path, run_id: str | None = None) -> Path:
+    """A run folder that no other run has or will have: the MLflow run id, or without tracking
+    the time and a random suffix (`20261204-223001-3f9a1c`); created atomically (mkdir fails
+    on an existing folder), never reused.
+
+    Raises:
+        FileExistsError: the tracked run's folder exists already (another store's run with the
+            same id wrote there).
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    if run_id is not None:
+        path = parent / run_id
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise FileExistsError(f"{path}: a run folder of this MLflow run id exists already; it is not "
+                                  "overwritten (another tracking store's run?)") from None
+        return path
+    while True:
+        path = parent / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
 class RunOutput:
     """A context manager around one run: opens the MLflow run (when tracking is enabled),
     names the output folder after it, and logs every file written through it."""
@@ -38,9 +67,11 @@ class RunOutput:
 
     def __enter__(self) -> RunOutput:
         self.tracker.__enter__()
-        stamp = self.tracker.run_id or time.strftime("%Y%m%d-%H%M%S")
-        self.dir = self.output_dir / self.tracking.experiment / stamp
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir = new_run_dir(self.output_dir / self.tracking.experiment, self.tracker.run_id)
+        except BaseException:
+            self.tracker.__exit__(*sys.exc_info())
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import time
 import warnings
@@ -39,6 +40,7 @@ from pydantic import Field, model_validator
 
 from fusion.config.schema import ConfigError, StrictModel, TrainConfig
 from fusion.evaluation.progress import PROGRESS
+from fusion.evaluation.splits import Seed
 
 NOMINAL_METRICS = ("accuracy", "uar", "f1_weighted", "f1_macro", "auc_ovr", "ece", "brier")
 ORDINAL_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "qwk", "auc_ovr",
@@ -46,7 +48,10 @@ ORDINAL_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "
 
 
 class SpaceSpec(StrictModel):
-    """One searched key: a float or int range (optionally log-scaled or stepped), or choices."""
+    """One searched key: a float or int range (optionally log-scaled, or stepped), or choices
+    (any YAML values; lists and mappings are offered to Optuna as their JSON text). Checked
+    here, before any trial, by Optuna's own rules: an int range has integer bounds and an
+    integer step, a log scale has low > 0 (an int one: low ≥ 1) and no step."""
 
     type: Literal["float", "int", "categorical"]
     low: float | None = None
@@ -60,11 +65,38 @@ class SpaceSpec(StrictModel):
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError("a categorical parameter needs `choices`")
-        elif self.low is None or self.high is None or not self.low < self.high:
-            raise ValueError(f"a {self.type} parameter needs low < high")
+            if self.low is not None or self.high is not None or self.step is not None or self.log:
+                raise ValueError("a categorical parameter takes `choices` only (not low, high, step or log)")
+            texts = [value_text(c) for c in self.choices]
+            if len(set(texts)) != len(texts):
+                raise ValueError(f"choices repeat a value: {self.choices}")
+            return self
+        if self.choices is not None:
+            raise ValueError(f"a {self.type} parameter takes low and high, not choices (use type: categorical)")
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.type} parameter needs low < high, got low {self.low}, high {self.high}")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be > 0, got {self.step}")
+        if self.log and self.step is not None and not (self.type == "int" and self.step == 1):
+            raise ValueError("a log-scaled parameter takes no step (Optuna samples it on the log scale)")
+        if self.type == "int":
+            for what, v in (("low", self.low), ("high", self.high), ("step", self.step)):
+                if v is not None and v != int(v):
+                    raise ValueError(f"an int parameter needs an integer {what}, got {v:g} (use type: float for "
+                                     "a real-valued range)")
+            if self.log and self.low < 1:
+                raise ValueError(f"a log-scaled int parameter needs low >= 1, got {self.low:g}")
         elif self.log and self.low <= 0:
-            raise ValueError("a log-scaled parameter needs low > 0")
+            raise ValueError(f"a log-scaled parameter needs low > 0, got {self.low:g}")
+        if self.step is not None and (self.high - self.low) / self.step < 1 - 1e-9:
+            raise ValueError(f"step {self.step:g} is wider than the range {self.low:g}..{self.high:g}")
         return self
+
+    @property
+    def encoded(self) -> bool:
+        """Whether the choices go to Optuna as JSON text (lists, mappings)."""
+        return self.type == "categorical" and any(
+            not (c is None or isinstance(c, bool | int | float | str)) for c in self.choices or ())
 
 
 class SweepConfig(StrictModel):
@@ -79,7 +111,7 @@ class SweepConfig(StrictModel):
     direction: Literal["maximize", "minimize"] = "maximize"
     folds: int = Field(3, ge=2)
     sampler: Literal["tpe", "random"] = "tpe"
-    seed: int = 0
+    seed: Seed = 0
     pruner: Literal["median", "percentile", "none"] = "median"
     keep_percentile: float = Field(75.0, gt=0, lt=100)
     prune_after_folds: int = Field(0, ge=0)
@@ -99,7 +131,25 @@ class SweepConfig(StrictModel):
     def _bounded(self) -> SweepConfig:
         if self.n_trials is None and self.timeout is None:
             raise ValueError("give n_trials, timeout (seconds) or both")
+        if self.study is not None:
+            check_study_name(self.study, "study")
         return self
+
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+
+
+def check_study_name(name: str, what: str) -> str:
+    """A study name names a study and its files (`<output_dir>/<name>.db`, `<output_dir>/<name>/`):
+    a name, never a path.
+
+    Raises:
+        ValueError: naming `what` and the rule.
+    """
+    if not STUDY_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"{what} {name!r} is not a study name: use letters, digits and _ . + - (at most 128, "
+                         "starting with a letter or digit, no '..'); a study name is a name, not a path")
+    return name
 
 
 # Intermediate steps. Fold f's end is step (f+1)·FOLD_STEPS − 1; epoch (or boosting round) k of
@@ -229,9 +279,16 @@ def suggest(trial, space: Mapping[str, SpaceSpec]) -> dict[str, Any]:
             out[key] = trial.suggest_float(key, s.low, s.high, log=s.log, step=s.step)
         elif s.type == "int":
             out[key] = trial.suggest_int(key, int(s.low), int(s.high), log=s.log, step=int(s.step or 1))
+        elif s.encoded:
+            out[key] = json.loads(trial.suggest_categorical(key, [value_text(c) for c in s.choices]))
         else:
             out[key] = trial.suggest_categorical(key, s.choices)
     return out
+
+
+def decode_params(space: Mapping[str, SpaceSpec], params: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's parameters as Optuna stores them → the values of the train config's keys."""
+    return {k: json.loads(v) if k in space and space[k].encoded else v for k, v in params.items()}
 
 
 class SurplusTrial(RuntimeError):
@@ -269,6 +326,7 @@ class Objective:
         from fusion.evaluation.metrics import multiclass_metrics
         from fusion.evaluation.splits import grouped_kfold, inner_folds, make_folds
 
+        trial.set_user_attr("worker", worker_identity())
         if self.sweep.n_trials:  # several workers: exactly n_trials run, whoever starts them
             earlier = [t for t in trial.study.get_trials(deepcopy=False, states=(
                 TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)) if t.number < trial.number]
@@ -276,7 +334,6 @@ class Objective:
                 trial.set_user_attr("surplus", True)
                 trial.study.stop()
                 raise SurplusTrial(f"the study already holds {self.sweep.n_trials} trials")
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         params = suggest(trial, self.sweep.space)
         cfg = train_config(self.sweep, self.base, params)
         t = self.data(cfg)
@@ -380,7 +437,7 @@ def storage_for(sweep: SweepConfig, study: str):
         sweep.output_dir.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{(sweep.output_dir / f'{study}.db').resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
     for attempt in range(5):  # workers starting together race to create the tables
         try:
@@ -393,6 +450,10 @@ def storage_for(sweep: SweepConfig, study: str):
             if attempt == 4:
                 raise
             time.sleep(0.3 * (attempt + 1))
+        except (SQLAlchemyError, ImportError, ValueError) as err:
+            cause = getattr(err, "orig", None) or err
+            raise ConfigError(f"study storage {url.split('@')[-1]}: cannot be opened as an Optuna study database "
+                              f"({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})") from None
     raise AssertionError("unreachable")
 
 
@@ -411,6 +472,106 @@ def join_study(name: str, storage, sampler, pruner, direction: str, attempts: in
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def definition(sweep: SweepConfig, cfg: TrainConfig, target: str) -> dict[str, Any]:
+    """What makes two trials comparable: the space, objective, direction, target, folds and the
+    train config the trials start from (its file, overrides and a digest of its resolved values).
+    A study records it when created and belongs to that definition only."""
+    import hashlib
+
+    from fusion.config.load import to_yaml
+
+    resolved = cfg.model_copy(update={"tracking": type(cfg.tracking)(), "output_dir": Path("outputs")})
+    return {"space": {k: v.model_dump(mode="json", exclude_defaults=True) for k, v in sweep.space.items()},
+            "objective": sweep.objective, "direction": sweep.direction, "target": target, "folds": sweep.folds,
+            "train": str(sweep.train), "overrides": list(sweep.overrides),
+            "train_digest": hashlib.blake2b(to_yaml(resolved).encode(), digest_size=8).hexdigest()}
+
+
+def claim_study(study, name: str, url: str, mine: dict[str, Any]) -> None:
+    """Record `mine` in a new study, or check that a stored study was made by the same sweep
+    definition.
+
+    Raises:
+        ConfigError: the stored study's definition differs (saying in what and how to name a
+            new study), or it holds trials but no definition.
+    """
+    stored = study.user_attrs.get("sweep")
+    where = f"study {name!r} in {url.split('@')[-1]}"
+    how = "give this sweep its own study (--study NAME, or `study:` in the sweep config)"
+    if stored is None:
+        if study.get_trials(deepcopy=False):
+            raise ConfigError(f"{where} holds trials but no record of the sweep that made them (made outside "
+                              f"`fusion sweep`, or by an earlier version): its trials cannot be checked against "
+                              f"this sweep; {how}")
+        study.set_user_attr("sweep", mine)
+        return
+    labels = {"space": "search space", "objective": "objective", "direction": "direction", "target": "target",
+              "folds": "folds", "train": "train config", "overrides": "overrides",
+              "train_digest": "train config's resolved values"}
+    diffs = []
+    for key, label in labels.items():
+        if stored.get(key) != mine[key]:
+            if key == "space":
+                keys = sorted(k for k in set(stored.get(key) or {}) | set(mine[key])
+                              if (stored.get(key) or {}).get(k) != mine[key].get(k))
+                diffs.append(f"{label} (keys {', '.join(keys)})")
+            elif key == "train_digest":
+                diffs.append(f"{label} (the train config or a file it names was edited since)")
+            else:
+                diffs.append(f"{label} {stored.get(key)!r} (this sweep: {mine[key]!r})")
+    if diffs:
+        raise ConfigError(f"{where} belongs to another sweep definition; it differs in: {'; '.join(diffs)}. "
+                          f"Its trials are not comparable with this sweep's: {how}")
+
+
+def worker_identity() -> dict[str, Any]:
+    """This process as a trial's worker: host, pid and the process's start time (a pid can be
+    reused by a later process; its start time then differs)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _process_started(os.getpid())}
+
+
+def _process_started(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return round(psutil.Process(pid).create_time(), 2)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def worker_gone(worker: Any) -> bool:
+    """Whether a trial's worker on this host no longer runs (another host's is judged by the
+    heartbeat instead)."""
+    if not isinstance(worker, dict) or worker.get("host") != socket.gethostname():
+        return False
+    pid = worker.get("pid")
+    if not isinstance(pid, int):
+        return False
+    started = _process_started(pid)
+    return started is None or (worker.get("started") is not None and abs(started - worker["started"]) > 0.05)
+
+
+def fail_orphans(study, storage) -> list[dict[str, Any]]:
+    """Mark failed every running trial whose worker process on this host is gone (killed): it
+    no longer counts toward `n_trials`, and is retried once with its parameters, as the
+    heartbeat does for a worker on another host."""
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.trial import TrialState
+
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker")
+        if not worker_gone(worker):
+            continue
+        if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                RetryHeartbeatStaleTrialCallback(max_retry=1)(study, storage.get_trial(t._trial_id))
+            out.append({"trial": t.number, "worker": f"{worker['host']}:{worker['pid']}"})
+    return out
 
 
 def study_figures(study, folder: Path) -> list[Path]:
@@ -436,13 +597,21 @@ def study_figures(study, folder: Path) -> list[Path]:
     return out
 
 
-def run_sweep(sweep: SweepConfig, base: Path) -> dict[str, Any]:
+def run_sweep(sweep: SweepConfig, base: Path, config_name: str | None = None) -> dict[str, Any]:
     """Run (or join) the study, write the best configuration, evaluate it once.
+
+    The study is `sweep.study`, else the sweep config's file name (`config_name`): it belongs
+    to one sweep definition (`definition`), and a stored study of another is refused. Running
+    trials left by a killed worker on this host are marked failed first (`fail_orphans`).
 
     Returns:
         {"study", "storage", "n_trials" (finished: complete or pruned), "states", "best":
-        {"value", "params", "trial"}, "best_config", "importance", "evaluation" (the outer
-        protocol's summary of the best configuration, when `evaluate_best`)}.
+        {"value", "params", "trial"}, "best_config", "importance", "recovered" (trials of
+        killed workers marked failed), "evaluation" (the outer protocol's summary of the best
+        configuration, when `evaluate_best`)}.
+
+    Raises:
+        ConfigError: no study name, a stored study of another sweep definition, no trial completed.
     """
     import optuna
     from optuna.study import MaxTrialsCallback
@@ -452,12 +621,20 @@ def run_sweep(sweep: SweepConfig, base: Path) -> dict[str, Any]:
     from fusion.tracking import Tracker
 
     cfg, target = check_sweep(sweep, base)
-    study_name = sweep.study or Path(sweep.train).stem
+    study_name = sweep.study or config_name
+    if study_name is None:
+        raise ConfigError("name the study: `study:` in the sweep config or --study NAME")
+    try:
+        check_study_name(study_name, "study" if sweep.study else "the sweep config's file name, as a study name,")
+    except ValueError as err:
+        raise ConfigError(f"{err}{'' if sweep.study else '; give --study NAME'}") from None
     storage, url = storage_for(sweep, study_name)
     sampler = (optuna.samplers.TPESampler(seed=sweep.seed) if sweep.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=sweep.seed))
     pruner = build_pruner(sweep)
     study = join_study(study_name, storage, sampler, pruner, sweep.direction)
+    claim_study(study, study_name, url, definition(sweep, cfg, target))
+    recovered = fail_orphans(study, storage)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     callbacks = [MaxTrialsCallback(sweep.n_trials, states=finished)] if sweep.n_trials else []
     t0 = time.perf_counter()
@@ -475,7 +652,8 @@ def run_sweep(sweep: SweepConfig, base: Path) -> dict[str, Any]:
             raise ConfigError(f"study {study_name!r}: no trial completed (states: "
                               f"{sorted({t.state.name for t in trials})})")
         best = study.best_trial
-        best_cfg = train_config(sweep, base, best.params)
+        best_params = decode_params(sweep.space, best.params)
+        best_cfg = train_config(sweep, base, best_params)
         folder = sweep.output_dir / study_name
         folder.mkdir(parents=True, exist_ok=True)
         from features.files import atomic_write_text
@@ -492,9 +670,9 @@ def run_sweep(sweep: SweepConfig, base: Path) -> dict[str, Any]:
             "study": study_name, "storage": url, "target": target, "objective": sweep.objective,
             "direction": sweep.direction, "n_trials": sum(states.get(s.name, 0) for s in finished),
             "states": states, "seconds": round(time.perf_counter() - t0, 3),
-            "best": {"value": best.value, "params": best.params, "trial": best.number},
-            "best_config": str(folder / "best.yaml"), "importance": importance}
-        tracker.log_params({f"best.{k}": v for k, v in best.params.items()})
+            "best": {"value": best.value, "params": best_params, "trial": best.number},
+            "best_config": str(folder / "best.yaml"), "importance": importance, "recovered": recovered}
+        tracker.log_params({f"best.{k}": v for k, v in best_params.items()})
         tracker.log_metrics({f"best.{sweep.objective}": best.value, "trials.finished": summary["n_trials"],
                              **{f"importance.{k}": v for k, v in importance.items()}})
         tracker.set_tags({"sweep.study": study_name, "sweep.storage": url.split("@")[-1]})
@@ -512,11 +690,13 @@ def run_sweep(sweep: SweepConfig, base: Path) -> dict[str, Any]:
 
 
 def format_sweep(s: dict[str, Any]) -> str:
-    lines = [f"study {s['study']} ({s['storage']}): {s['n_trials']} finished trials {s['states']}, "
-             f"{s['seconds']:.1f} s",
-             f"best {s['objective']} on the training folds: {s['best']['value']:.4f} (trial {s['best']['trial']}) "
-             f"with {s['best']['params']}",
-             f"best configuration: {s['best_config']} (fusion train --config accepts it)"]
+    lines = [f"trial {r['trial']} was left running by worker {r['worker']}, which is gone (killed): marked failed, "
+             "not counted, and retried once" for r in s.get("recovered", [])]
+    lines += [f"study {s['study']} ({s['storage']}): {s['n_trials']} finished trials {s['states']}, "
+              f"{s['seconds']:.1f} s",
+              f"best {s['objective']} on the training folds: {s['best']['value']:.4f} (trial {s['best']['trial']}) "
+              f"with {s['best']['params']}",
+              f"best configuration: {s['best_config']} (fusion train --config accepts it)"]
     if s["importance"]:
         lines.append("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in s["importance"].items()))
     return "\n".join(lines)

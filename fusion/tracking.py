@@ -38,6 +38,26 @@ def _sqlite_path(uri: str) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def store_errors_named(uri: str):
+    """Name the tracking store when it cannot be opened or read (a file that is not a database,
+    a server that does not answer) instead of the database driver's bare error."""
+    from fusion.config.schema import ConfigError
+
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - SQLAlchemy, the driver and MLflow raise many kinds
+        import mlflow
+
+        if isinstance(err, mlflow.exceptions.MlflowException) and "RESOURCE_DOES_NOT_EXIST" in str(err.error_code):
+            raise
+        cause = getattr(err, "orig", None) or err
+        raise ConfigError(f"MLflow tracking store {uri}: cannot be read ({type(cause).__name__}: "
+                          f"{str(cause).splitlines()[0] if str(cause) else ''}); is it an MLflow database?") from None
+
+
 class Tracker:
     """A context manager around one MLflow run; does nothing when tracking is disabled."""
 
@@ -63,7 +83,7 @@ class Tracker:
             db.parent.mkdir(parents=True, exist_ok=True)
             # processes starting together (sweep workers) would race to create the tables
             guard = FileLock(str(db) + ".lock", timeout=120)
-        with guard:
+        with guard, store_errors_named(self.cfg.uri):
             mlflow.set_tracking_uri(self.cfg.uri)
             exp = mlflow.get_experiment_by_name(self.cfg.experiment)
             if exp is None:

@@ -28,7 +28,7 @@ from fusion.evaluation.crossval import (
     modality_availability,
     summarise,
 )
-from fusion.evaluation.splits import inner_folds, make_folds
+from fusion.evaluation.splits import SplitError, inner_folds, make_folds
 from fusion.evaluation.tables import (
     attribution_tables,
     chance_levels,
@@ -149,7 +149,10 @@ def check_learners_fit_targets(cfg: TrainConfig) -> None:
 
 def evaluate_target(cfg: TrainConfig, target: TargetData) -> TargetResult:
     """Cross-validate the configured model on one target and summarise its metrics."""
-    folds = make_folds(cfg.cv, target.y, target.groups, target.splits)
+    try:
+        folds = make_folds(cfg.cv, target.y, target.groups, target.splits)
+    except SplitError as err:
+        raise SplitError(f"target {target.name}: {err}") from None
     ev = cfg.evaluation
     result = cross_validate(
         target.blocks, target.y, folds, model=ModelSpec(cfg.model.name, cfg.model.params),

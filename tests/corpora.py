@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from conftest import tone, write_wav
 
 OPENFACE2_COLUMNS = (["frame", "face_id", "timestamp", "confidence", "success"]
@@ -216,3 +217,62 @@ def write_cexpr(root: Path) -> Path:
     frames = [-1] * 3 + [0] * 30 + [6] * 15 + [-1] * 2
     (root / "annotations" / "7.txt").write_text(",".join(COMPOUND) + "\n" + "\n".join(map(str, frames)) + "\n")
     return root
+
+
+def ravdess_tree(root: Path, actors=(1, 2, 3, 4), emotions=(1, 3, 4, 5), seconds: float = 0.6) -> Path:
+    """RAVDESS-named WAVs: the emotion is planted as pitch, each actor has their own voice."""
+    for a in actors:
+        for e in emotions:
+            for rep in (1, 2):
+                stem = f"03-01-{e:02d}-01-01-{rep:02d}-{a:02d}"
+                f0 = 110 * (1 + 0.15 * a) * (1 + 0.35 * (e - 1))
+                write_wav(root / f"Actor_{a:02d}" / f"{stem}.wav", tone(seconds, f0, seed=a * 100 + e * 10 + rep))
+    return root
+
+
+def write_configs(tmp_path: Path, corpus: Path, learner: dict, **target_extra) -> tuple[Path, Path]:
+    extract = {"dataset": {"name": "ravdess", "root": str(corpus)}, "store": str(tmp_path / "store"),
+               "progress": False,
+               "features": {"logmel": {"extractor": {"name": "logmel", "params": {"n_mels": 16}}}}}
+    train = {"extract": "extract.yaml",
+             "modalities": {"acoustic": [{"features": "logmel", "normalise": "speaker", "speaker_min_rows": 4}]},
+             "targets": {"emotion": {"label": "emotion", "classes": ["neutral", "happy", "sad", "angry"],
+                                     **target_extra}},
+             "model": {"name": "early-fusion", "params": {"learner": learner, "calibration": "none"}},
+             "cv": {"scheme": "loso", "inner_splits": 3},
+             "evaluation": {"n_bootstrap": 20, "save_model": True, "model_dir": str(tmp_path / "models")},
+             "tracking": {"enabled": False}, "output_dir": str(tmp_path / "out")}
+    (tmp_path / "extract.yaml").write_text(yaml.safe_dump(extract))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
+    return tmp_path / "extract.yaml", tmp_path / "train.yaml"
+
+
+def write_folder_study(root: Path, ids: dict[str, str], seconds: float = 0.8) -> Path:
+    """A `folder` dataset: one WAV per sample (sample id → label), pitch carrying the label,
+    and `labels.csv`; file names are made from the row number, since ids may hold any character."""
+    rows = []
+    for i, (sid, label) in enumerate(ids.items()):
+        f0 = 120.0 if label == "low" else 260.0
+        write_wav(root / "audio" / f"clip{i:03d}.wav", tone(seconds, f0 * (1 + 0.02 * i), seed=i))
+        rows.append({"sample_id": sid, "subject_id": f"subj{i}", "audio": f"audio/clip{i:03d}.wav", "pitch": label})
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root
+
+
+def folder_configs(tmp: Path, root: Path, tracking: bool = False) -> tuple[Path, Path]:
+    """Extract (log-Mel statistics) and train (early fusion of a logistic regression, 2-fold,
+    model saved) configs of a `write_folder_study` dataset."""
+    extract = {"dataset": {"name": "folder", "root": str(root)}, "store": str(tmp / "store"), "progress": False,
+               "features": {"logmel": {"extractor": {"name": "logmel", "params": {"n_mels": 16}}}}}
+    train = {"extract": "extract.yaml", "modalities": {"audio": [{"features": "logmel"}]},
+             "targets": {"pitch": {"label": "pitch", "classes": ["low", "high"]}},
+             "model": {"name": "early-fusion", "params": {"learner": {"name": "logreg", "params": {"C": 1.0}},
+                                                          "calibration": "none"}},
+             "cv": {"scheme": "grouped-kfold", "n_splits": 2, "n_repeats": 1},
+             "evaluation": {"n_bootstrap": 10, "save_model": True},
+             "tracking": {"enabled": tracking, "uri": f"sqlite:///{tmp / 'ml.db'}", "artifacts": str(tmp / "art")},
+             "output_dir": str(tmp / "out")}
+    (tmp / "extract.yaml").write_text(yaml.safe_dump(extract))
+    (tmp / "train.yaml").write_text(yaml.safe_dump(train))
+    return tmp / "extract.yaml", tmp / "train.yaml"

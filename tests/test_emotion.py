@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import tone, write_wav
+from corpora import ravdess_tree, write_configs
 
 from features.align import SegmentationConfig, Segmenter
 from features.audio import LogMelStatsExtractor
@@ -102,17 +103,6 @@ def test_meld_groups_by_dialogue_so_its_official_split_is_accepted(tmp_path):
     assert "by dialogue" in meld.grouping_note
 
 
-def ravdess_tree(root: Path, actors=(1, 2, 3, 4), emotions=(1, 3, 4, 5), seconds: float = 0.6) -> Path:
-    """RAVDESS-named WAVs: the emotion is planted as pitch, each actor has their own voice."""
-    for a in actors:
-        for e in emotions:
-            for rep in (1, 2):
-                stem = f"03-01-{e:02d}-01-01-{rep:02d}-{a:02d}"
-                f0 = 110 * (1 + 0.15 * a) * (1 + 0.35 * (e - 1))
-                write_wav(root / f"Actor_{a:02d}" / f"{stem}.wav", tone(seconds, f0, seed=a * 100 + e * 10 + rep))
-    return root
-
-
 def test_ravdess_test_actors_make_a_train_test_split_and_symlinked_actor_folders_are_read(tmp_path):
     real = ravdess_tree(tmp_path / "real", actors=(1, 2, 3), emotions=(1, 5), seconds=0.1)
     linked = tmp_path / "linked"
@@ -183,23 +173,6 @@ def test_a_learner_grid_is_chosen_on_inner_folds_and_reported():
 
 
 # --- end to end: a RAVDESS-layout corpus through `fusion train`, then the recogniser as extractor ------
-
-def write_configs(tmp_path: Path, corpus: Path, learner: dict, **target_extra) -> tuple[Path, Path]:
-    extract = {"dataset": {"name": "ravdess", "root": str(corpus)}, "store": str(tmp_path / "store"),
-               "progress": False,
-               "features": {"logmel": {"extractor": {"name": "logmel", "params": {"n_mels": 16}}}}}
-    train = {"extract": "extract.yaml",
-             "modalities": {"acoustic": [{"features": "logmel", "normalise": "speaker", "speaker_min_rows": 4}]},
-             "targets": {"emotion": {"label": "emotion", "classes": ["neutral", "happy", "sad", "angry"],
-                                     **target_extra}},
-             "model": {"name": "early-fusion", "params": {"learner": learner, "calibration": "none"}},
-             "cv": {"scheme": "loso", "inner_splits": 3},
-             "evaluation": {"n_bootstrap": 20, "save_model": True, "model_dir": str(tmp_path / "models")},
-             "tracking": {"enabled": False}, "output_dir": str(tmp_path / "out")}
-    (tmp_path / "extract.yaml").write_text(yaml.safe_dump(extract))
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
-    return tmp_path / "extract.yaml", tmp_path / "train.yaml"
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

@@ -5,6 +5,7 @@ page, screenshot, PDF pages); the intervals, glossary and bad input."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -259,6 +260,82 @@ def test_bad_input_gets_clear_messages(severity_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_a_cohort_report_without_the_runs_predictions_names_the_missing_file(severity_run, tmp_path, capsys):
+    s, _ = severity_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(Path(s["outputs"]["dir"]), run_dir)
+    (run_dir / "ptsd_predictions.csv").unlink()
+    assert main(["report", "--run", str(run_dir), "--cohort", "--no-pdf", "--no-track", "--out",
+                 str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert f"{run_dir / 'ptsd_predictions.csv'} is missing" in err and "No grouping column" not in err
+    assert not (tmp_path / "c" / "cohort.html").exists()
+    # a participant the model was trained on needs them too: no silent in-sample estimate
+    sid = pd.read_csv(run_dir / "depression_predictions.csv", dtype={"sample_id": str})["sample_id"].iloc[0]
+    assert main(["report", "--run", str(run_dir), "--participant", sid, "--no-pdf", "--no-track", "--out",
+                 str(tmp_path / "c")]) == 2
+    assert "ptsd_predictions.csv is missing" in capsys.readouterr().err
+
+
+def tamper_cases(run_dir: Path, model: Path) -> list[tuple[str, object]]:
+    """(name, edit) pairs: each edit damages one file of a copied run or model folder."""
+    def edit_json(path: Path, change):
+        def go():
+            data = json.loads(path.read_text())
+            change(data)
+            path.write_text(json.dumps(data))
+        return go
+
+    def write(path: Path, text: str | bytes):
+        return lambda: path.write_bytes(text if isinstance(text, bytes) else text.encode())
+
+    man = model / "ptsd" / "manifest.json"
+    return [
+        ("metrics.json garbage", write(run_dir / "metrics.json", "{not json")),
+        ("metrics.json a list", write(run_dir / "metrics.json", "[1, 2]")),
+        ("metrics.json target not a mapping", edit_json(run_dir / "metrics.json",
+                                                        lambda d: d["targets"].update(ptsd=3))),
+        ("predictions without y", lambda: pd.read_csv(run_dir / "ptsd_predictions.csv").drop(columns="y").to_csv(
+            run_dir / "ptsd_predictions.csv", index=False)),
+        ("predictions y out of range", lambda: pd.read_csv(run_dir / "ptsd_predictions.csv").assign(y=9).to_csv(
+            run_dir / "ptsd_predictions.csv", index=False)),
+        ("predictions binary garbage", write(run_dir / "ptsd_predictions.csv", b"\x00\xff\xfe garbage")),
+        ("manifest without state", edit_json(man, lambda d: d.pop("state"))),
+        ("manifest state of the wrong type", edit_json(man, lambda d: d.update(state=[1, 2]))),
+        ("manifest unknown model", edit_json(man, lambda d: d.update(model="nope"))),
+        ("manifest columns cut", edit_json(man, lambda d: d["columns"].update(
+            audio=d["columns"]["audio"][:3]))),
+        ("manifest columns not a list", edit_json(man, lambda d: d["columns"].update(audio=5))),
+        ("manifest n_classes changed", edit_json(man, lambda d: d.update(n_classes=7))),
+        ("manifest reference outside", edit_json(man, lambda d: d["reference"].update(file="../../x.npz"))),
+        ("reference garbage", write(model / "ptsd" / "reference.npz", b"garbage bytes, not a zip")),
+        ("reference a pickle", write(model / "ptsd" / "reference.npz", b"\x80\x04\x95\x00")),
+        ("reference wrong shape", lambda: np.savez(model / "ptsd" / "reference.npz", audio=np.zeros((3, 2)))),
+    ]
+
+
+@pytest.mark.slow
+def test_tampered_run_and_model_folders_are_named_with_what_was_expected(severity_run, tmp_path, capsys):
+    s, _ = severity_run
+    source = Path(s["outputs"]["dir"])
+    sid = pd.read_csv(source / "ptsd_predictions.csv", dtype={"sample_id": str})["sample_id"].iloc[0]
+    n = len(tamper_cases(tmp_path, tmp_path))
+    for i in range(n):
+        run_dir = tmp_path / f"run{i}"
+        shutil.copytree(source, run_dir)
+        name, edit = tamper_cases(run_dir, run_dir / "model")[i]
+        edit()
+        code = main(["report", "--run", str(run_dir), "--participant", sid, "--cohort", "--target", "ptsd",
+                     "--no-pdf", "--no-track", "--draws", "5", "--out", str(tmp_path / f"r{i}")])
+        err = capsys.readouterr().err
+        assert code == 2, (name, err)
+        (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+        assert str(run_dir) in line, (name, line)  # the folder (and the file) named
+        assert not re.match(r"error: [A-Za-z]+Error:", line) and "rerun with --debug" not in line, (name, line)
+        assert "allow_pickle" not in line, (name, line)
+
+
+@pytest.mark.slow
 def test_sequence_model_report_shows_the_turns_with_captum_attributions(severity_corpus, tmp_path):
     """ATEI over turns: the report lists the turns with the largest Integrated-Gradients
     attributions, with what was said (or not, with --hide-text)."""
@@ -283,3 +360,19 @@ def test_sequence_model_report_shows_the_turns_with_captum_attributions(severity
                                out=str(tmp_path / "h")))
     hidden = (tmp_path / "h" / f"participant_{sid}.html").read_text()
     assert "[hidden]" in hidden and not any(f"“{w}”" in hidden for w in said if len(w) > 3)
+    # a transcript edited after extraction: its new words are not shown, and the report says why
+    path = next((root / f"{sid}_P").glob("*TRANSCRIPT.csv"))
+    original, stat = path.read_bytes(), path.stat()
+    edited = transcript.copy()
+    edited.loc[edited["speaker"] == "Participant", "value"] = "words written after the extraction"
+    try:
+        edited.to_csv(path, sep="\t", index=False)
+        res = make_reports(ReportRequest(run=str(run_dir), participants=[sid], pdf=False, track=False,
+                                         out=str(tmp_path / "e")))
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    page = (tmp_path / "e" / f"participant_{sid}.html").read_text()
+    assert "words written after the extraction" not in page
+    assert f"{path} is not the transcript the features of" in page and "edited since" in page
+    assert any(str(path) in w and "edited since" in w for w in res.warnings)

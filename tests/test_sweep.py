@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_emotion import ravdess_tree, write_configs
+from corpora import ravdess_tree, write_configs
 
 from fusion.cli import main
 from fusion.config.load import load_config
@@ -90,23 +90,171 @@ def test_a_sweep_finds_the_best_config_evaluates_it_once_and_resumes(corpus):
 
 
 def test_a_trial_left_running_by_a_killed_process_is_failed_and_retried(corpus):
+    """A worker on another host that stops sending heartbeats: its trial is failed after the
+    grace period and retried once with its parameters."""
     import optuna
 
     from fusion.sweep import storage_for
 
-    path = sweep_file(corpus, "killed", heartbeat=1, grace_period=2, n_trials=2, evaluate_best=False)
+    path = sweep_file(corpus, "killed", heartbeat=1, grace_period=2, n_trials=1, evaluate_best=False)
+    assert main(["sweep", "--config", str(path)]) == 0
     cfg = load_config(SweepConfig, path)
     storage, _ = storage_for(cfg, "killed")
-    study = optuna.create_study(study_name="killed", storage=storage, direction="maximize")
+    study = optuna.load_study(study_name="killed", storage=storage)
     orphan = study.ask({"model.params.learner.params.C": optuna.distributions.FloatDistribution(1e-4, 10.0, log=True)})
+    storage.set_trial_user_attr(orphan._trial_id, "worker", {"host": "elsewhere", "pid": 1, "started": 0.0})
     storage.record_heartbeat(orphan._trial_id)  # then its process "dies": no more heartbeats
     time.sleep(3)
-    assert main(["sweep", "--config", str(path), "--json", str(corpus / "k.json")]) == 0
+    assert main(["sweep", "--config", str(path), "--n-trials", "3", "--json", str(corpus / "k.json")]) == 0
     s = json.loads((corpus / "k.json").read_text())
-    assert s["states"]["FAIL"] == 1 and s["n_trials"] == 2
+    assert s["states"]["FAIL"] == 1 and s["n_trials"] == 3
     retried = [t for t in optuna.load_study(study_name="killed", storage=storage).trials
                if t.system_attrs.get("failed_trial") == orphan.number]
     assert retried and retried[0].params == orphan.params
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_rerun_after_a_killed_worker_completes_the_asked_number_of_trials(corpus, capsys):
+    """A sweep killed with SIGKILL leaves its trial RUNNING, with a heartbeat that is not stale
+    yet when the sweep is rerun at once: the rerun sees that the trial's worker on this host is
+    gone, fails it (not counted), retries it and completes n_trials finished trials."""
+    import optuna
+
+    from fusion.sweep import storage_for
+
+    path = sweep_file(corpus, "sigkill", n_trials=3, evaluate_best=False)  # default grace period: 90 s
+    assert main(["sweep", "--config", str(path), "--n-trials", "2"]) == 0
+    storage, _ = storage_for(load_config(SweepConfig, path), "sigkill")
+    study = optuna.load_study(study_name="sigkill", storage=storage)
+    orphan = study.ask({"model.params.learner.params.C": optuna.distributions.FloatDistribution(1e-4, 10.0, log=True)})
+    storage.set_trial_user_attr(orphan._trial_id, "worker", {"host": socket.gethostname(), "pid": dead_pid(),
+                                                             "started": 1.0})
+    storage.record_heartbeat(orphan._trial_id)  # fresh: the heartbeat alone would wait 90 s
+    capsys.readouterr()
+    assert main(["sweep", "--config", str(path), "--json", str(corpus / "sk.json")]) == 0
+    s = json.loads((corpus / "sk.json").read_text())
+    assert s["n_trials"] == 3 and s["states"].get("FAIL") == 1
+    assert [r["trial"] for r in s["recovered"]] == [orphan.number]
+    assert f"trial {orphan.number} was left running by worker" in capsys.readouterr().out
+    trials = optuna.load_study(study_name="sigkill", storage=storage).trials
+    assert [t.state.name for t in trials if t.number == orphan.number] == ["FAIL"]
+    # a running trial of a live worker on this host is left alone
+    live = study.ask({"model.params.learner.params.C": optuna.distributions.FloatDistribution(1e-4, 10.0, log=True)})
+    from fusion.sweep import fail_orphans, worker_identity
+
+    storage.set_trial_user_attr(live._trial_id, "worker", worker_identity())
+    assert fail_orphans(study, storage) == []
+    study.tell(live, state=optuna.trial.TrialState.FAIL)
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_with_sigkill_and_rerun_at_once_runs_every_asked_trial(corpus):
+    import signal
+
+    import optuna
+
+    path = sweep_file(corpus, "realkill", n_trials=4, evaluate_best=False, overrides=[
+        "model.params.learner={name: mlp, params: {max_epochs: 400, patience: 400, device: cpu, hidden: 32}}"],
+        space={"model.params.learner.params.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}})
+    url = f"sqlite:///{(corpus / 'sweeps' / 'realkill.db').resolve()}"
+    proc = subprocess.Popen([sys.executable, "-m", "fusion.cli", "sweep", "--config", str(path)],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    running = []
+    while time.time() < deadline and not running:
+        time.sleep(0.2)
+        try:
+            study = optuna.load_study(study_name="realkill", storage=url)
+            running = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"
+                       and "worker" in t.user_attrs]
+        except Exception:  # noqa: BLE001 - the study is not created yet
+            continue
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert running, "no trial was seen running before the deadline"
+    assert main(["sweep", "--config", str(path), "--json", str(corpus / "rk.json")]) == 0
+    s = json.loads((corpus / "rk.json").read_text())
+    assert s["n_trials"] == 4 and [r["trial"] for r in s["recovered"]] == [running[0].number]
+
+
+def test_a_second_sweep_config_never_joins_another_sweeps_study(corpus, capsys):
+    """Without a study name the study is named after the sweep config; a stored study made by
+    another definition (space, objective, direction, train config) is refused, saying how."""
+    first = sweep_file(corpus, "first", n_trials=2, evaluate_best=False, study=None)
+    assert main(["sweep", "--config", str(first), "--json", str(corpus / "first.json")]) == 0
+    s = json.loads((corpus / "first.json").read_text())
+    assert s["study"] == "first" and s["storage"].endswith("/first.db")
+    best_before = (corpus / "sweeps" / "first" / "best.yaml").read_text()
+    # another sweep config over the same train config gets its own study
+    second = sweep_file(corpus, "second", n_trials=2, evaluate_best=False, study=None, objective="ece",
+                        direction="minimize")
+    assert main(["sweep", "--config", str(second), "--json", str(corpus / "second.json")]) == 0
+    s2 = json.loads((corpus / "second.json").read_text())
+    assert s2["study"] == "second" and s2["objective"] == "ece" and s2["n_trials"] == 2
+    # pointed at the first's study, it is refused, naming what differs
+    capsys.readouterr()
+    assert main(["sweep", "--config", str(second), "--study", "first", "--storage", s["storage"]]) == 2
+    err = capsys.readouterr().err
+    assert "belongs to another sweep definition" in err
+    assert "objective 'uar' (this sweep: 'ece')" in err
+    assert "direction 'maximize' (this sweep: 'minimize')" in err and "--study NAME" in err
+    assert (corpus / "sweeps" / "first" / "best.yaml").read_text() == best_before  # untouched
+    # another search space, or an edited train config, is refused too
+    other = sweep_file(corpus, "first", n_trials=3, evaluate_best=False, study=None, space={
+        "model.params.learner.params.C": {"type": "float", "low": 1e-2, "high": 1.0, "log": True}})
+    assert main(["sweep", "--config", str(other)]) == 2
+    assert "search space (keys model.params.learner.params.C)" in capsys.readouterr().err
+    edited = sweep_file(corpus, "first", n_trials=3, evaluate_best=False, study=None,
+                        overrides=["evaluation.n_bootstrap=10"])
+    assert main(["sweep", "--config", str(edited)]) == 2
+    assert "overrides" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "/abs", "", "x" * 200])
+def test_a_study_name_is_a_name_not_a_path(corpus, name, capsys):
+    path = sweep_file(corpus, "named", n_trials=1, evaluate_best=False)
+    assert main(["sweep", "--config", str(path), "--study", name]) == 2
+    assert "is not a study name" in capsys.readouterr().err
+    assert not (corpus.parent / "x.db").exists() and not (corpus / "x.db").exists()
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"type": "int", "low": 0.2, "high": 0.8}, "an int parameter needs an integer low, got 0.2"),
+    ({"type": "int", "low": 1, "high": 8, "step": 0.5}, "an int parameter needs an integer step, got 0.5"),
+    ({"type": "float", "low": 0.1, "high": 1.0, "log": True, "step": 0.1}, "a log-scaled parameter takes no step"),
+    ({"type": "int", "low": 0, "high": 8, "log": True}, "a log-scaled int parameter needs low >= 1"),
+    ({"type": "float", "low": 1.0, "high": 1.0}, "needs low < high"),
+    ({"type": "float", "low": 0.0, "high": 1.0, "step": 2.0}, "step 2 is wider than the range"),
+    ({"type": "float", "low": 0.0, "high": 1.0, "choices": [1, 2]}, "takes low and high, not choices"),
+    ({"type": "categorical", "choices": [1, 1]}, "choices repeat a value"),
+])
+def test_the_search_space_is_checked_before_any_trial_naming_the_parameter(corpus, spec, message, capsys):
+    path = sweep_file(corpus, "space", n_trials=1, evaluate_best=False,
+                      space={"model.params.learner.params.C": spec})
+    assert main(["sweep", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "'space.model.params.learner.params.C'" in err
+    assert not (corpus / "sweeps" / "space.db").exists()  # refused before a study was made
+
+
+def test_categorical_choices_may_be_lists_and_mappings(corpus):
+    """A choice may be any config value (a list of columns, a learner's parameters): offered to
+    Optuna as its JSON text, decoded back for the trial and the best configuration."""
+    choices = [{"name": "logreg", "params": {"C": 0.1}}, {"name": "logreg", "params": {"C": 10.0}}]
+    path = sweep_file(corpus, "lists", n_trials=3, evaluate_best=False,
+                      space={"model.params.learner": {"type": "categorical", "choices": choices}})
+    assert main(["sweep", "--config", str(path), "--json", str(corpus / "lists.json")]) == 0
+    s = json.loads((corpus / "lists.json").read_text())
+    assert s["best"]["params"]["model.params.learner"] in choices
+    best = load_config(TrainConfig, s["best_config"])
+    assert best.model.params["learner"] == s["best"]["params"]["model.params.learner"]
 
 
 def _pg_bin(name: str) -> str | None:
@@ -160,7 +308,7 @@ def test_two_workers_share_one_postgresql_study_with_an_exact_trial_count(corpus
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 8  # exactly, though two processes ran them
     assert len({t.number for t in study.trials}) == len(study.trials)
-    assert len({t.user_attrs["worker"] for t in finished}) == 2  # both took part
+    assert len({(t.user_attrs["worker"]["host"], t.user_attrs["worker"]["pid"]) for t in finished}) == 2  # both
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs" / "sweep").glob("*.yaml")),

@@ -66,13 +66,90 @@ def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> Any:
     return _unwrap(tp)
 
 
+# A config is a few hundred values; even a long list of sample ids stays far below this. The
+# bound counts every value an alias would copy, so that an alias bomb ("billion laughs") is
+# refused from its small parse tree before anything is built from it.
+MAX_YAML_NODES = 200_000
+
+
+class YamlSyntaxError(ConfigError):
+    """Text that is not YAML."""
+
+
+def read_yaml_text(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> Any:
+    """YAML text → Python values (safe tags only), refusing a document whose values, counted
+    with every alias expanded, exceed `max_nodes`, or whose aliases refer to themselves.
+
+    Raises:
+        ConfigError: naming `where` (a file or a --set item) and what was found.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise ConfigError(f"{where}: YAML nested too deeply") from None
+        if node is None:
+            return None
+        n = expanded_size(node, max_nodes)
+        if n is None:
+            raise ConfigError(f"{where}: an alias refers to a value that contains it (a recursive YAML alias); "
+                              "write the values out") from None
+        if n > max_nodes:
+            raise ConfigError(f"{where}: the YAML expands to more than {max_nodes:,} values (aliases counted as "
+                              "the values they copy); a config is far smaller — is it an alias bomb?")
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise YamlSyntaxError(f"{where}: not valid YAML: {err}") from None
+    finally:
+        loader.dispose()
+
+
+def expanded_size(root: yaml.Node, limit: int) -> int | None:
+    """The number of values in a YAML node graph with every alias expanded (stopping once past
+    `limit`), or None when an alias is recursive. Linear in the graph's size: a node reached
+    through many aliases is counted from its memoised size."""
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            kids = _children(node)
+            size[key] = min(limit + 1, 1 + sum(size[id(k)] for k in kids))
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            return None
+        on_path.add(key)
+        stack.append((node, True))
+        for k in _children(node):
+            if id(k) in on_path:
+                return None
+            if id(k) not in size:
+                stack.append((k, False))
+    return size[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    data = read_yaml_text(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -114,9 +191,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not parts:
         raise ConfigError(f"--set {item!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
+        value = read_yaml_text(raw, f"--set {item}") if raw.strip() else ""
+    except YamlSyntaxError:
+        value = raw  # not YAML: the text itself
     return parts, value
 
 
@@ -136,21 +213,28 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str],
                 )
             node = nxt
         node[parts[-1]] = value
+        origins.pop(tuple(parts), None)  # keep the overrides in the order they were applied
         origins[tuple(parts)] = f"--set {item}"
     return data
 
 
 def _origin(loc: Sequence[Any], origins: Mapping[tuple, str], default: str) -> str:
-    """Where the value at `loc` came from: the deepest file or --set covering it."""
+    """Where the value at `loc` came from: the last `--set` that wrote it, a part of it or a
+    section holding it (overrides are kept in the order they were applied), else the deepest
+    file covering it."""
     loc = tuple(str(p) for p in loc)
+    last_set = None
     best, best_len = default, -1
     for prefix, where in origins.items():
         prefix = tuple(map(str, prefix))
-        if loc[: len(prefix)] == prefix and len(prefix) > best_len:
+        covers = loc[: len(prefix)] == prefix
+        below = prefix[: len(loc)] == loc and len(prefix) > len(loc)
+        if where.startswith("--set"):
+            if covers or below:
+                last_set = where
+        elif covers and len(prefix) > best_len:
             best, best_len = where, len(prefix)
-        elif prefix[: len(loc)] == loc and len(prefix) > len(loc) and where.startswith("--set"):
-            return where  # an override below this key made it invalid
-    return best
+    return last_set or best
 
 
 def format_errors(model: type[BaseModel], err: ValidationError | list[dict], origins: Mapping[tuple, str],
@@ -171,9 +255,11 @@ def format_errors(model: type[BaseModel], err: ValidationError | list[dict], ori
             lines.append(f"invalid value for {key + '.name'!r} in {where}: {e['ctx']['message']}")
         elif e["type"] == "component_params":
             lines.extend(format_errors(e["ctx"]["schema"], e["ctx"]["errors"], origins, source,
-                                       tuple(full) + ("params",)))
+                                       tuple(full) + tuple(e["ctx"].get("at", ("params",)))))
         elif e["type"] == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
+            if parent is None and loc and loc[0] == "grid":  # a learner's grid holds its parameters' values
+                parent = _model_at(model, loc[1:-1])
             is_model = isinstance(parent, type) and issubclass(parent, BaseModel)
             valid = ", ".join(parent.model_fields) if is_model else "?"
             scope = ".".join(str(p) for p in full[:-1]) or "the top level"

@@ -6,12 +6,12 @@ Loading, `--set` overrides and error messages are in `fusion.config.load`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.align import SegmentationConfig
-from fusion.evaluation.splits import SplitConfig
+from fusion.evaluation.splits import Seed, SplitConfig
 
 
 class ConfigError(ValueError):
@@ -255,7 +255,7 @@ class PaperProtocolConfig(StrictModel):
     text_dim: int = 768
     face_dim: int = 512
     n_splits: int = 7
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2])
 
 
 class TrackingConfig(StrictModel):
@@ -272,8 +272,8 @@ class TrainConfig(StrictModel):
     tracking. `protocol` selects the runner (`fusion.cli`): ours, or a published baseline."""
 
     extract: ExtractConfig | None = None
-    modalities: dict[str, list[InputSpec]]
-    targets: dict[str, TargetSpec]
+    modalities: dict[str, Annotated[list[InputSpec], Field(min_length=1)]] = Field(min_length=1)
+    targets: dict[str, TargetSpec] = Field(min_length=1)
     model: ComponentSpec
     cv: SplitConfig = Field(default_factory=SplitConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
@@ -287,7 +287,7 @@ class CorpusConfig(StrictModel):
     """The synthetic demo corpus (written into the extract config's dataset root)."""
 
     n_sessions: int = Field(60, ge=4)
-    seed: int = 0
+    seed: Seed = 0
     questions: int = Field(10, ge=2)
     dev_fraction: float = Field(0.3, ge=0.0, lt=1.0)
 

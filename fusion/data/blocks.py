@@ -24,7 +24,7 @@ import pandas as pd
 from features.align import Segmenter
 from features.registry import build_extractor
 from features.runner import feature_set_key
-from features.store import FeatureSetKey, FeatureStore
+from features.store import FeatureSetKey, FeatureStore, StoreError
 from fusion.config.schema import ConfigError, ExtractConfig, InputSpec, TargetSpec, TrainConfig
 from fusion.data.sequences import Block, available, sequence_blocks
 from fusion.datasets.base import DatasetAdapter, build_dataset, group_column
@@ -66,6 +66,11 @@ def read_input(store: FeatureStore, extract: ExtractConfig, inp: InputSpec) -> t
     if not path.exists():
         raise FileNotFoundError(f"feature set {inp.features!r} ({path}) has not been extracted yet; run "
                                 f"`fusion extract` with the same extract config first")
+    meta = store.read_metadata(path)  # names a damaged or foreign file before its rows are used
+    if meta["param_hash"] != key.param_hash:
+        raise StoreError(f"{path}: holds features of parameter hash {meta['param_hash'][:16]}, not "
+                         f"{key.param_hash[:16]} as its name says (a file copied or renamed by hand); delete it "
+                         "and run `fusion extract` again")
     frame = store.read(path)
     if inp.columns:
         keep = [c for c in frame.columns if any(fnmatch.fnmatchcase(c, pat) for pat in inp.columns)]
@@ -73,7 +78,27 @@ def read_input(store: FeatureStore, extract: ExtractConfig, inp: InputSpec) -> t
             raise ConfigError(f"columns {inp.columns} of feature set {inp.features!r} match nothing "
                               f"(its columns start {list(frame.columns[:4])})")
         frame = frame[keep]
+    check_finite(frame, inp.features, path)
     return frame, {"path": str(path), "param_hash": key.param_hash, "file_digest": _digest(path)}
+
+
+def check_finite(frame: pd.DataFrame, name: str, path: Path) -> None:
+    """Refuse infinite feature values (NaN marks a missing value; an infinity is a fault of the
+    extraction, which no model can use).
+
+    Raises:
+        ConfigError: naming the feature set, its file, the columns and the samples.
+    """
+    X = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    inf = np.isinf(X)
+    if not inf.any():
+        return
+    cols = frame.columns[inf.any(0)]
+    samples = pd.unique(frame.index.get_level_values(0)[inf.any(1)])
+    raise ConfigError(f"feature set {name!r} ({path}) holds infinite values in {len(cols)} column(s) "
+                      f"({', '.join(map(str, cols[:5]))}{' …' if len(cols) > 5 else ''}) of {len(samples)} sample(s) "
+                      f"({', '.join(map(str, samples[:5]))}{' …' if len(samples) > 5 else ''}); re-extract those "
+                      "samples, or leave the columns out (`columns:` of the input)")
 
 
 def speaker_normalise(frame: pd.DataFrame, subjects: pd.Series, min_rows: int, what: str) -> pd.DataFrame:
@@ -220,6 +245,13 @@ def load_model_data(cfg: TrainConfig, sequence_ok: bool = True) -> ModelData:
         seqs, notes = sequence_blocks(seq_frames, list(labels.index), max_len)
         blocks.update(seqs)
     blocks = {m: blocks[m] for m in cfg.modalities}
+    for modality, block in blocks.items():
+        if not available(block).any():
+            sets = ", ".join(f"{i.features!r} ({provenance[i.features]['path']})" for i in cfg.modalities[modality])
+            raise ConfigError(f"modality {modality!r} has no features for any sample of {dataset.name}: feature "
+                              f"set(s) {sets} hold no rows of the dataset's {len(labels)} samples (every "
+                              "sample failed extraction, or the store is of another corpus); a modality without "
+                              "samples cannot be fused")
     return ModelData(dataset, labels, blocks, columns, provenance, notes)
 
 
@@ -294,10 +326,22 @@ def select_target(name: str, spec: TargetSpec, labels: pd.DataFrame, blocks: Map
         raise ConfigError(f"target {name}: label {spec.label!r} is not a label of {dataset_name}; labels "
                           f"are: {', '.join(labels.columns.drop(reserved, errors='ignore'))}")
     labelled = labels[spec.label].notna().to_numpy()
-    any_modality = np.column_stack([available(b) for b in blocks.values()]).any(1)
+    present = {m: available(b) for m, b in blocks.items()}
+    any_modality = np.column_stack(list(present.values())).any(1)
     keep = labelled & any_modality
+    if not keep.any():
+        raise ConfigError(f"target {name}: no sample of {dataset_name} has both the label {spec.label!r} "
+                          f"({int(labelled.sum())} labelled) and features in any modality")
+    empty = [m for m, has in present.items() if not has[keep].any()]
+    if empty:
+        raise ConfigError(f"target {name}: modality {empty[0]!r} has no features for any of the {int(keep.sum())} "
+                          f"samples labelled with {spec.label!r}; remove it from `modalities`, or extract its "
+                          "features for these samples")
     lab = labels[keep]
     y = class_indices(name, spec, lab[spec.label])
+    if len(np.unique(y)) < 2:
+        raise ConfigError(f"target {name}: all {len(y)} usable samples have the same {spec.label!r} "
+                          f"({lab[spec.label].iloc[0]!r}); a classifier needs samples of at least two classes")
     score = None
     if spec.score is not None:
         if spec.score not in labels.columns:

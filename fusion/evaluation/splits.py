@@ -6,11 +6,15 @@ that no subject is ever on two sides of a split.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold
+
+# NumPy, scikit-learn and PyTorch take seeds in 0..2**32 - 1; seeds derived from a configured one
+# (per repeat, fold, trial) add small offsets, so a configured seed keeps below 2**31.
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="a non-negative integer below 2**31")]
 
 
 class SplitError(ValueError):
@@ -68,14 +72,14 @@ class SplitConfig(BaseModel):
     scheme: Literal["grouped-kfold", "loso", "official", "holdout", "turn-level"] = "grouped-kfold"
     n_splits: int = Field(5, ge=2)
     n_repeats: int = Field(3, ge=1)
-    seed: int = 0
+    seed: Seed = 0
     inner_splits: int = Field(0, ge=0)
     train_splits: list[str] = Field(default_factory=lambda: ["train"])
     test_splits: list[str] = Field(default_factory=lambda: ["dev"])
     val_splits: list[str] = Field(default_factory=list)
     test_groups: list[str] = Field(default_factory=list)
     group_by: str = "auto"
-    seeds: list[int] | None = Field(None, min_length=1)
+    seeds: list[Seed] | None = Field(None, min_length=1)
 
 
 def grouped_kfold(y: np.ndarray, groups: np.ndarray, n_splits: int,
@@ -90,6 +94,10 @@ def grouped_kfold(y: np.ndarray, groups: np.ndarray, n_splits: int,
         raise SplitError(f"cannot make {n_splits} subject-grouped folds from {n_groups} subjects")
     # Stratify on the subject's label: StratifiedGroupKFold balances groups per class.
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    counts = np.unique(y, return_counts=True)[1]
+    if counts.max() < n_splits:  # scikit-learn's own check, said in terms of the data
+        raise SplitError(f"cannot make {n_splits} class-stratified folds: no class has {n_splits} samples "
+                         f"(the largest has {counts.max()}); use fewer folds (cv.n_splits, cv.inner_splits)")
     folds = list(cv.split(np.zeros(len(y)), y, groups))
     for i, (tr, te) in enumerate(folds):
         check_disjoint(groups, tr, te, f"fold {i} (seed {seed})")
@@ -104,6 +112,18 @@ def inner_folds(y: np.ndarray, groups: np.ndarray, train: np.ndarray, n_splits: 
     for tr, va in grouped_kfold(y[train], groups[train], n, seed):
         out.append((train[tr], train[va]))
     return out
+
+
+def check_two_classes(y: np.ndarray, train: np.ndarray, what: str) -> None:
+    """Refuse a fold whose training part holds one class only (no classifier can be fitted).
+
+    Raises:
+        SplitError: naming the fold, the class and what to change.
+    """
+    present = np.unique(np.asarray(y)[train])
+    if len(present) < 2:
+        raise SplitError(f"{what} trains on samples of one class only (class {present[0] if len(present) else '?'}, "
+                         f"{len(train)} samples): use fewer folds (cv.n_splits, cv.inner_splits) or more samples")
 
 
 def make_folds(cfg: SplitConfig, y: np.ndarray, groups: np.ndarray,
@@ -155,6 +175,7 @@ def make_folds(cfg: SplitConfig, y: np.ndarray, groups: np.ndarray,
     for r, f, seed, tr, te in outer:
         if cfg.scheme != "turn-level":
             check_disjoint(groups, tr, te, f"outer fold {f} of repeat {r}")
+        check_two_classes(y, tr, f"outer fold {f} of repeat {r}")
         inner = []
         if cfg.inner_splits > 1 and cfg.scheme == "turn-level":  # naive all the way down
             from sklearn.model_selection import StratifiedKFold
@@ -166,6 +187,7 @@ def make_folds(cfg: SplitConfig, y: np.ndarray, groups: np.ndarray,
             for i, (itr, iva) in enumerate(inner):
                 if cfg.scheme != "turn-level":
                     check_disjoint(groups, itr, iva, f"inner fold {i} of outer fold {f}")
+                check_two_classes(y, itr, f"inner fold {i} of outer fold {f} (repeat {r})")
                 if np.intersect1d(iva, te).size:
                     raise LeakageError(f"inner validation of outer fold {f} contains test samples")
         folds.append(Fold(r, f, seed, tr, te, inner))

@@ -4,6 +4,8 @@ in the MLflow run when one is given."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
 import sys
 import time
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from features.files import atomic_write_bytes, atomic_write_text
+from features.registry import exception_text
 from fusion.report import content, render
 from fusion.report.sources import (
     ReportError,
@@ -29,7 +32,9 @@ from fusion.report.sources import (
 @dataclass
 class ReportRequest:
     """What to report on. `run` is a run folder or MLflow run id; `model` a model folder
-    (default: the run's); `data` a train config (default: the run's `config.yaml`)."""
+    (default: the run's); `data` a train config (default: the run's `config.yaml`); `out` the
+    folder written (default: `outputs/reports/<run id, or the model folder's name and a digest
+    of its path>`, so that reports of different runs never share a folder)."""
 
     run: str | None = None
     model: str | None = None
@@ -37,7 +42,7 @@ class ReportRequest:
     overrides: Sequence[str] = ()
     participants: Sequence[str] = ()
     cohort: bool = False
-    out: str = "outputs/reports"
+    out: str | None = None
     targets: Sequence[str] = ()
     hide_text: bool = False
     pdf: bool = True
@@ -58,7 +63,54 @@ class ReportResult:
 
 
 def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "report"
+    """`text` as a file name: unchanged when it is one already; otherwise its unsafe characters
+    replaced and a digest of the original appended, so that different texts never share a
+    name (`s 1` → `s_1-1f0c…`, while `s_1` stays `s_1`)."""
+    text = str(text)
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.")[:80]
+    if cleaned == text:
+        return text
+    return f"{cleaned or 'id'}-{hashlib.blake2b(text.encode(), digest_size=4).hexdigest()}"
+
+
+@contextlib.contextmanager
+def damage_named(model_dir: Path, run: Run | None):
+    """Turn an unexpected failure while computing a report into one naming what it was read
+    from: the model folder and the run folder (a file in one of them edited or damaged)."""
+    try:
+        yield
+    except ReportError:
+        raise
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as err:
+        what = exception_text(err)
+        run_part = f" and the run folder {run.folder}" if run is not None else ""
+        raise ReportError(f"the model folder {model_dir}{run_part} do not fit together or one of their files is "
+                          f"damaged ({what}); save the model again with `fusion train`") from err
+
+
+def check_unique_names(ids: Sequence[str]) -> None:
+    """Refuse ids whose report files would share a name on a case-insensitive file system.
+
+    Raises:
+        ReportError: naming the ids.
+    """
+    seen: dict[str, str] = {}
+    for sid in ids:
+        name = safe_name(sid).lower()
+        if name in seen:
+            raise ReportError(f"participants {seen[name]!r} and {sid!r} would be written to the same report file "
+                              f"(participant_{safe_name(sid)}.html, ignoring case); report them with separate --out")
+        seen[name] = sid
+
+
+def default_out(run: Run | None, model_dir: Path) -> Path:
+    """`outputs/reports/<the run's id or folder name>`, or for a model alone
+    `outputs/reports/<model folder>-<digest of its absolute path>`."""
+    if run is not None:
+        return Path("outputs/reports") / safe_name(run.run_id or run.folder.resolve().name)
+    where = str(Path(model_dir).resolve())
+    digest = hashlib.blake2b(where.encode(), digest_size=4).hexdigest()
+    return Path("outputs/reports") / f"{safe_name(Path(where).name)}-{digest}"
 
 
 def model_card(targets: dict[str, TargetModel], run: Run | None, cfg=None) -> dict[str, Any]:
@@ -156,7 +208,7 @@ def make_reports(req: ReportRequest) -> ReportResult:
     if req.cohort and run is None:
         raise ReportError(f"the cohort report needs the evaluation run of {model_dir} (its held-out predictions): "
                           "give --run")
-    out = Path(req.out)
+    out = Path(req.out) if req.out else default_out(run, model_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg, data = _load_data(req, run)
     for tm in targets.values():
@@ -181,11 +233,19 @@ def make_reports(req: ReportRequest) -> ReportResult:
     rendered: list[tuple[Path, Path | None]] = []
     if req.participants:
         t1 = time.perf_counter()
-        ids = [str(p) for p in req.participants]
-        contents, failed = content.participants(targets, data.blocks, data.labels, ids, run=run, dataset=data.dataset,
-                                                hide_text=req.hide_text, n_draws=req.n_draws, seed=req.seed)
+        ids = list(dict.fromkeys(str(p) for p in req.participants))  # one report per participant
+        check_unique_names(ids)
+        with damage_named(model_dir, run):
+            contents, failed = content.participants(targets, data.blocks, data.labels, ids, run=run,
+                                                    dataset=data.dataset, provenance=data.provenance,
+                                                    hide_text=req.hide_text, n_draws=req.n_draws, seed=req.seed)
         result.failed.update(failed)
         for sid, p in contents.items():
+            for t in p["targets"].values():
+                note = t.get("turns_note")
+                if note and f"WARNING: participant {sid}: {note}" not in result.warnings:
+                    result.warnings.append(f"WARNING: participant {sid}: {note}")
+                    print(result.warnings[-1], file=sys.stderr)
             html = render.participant_html(p, card, warnings=result.warnings, run_id=run.run_id if run else None,
                                            hide_text=req.hide_text)
             path = out / f"participant_{safe_name(sid)}.html"
@@ -196,7 +256,8 @@ def make_reports(req: ReportRequest) -> ReportResult:
         result.seconds["participants_html"] = time.perf_counter() - t1
     if req.cohort:
         t1 = time.perf_counter()
-        c = content.cohort(run, targets, data.labels, req.subgroups, seed=req.seed)
+        with damage_named(model_dir, run):
+            c = content.cohort(run, targets, data.labels, req.subgroups, seed=req.seed)
         path = out / "cohort.html"
         atomic_write_text(render.cohort_html(c, card), path)
         result.files.append(path)

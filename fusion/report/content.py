@@ -26,7 +26,7 @@ import pandas as pd
 
 from fusion.data.sequences import SequenceBlock, available
 from fusion.report.glossary import describe
-from fusion.report.sources import ReportError, Run, TargetModel
+from fusion.report.sources import ReportError, Run, TargetModel, changed_source
 
 INTERVAL = 0.90
 METRIC_NAMES = {"f1_weighted": "weighted F1", "balanced_accuracy": "balanced accuracy", "uar": "UAR",
@@ -76,7 +76,7 @@ def held_out(run: Run | None, target: str, sample_ids: Sequence[str], k: int) ->
     each of `sample_ids` that the run scored."""
     if run is None:
         return {}
-    preds = run.table(f"{target}_predictions")
+    preds = run.predictions(target, k)
     if preds is None:
         return {}
     preds = preds.set_index("sample_id")
@@ -95,20 +95,28 @@ def held_out(run: Run | None, target: str, sample_ids: Sequence[str], k: int) ->
     return out
 
 
-def turn_texts(dataset, sample_id: str, recipe: dict[str, Any]) -> list[tuple[float, float, str]]:
-    """(start, end, words) of the sample's turns, segmented as the model's inputs were."""
+def turn_texts(dataset, sample_id: str, recipe: dict[str, Any],
+               provenance: Mapping[str, Mapping[str, Any]] | None = None
+               ) -> tuple[list[tuple[float, float, str]], str | None]:
+    """(start, end, words) of the sample's turns, segmented as the model's inputs were, and a
+    warning instead of the words when the transcript is not the one the features came from
+    (edited since extraction: `fusion.report.sources.changed_source`)."""
     from features.align import SegmentationConfig, turns_from_transcript
 
     sample = next((s for s in dataset.samples() if s.sample_id == sample_id), None)
     path = None if sample is None else sample.media.get("transcript")
     if path is None or not Path(path).exists():
-        return []
+        return [], None
+    changed = changed_source(provenance or {}, recipe.get("features"), sample_id, Path(path))
+    if changed:
+        return [], changed
     seg = turns_from_transcript(Path(path), SegmentationConfig(**recipe.get("segmentation", {})))
-    return [(s.start, s.end, s.text or "") for s in seg.segments]
+    return [(s.start, s.end, s.text or "") for s in seg.segments], None
 
 
 def participants(targets: Mapping[str, TargetModel], blocks: Mapping[str, Any], labels: pd.DataFrame,
-                 sample_ids: Sequence[str], *, run: Run | None = None, dataset=None, hide_text: bool = False,
+                 sample_ids: Sequence[str], *, run: Run | None = None, dataset=None,
+                 provenance: Mapping[str, Mapping[str, Any]] | None = None, hide_text: bool = False,
                  n_draws: int = 200, top_features: int = 4, top_turns: int = 5,
                  seed: int = 0) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Each participant's report content, and the participants that cannot be reported (id →
@@ -139,9 +147,10 @@ def participants(targets: Mapping[str, TargetModel], blocks: Mapping[str, Any], 
     sub = {m: b[kept] for m, b in sub.items()}
     ids = [sample_ids[j] for j in keep]
     for tname, tm in targets.items():
-        for sid, content in zip(ids, target_content(tm, sub, labels, ids, run=run, dataset=dataset,
-                                                    hide_text=hide_text, n_draws=n_draws, top_features=top_features,
-                                                    top_turns=top_turns, seed=seed), strict=True):
+        contents = target_content(tm, sub, labels, ids, run=run, dataset=dataset, provenance=provenance,
+                                  hide_text=hide_text, n_draws=n_draws, top_features=top_features,
+                                  top_turns=top_turns, seed=seed)
+        for sid, content in zip(ids, contents, strict=True):
             out[sid]["targets"][tname] = content
         for sid, j in zip(ids, range(len(ids)), strict=True):
             out[sid]["modalities"] = {m: bool(available(b)[j]) for m, b in sub.items()}
@@ -150,6 +159,7 @@ def participants(targets: Mapping[str, TargetModel], blocks: Mapping[str, Any], 
 
 def target_content(tm: TargetModel, blocks: Mapping[str, Any], labels: pd.DataFrame, ids: list[str], *,
                    run: Run | None, dataset, hide_text: bool, n_draws: int, top_features: int, top_turns: int,
+                   provenance: Mapping[str, Mapping[str, Any]] | None = None,
                    seed: int) -> list[dict[str, Any]]:
     """One target's part of each participant's report (see `participants`)."""
     model, names = tm.model, tm.class_names
@@ -221,7 +231,8 @@ def target_content(tm: TargetModel, blocks: Mapping[str, Any], labels: pd.DataFr
         c["recorded"] = _recorded(tm, labels, sid, names)
         c["modalities"] = _modalities(tm, blocks, mods, shares, i, drops)
         c["features"] = _features(tm, blocks, feats, i, int(np.argmax(proba[i])), top_features)
-        c["turns"] = _turns(tm, blocks, turns, i, sid, dataset, hide_text, top_turns) if turns else None
+        c["turns"], c["turns_note"] = (_turns(tm, blocks, turns, i, sid, dataset, provenance, hide_text, top_turns)
+                                       if turns else (None, None))
         out.append(c)
     return out
 
@@ -306,10 +317,10 @@ def _features(tm, blocks, feats, i, cls, top) -> list[dict[str, Any]]:
     return out
 
 
-def _turns(tm, blocks, turns, i, sid, dataset, hide_text, top) -> list[dict[str, Any]]:
+def _turns(tm, blocks, turns, i, sid, dataset, provenance, hide_text, top) -> tuple[list[dict[str, Any]], str | None]:
     seq = [m for m in turns if isinstance(blocks[m], SequenceBlock) and turns[m].ndim == 2]
     if not seq:
-        return []
+        return [], None
     first = blocks[seq[0]]
     T = first.values.shape[1]
     total = np.zeros(T)
@@ -319,10 +330,10 @@ def _turns(tm, blocks, turns, i, sid, dataset, hide_text, top) -> list[dict[str,
         total += a
         parts[m] = a
     valid = np.flatnonzero(np.isfinite(first.starts[i]))
-    texts = []
+    texts, note = [], None
     if not hide_text and dataset is not None:
         recipe = next(iter(tm.manifest.get("inputs", {}).get(seq[0], [])), {})
-        texts = turn_texts(dataset, sid, recipe)
+        texts, note = turn_texts(dataset, sid, recipe, provenance)
     out = []
     denom = np.abs(total[valid]).sum() or 1.0
     for t in valid[np.argsort(-np.abs(total[valid]))][:top]:
@@ -334,7 +345,7 @@ def _turns(tm, blocks, turns, i, sid, dataset, hide_text, top) -> list[dict[str,
         out.append({"index": int(t) + 1, "start": start, "end": end, "attribution": float(total[t]),
                     "share": float(abs(total[t]) / denom), "text": words,
                     "by_modality": {m: float(parts[m][t]) for m in seq}})
-    return out
+    return out, note
 
 
 # --- cohort -------------------------------------------------------------------------------------
@@ -355,7 +366,10 @@ def cohort(run: Run, targets: Mapping[str, TargetModel], labels: pd.DataFrame | 
             continue
         tm = targets.get(tname)
         names = tm.class_names if tm else ts.get("classes") or [str(j) for j in range(ts["n_classes"])]
-        preds = run.table(f"{tname}_predictions")
+        if len(names) != ts["n_classes"]:
+            raise ReportError(f"target {tname!r}: the model folder {tm.folder if tm else '?'} has {len(names)} "
+                              f"classes, the run {run.folder} evaluated {ts['n_classes']}: not the same model")
+        preds = run.predictions(tname, len(names))
         t: dict[str, Any] = {"name": tname, "label": ts.get("label"), "classes": names,
                              "n": ts.get("n_samples"), "n_subjects": ts.get("n_subjects"),
                              "class_counts": list(zip(names, ts.get("class_counts", []), strict=False)),

@@ -21,7 +21,15 @@ def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["heading"] = heading
+    env.filters["cell"] = cell
     return env
+
+
+def cell(value: Any) -> str:
+    """A table cell: floats to 3 decimals, a missing number as a dash, anything else as text."""
+    if isinstance(value, float):
+        return "–" if value != value else f"{value:.3f}"
+    return "" if value is None else str(value)
 
 
 def heading(name: str) -> str:
@@ -45,3 +53,9 @@ def cohort_html(c: dict[str, Any], card: dict[str, Any]) -> str:
     return _env().get_template("cohort.html.j2").render(title=f"Cohort report: {c['model']}", c=c, card=card,
                                                         **_globals())
 
+
+
+def compare_html(**context: Any) -> str:
+    """`fusion compare`'s page: the same escaping and Content-Security-Policy as the reports
+    (run and experiment names are user text)."""
+    return _env().get_template("compare.html.j2").render(**context, **_globals())

@@ -5,6 +5,7 @@ the data (a train config naming the dataset and the feature store)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.registry import exception_text
 from fusion.config.schema import ConfigError
 from fusion.datasets.labels import PHQ8_CLASSES, PTSD_CLASSES
 from fusion.models.base import FusionModel
@@ -74,8 +76,48 @@ class Run:
     tracking_uri: str | None = None
 
     def table(self, name: str) -> pd.DataFrame | None:
+        """A CSV table of the run (None when the run did not write it).
+
+        Raises:
+            ReportError: a table that cannot be read, naming the file.
+        """
         path = self.folder / f"{name}.csv"
-        return pd.read_csv(path, dtype={"sample_id": str, "subject_id": str, "group": str}) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return pd.read_csv(path, dtype={"sample_id": str, "subject_id": str, "group": str})
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+            raise ReportError(f"{path}: not a readable CSV table of the run ({type(err).__name__}: {err})") from None
+
+    def evaluated(self, target: str) -> bool:
+        return target in self.summary.get("targets", {})
+
+    def predictions(self, target: str, k: int) -> pd.DataFrame | None:
+        """The run's held-out predictions of `target` (`<target>_predictions.csv`: sample_id,
+        subject_id, y, p<class>_repeat<r>), checked; None when the run did not evaluate the target.
+
+        Raises:
+            ReportError: the run evaluated the target but its file is missing, unreadable or
+                lacks a column, naming the file and what was expected.
+        """
+        if not self.evaluated(target):
+            return None
+        path = self.folder / f"{target}_predictions.csv"
+        preds = self.table(f"{target}_predictions")
+        if preds is None:
+            raise ReportError(f"{path} is missing: the run evaluated {target!r} (metrics.json) but its held-out "
+                              "predictions file is not in the run folder (copy the run folder whole, or train again)")
+        reps = sorted({c.rsplit("repeat", 1)[1] for c in preds.columns if c.startswith("p0_repeat")})
+        need = ["sample_id", "subject_id", "y"] + [f"p{c}_repeat{r}" for r in reps for c in range(k)]
+        missing = [c for c in need if c not in preds.columns]
+        if not reps or missing:
+            raise ReportError(f"{path}: expected the columns sample_id, subject_id, y and p0_repeat<r> … "
+                              f"p{k - 1}_repeat<r> for {k} classes; missing {missing[:4] or ['p0_repeat0']}")
+        y = pd.to_numeric(preds["y"], errors="coerce")
+        bad = preds.loc[y.isna() | (y < 0) | (y >= k) | (y % 1 != 0), "sample_id"].tolist()
+        if bad:
+            raise ReportError(f"{path}: column y must hold class indices 0..{k - 1}; not so for sample(s) {bad[:5]}")
+        return preds
 
     @property
     def config_path(self) -> Path | None:
@@ -87,7 +129,8 @@ def load_target(folder: Path) -> TargetModel:
     """A target's model folder → `TargetModel`.
 
     Raises:
-        ReportError: the manifest or a file it names is missing or damaged, naming it.
+        ReportError: the manifest or a file it names is missing, damaged or inconsistent with
+            the manifest, naming the folder and the file.
     """
     try:
         manifest = read_manifest(folder)
@@ -102,19 +145,57 @@ def load_target(folder: Path) -> TargetModel:
         what = f"{err.filename} is missing" if err.filename else str(err)
         raise ReportError(f"{folder}: the saved model is incomplete: {what}; save the model again with "
                           "`fusion train`") from None
-    except (OSError, KeyError, ValueError) as err:
-        raise ReportError(f"{folder}: the saved model cannot be loaded ({type(err).__name__}: {err})") from None
+    except Exception as err:  # noqa: BLE001 - any damage to the folder, named with the folder
+        raise ReportError(f"{folder}: the saved model cannot be loaded from {MANIFEST} and the files it names "
+                          f"({exception_text(err)}); save the model again with `fusion train`") from None
+    columns = manifest.get("columns") if isinstance(manifest.get("columns"), dict) else {}
+    for m in model.modalities:
+        if not isinstance(columns.get(m), list):
+            raise ReportError(f"{folder / MANIFEST}: 'columns' must list the feature columns of modality {m!r}")
     reference: dict[str, np.ndarray] = {}
     ref = manifest.get("reference")
     if ref:
-        path = model_file(folder, ref["file"])
+        try:
+            path = model_file(folder, ref.get("file") if isinstance(ref, dict) else None)
+        except ValueError as err:
+            raise ReportError(str(err)) from None
         if not path.exists():
             raise ReportError(f"{folder}: the saved model is incomplete: {path.name} (the training cohort's "
                               f"feature percentiles, named in {folder / MANIFEST}) is missing")
-        with np.load(path, allow_pickle=False) as z:
-            reference = {m: z[m] for m in z.files}
+        reference = read_reference(path, {m: len(columns.get(m, [])) for m in model.modalities})
     return TargetModel(manifest.get("target", {}).get("name") or folder.name, folder, manifest, model, score,
                        reference)
+
+
+def read_reference(path: Path, widths: dict[str, int]) -> dict[str, np.ndarray]:
+    """The training cohort's percentiles (`reference.npz`: one (101, d) array per modality).
+
+    Raises:
+        ReportError: a file that is not such an archive, naming it and what was expected.
+    """
+    import zipfile
+
+    expected = f"expected a NumPy .npz archive of one ({len(QUANTILE_ROWS)}, d) array of percentiles per modality"
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an archive")
+        with z:
+            reference = {m: z[m] for m in z.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        # NumPy says a file it cannot read may be a pickle, and how to unpickle it: never do that here
+        found = "a single array" if "single array" in str(err) else "not a .npz archive"
+        raise ReportError(f"{path}: not readable as the training cohort's percentiles ({expected}; found "
+                          f"{found}); save the model again with `fusion train`") from None
+    for m, a in reference.items():
+        want = widths.get(m)
+        if want is not None and (a.ndim != 2 or a.shape != (len(QUANTILE_ROWS), want)):
+            raise ReportError(f"{path}: modality {m!r} has an array of shape {a.shape}; {expected} "
+                              f"(d = {want}: the manifest lists {want} columns for {m!r})")
+    return reference
+
+
+QUANTILE_ROWS = range(101)
 
 
 def load_targets(model_dir: Path, only: list[str] | None = None) -> dict[str, TargetModel]:
@@ -155,7 +236,7 @@ def resolve_run(run: str | Path, tracking_uri: str | None = None) -> Run:
         summary_path = path / "metrics.json"
         if not summary_path.exists():
             raise ReportError(f"{path}: not a `fusion train` run folder (no metrics.json)")
-        summary = json.loads(summary_path.read_text())
+        summary = read_summary(summary_path)
         return Run(path, summary, summary.get("run_id"), summary.get("tracking_uri"))
     if tracking_uri is None:
         raise ReportError(f"{run}: no such run folder; to read an MLflow run give --tracking-uri "
@@ -172,8 +253,28 @@ def resolve_run(run: str | Path, tracking_uri: str | None = None) -> Run:
     folder = Path(local)
     if not (folder / "metrics.json").exists():
         raise ReportError(f"MLflow run {run!r} has no metrics.json: not a `fusion train` run")
-    summary = json.loads((folder / "metrics.json").read_text())
+    summary = read_summary(folder / "metrics.json")
     return Run(folder, summary, str(run), tracking_uri)
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A run's `metrics.json`, checked to be a `fusion train` summary.
+
+    Raises:
+        ReportError: naming the file and what was expected.
+    """
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ReportError(f"{path}: not valid JSON ({err}); the run folder is damaged") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("targets"), dict):
+        raise ReportError(f"{path}: not a `fusion train` summary (expected a mapping with 'targets')")
+    for name, t in summary["targets"].items():
+        if not isinstance(t, dict) or not isinstance(t.get("n_classes"), int) or not isinstance(
+                t.get("metrics", {}), dict):
+            raise ReportError(f"{path}: target {name!r} is not a `fusion train` target summary (expected a mapping "
+                              "with n_classes and metrics)")
+    return summary
 
 
 def model_dir_of(run: Run) -> Path:
@@ -214,3 +315,42 @@ def feature_mismatches(target: TargetModel, provenance: dict[str, dict[str, Any]
                        f"{str(info.get('param_hash'))[:12]}, the data's have {str(now.get('param_hash'))[:12]} "
                        "(extracted with other settings)")
     return out
+
+
+def changed_source(provenance: Mapping[str, Mapping[str, Any]], feature_set: str | None, sample_id: str,
+                   path: Path) -> str | None:
+    """A warning naming `path` when it is not the file that `feature_set`'s rows of the sample
+    were extracted from: its digest differs from the one the store recorded (or, for a store
+    written before per-file digests were recorded, it was modified after the extraction).
+    None when it is the same file, or nothing was recorded to compare with."""
+    import datetime as dt
+
+    from features.store import FeatureStore, StoreError, file_digest
+
+    info = provenance.get(feature_set or "")
+    if not info:
+        return None
+    try:
+        meta = FeatureStore.read_metadata(info["path"])
+    except StoreError:
+        return None
+    source = meta.get("sources", {}).get(sample_id) or {}
+    files = source.get("files") or {}
+    role = next((r for r, f in files.items() if Path(f).resolve() == path.resolve()), None)
+    if role is None:
+        return None
+    what = (f"{path} is not the transcript the features of {feature_set!r} were extracted from ")
+    recorded = (source.get("digests") or {}).get(role)
+    if recorded is not None:
+        if file_digest(path) != recorded:
+            return what + ("(it was edited since: its digest differs from the one recorded at extraction); its "
+                           "words are not shown, since they may not be what the model saw. Extract again to show them.")
+        return None
+    try:
+        extracted = dt.datetime.fromisoformat(meta["created"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None
+    if path.stat().st_mtime > extracted + 1:
+        return what + ("(it was modified after the extraction); its words are not shown, since they may not be "
+                       "what the model saw. Extract again to show them.")
+    return None

@@ -122,10 +122,12 @@ class LearnerSpec(ComponentRef):
                 try:
                     params_model.model_validate({**self.params, **combo})
                 except ValidationError as err:
+                    errors = [{**e, "loc": ("grid", *e["loc"]) if e["loc"] and e["loc"][0] in combo
+                               else ("params", *e["loc"])} for e in err.errors(include_url=False)]
                     raise PydanticCustomError(
                         "component_params", "invalid grid values for learner {name}: {details}",
-                        {"name": repr(self.name), "details": str(err), "errors": err.errors(include_url=False),
-                         "schema": params_model}) from None
+                        {"name": repr(self.name), "details": str(err), "errors": errors,
+                         "schema": params_model, "at": ()}) from None
         return self
 
     def combinations(self) -> list[dict[str, Any]]:

@@ -1,0 +1,254 @@
+"""Integrity of what the commands write and read: run folders and report files never shared,
+configs parsed within bounds, bad data refused naming the feature set, images of any bit depth."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from corpora import folder_configs, write_folder_study
+
+from fusion.cli import main
+from fusion.config.load import load_config
+from fusion.config.schema import ConfigError, TrainConfig
+
+IDS = {"s 1": "low", "s_1": "high", "s/2": "low", "s_2": "high", "a": "low", "b": "high", "c": "low", "d": "high"}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A folder dataset whose ids sanitise alike (`s 1` / `s_1`, `s/2` / `s_2`), with log-Mel
+    statistics extracted."""
+    tmp = tmp_path_factory.mktemp("folder")
+    root = write_folder_study(tmp / "data", IDS)
+    extract_cfg, train_cfg = folder_configs(tmp, root)
+    assert main(["extract", "--config", str(extract_cfg)]) == 0
+    return tmp, extract_cfg, train_cfg
+
+
+def test_reports_of_ids_that_sanitise_alike_get_their_own_files(study, capsys):
+    tmp, _, train_cfg = study
+    assert main(["train", "--config", str(train_cfg), "--json", str(tmp / "t.json")]) == 0
+    run = json.loads((tmp / "t.json").read_text())["outputs"]["dir"]
+    capsys.readouterr()
+    args = ["report", "--run", run, "--no-pdf", "--no-track", "--out", str(tmp / "reports"), "--json",
+            str(tmp / "r.json")]
+    for sid in ("s 1", "s_1", "s/2", "s_2", "s_1"):  # the last twice: one report
+        args += ["--participant", sid]
+    assert main(args) == 0
+    files = json.loads((tmp / "r.json").read_text())["files"]
+    assert len(files) == len(set(files)) == 4 and all(Path(f).is_file() for f in files)
+    names = sorted(Path(f).name for f in files)
+    assert "participant_s_1.html" in names and "participant_s_2.html" in names  # safe ids keep their name
+    for sid in ("s 1", "s/2"):
+        page = next(Path(f).read_text() for f in files if f"Participant {sid}<" in Path(f).read_text())
+        assert f"Participant {sid}" in page
+    # without --out, a run's reports go to a folder of their own
+    assert main(["report", "--run", run, "--no-pdf", "--no-track", "--participant", "a", "--json",
+                 str(tmp / "d.json")]) == 0
+    (written,) = json.loads((tmp / "d.json").read_text())["files"]
+    assert Path(written).parent.name == Path(run).name
+
+
+def test_ids_that_differ_only_in_case_are_refused_naming_them():
+    from fusion.report.build import check_unique_names
+    from fusion.report.sources import ReportError
+
+    check_unique_names(["s 1", "s_1", "s/2", "s_2"])
+    with pytest.raises(ReportError, match="participants 'S1' and 's1' would be written to the same report file"):
+        check_unique_names(["S1", "s1"])
+
+
+def test_untracked_runs_that_start_in_the_same_second_get_their_own_folders(study, monkeypatch):
+    import fusion.outputs
+
+    tmp, _, train_cfg = study
+    monkeypatch.setattr(fusion.outputs.time, "strftime", lambda fmt, *a: "20261204-120000")
+    dirs = []
+    for i in range(2):
+        assert main(["train", "--config", str(train_cfg), "--set", "evaluation.save_model=false",
+                     "--set", f"model.params.learner.params.C={0.5 + i}", "--json", str(tmp / f"u{i}.json")]) == 0
+        dirs.append(json.loads((tmp / f"u{i}.json").read_text())["outputs"]["dir"])
+    assert dirs[0] != dirs[1] and all(Path(d).name.startswith("20261204-120000-") for d in dirs)
+    configs = [yaml.safe_load((Path(d) / "config.yaml").read_text()) for d in dirs]
+    assert [c["model"]["params"]["learner"]["params"]["C"] for c in configs] == [0.5, 1.5]  # neither overwritten
+
+
+def test_a_run_folder_is_never_reused(tmp_path):
+    from fusion.outputs import new_run_dir
+
+    first = new_run_dir(tmp_path, "abc")
+    with pytest.raises(FileExistsError, match="exists already; it is not overwritten"):
+        new_run_dir(tmp_path, "abc")
+    assert first.is_dir() and len({new_run_dir(tmp_path) for _ in range(20)}) == 20
+
+
+def test_a_modality_without_any_sample_is_refused_naming_it_and_its_feature_set(study, capsys):
+    tmp, extract_cfg, train_cfg = study
+    cfg = yaml.safe_load(extract_cfg.read_text())
+    cfg["dataset"]["root"] = str(tmp / "data")
+    cfg["features"]["silence"] = {"extractor": {"name": "logmel", "params": {"n_mels": 8}}}
+    other = tmp / "extract_empty.yaml"
+    other.write_text(yaml.safe_dump(cfg))
+    assert main(["extract", "--config", str(other), "--only", "silence"]) == 0
+    store = Path(cfg["store"])
+    (path,) = [p for p in store.glob("*/silence-*.parquet") if ".errors." not in p.name]
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, 0).replace_schema_metadata(table.schema.metadata), path)  # no rows at all
+    train = yaml.safe_load(train_cfg.read_text())
+    train.update(extract="extract_empty.yaml", modalities={"audio": [{"features": "logmel"}],
+                                                           "voice": [{"features": "silence"}]})
+    for model in ("early-fusion", "late-fusion"):
+        params = {"learner": {"name": "logreg"}}
+        if model == "late-fusion":
+            params["calibration"] = "none"
+        train["model"] = {"name": model, "params": params}
+        train["cv"] = {"scheme": "grouped-kfold", "n_splits": 2, "n_repeats": 1, "inner_splits": 2}
+        (tmp / "train_empty.yaml").write_text(yaml.safe_dump(train))
+        capsys.readouterr()
+        assert main(["train", "--config", str(tmp / "train_empty.yaml")]) == 2
+        err = capsys.readouterr().err
+        assert "modality 'voice' has no features for any sample" in err and "'silence'" in err, (model, err)
+
+
+def test_a_target_with_one_class_is_named(study, capsys):
+    tmp, _, train_cfg = study
+    labels = pd.read_csv(tmp / "data" / "labels.csv")
+    labels["same"] = "low"
+    labels.to_csv(tmp / "data" / "labels.csv", index=False)
+    try:
+        assert main(["train", "--config", str(train_cfg), "--set", "targets.pitch.label=same"]) == 2
+        err = capsys.readouterr().err
+        assert "target pitch: all 8 usable samples have the same 'same' ('low')" in err
+    finally:
+        labels.drop(columns="same").to_csv(tmp / "data" / "labels.csv", index=False)
+
+
+def test_a_fold_that_trains_on_one_class_is_named():
+    from fusion.evaluation.splits import SplitConfig, SplitError, make_folds
+
+    y, groups = np.array([0, 0, 1, 1, 0, 1]), np.array(["a", "a", "b", "b", "c", "c"])
+    make_folds(SplitConfig(scheme="loso"), y, groups)  # every training part has both classes
+    with pytest.raises(SplitError, match=r"outer fold 0 of repeat 0 trains on samples of one class only \(class 1"):
+        make_folds(SplitConfig(scheme="loso"), np.array([0, 0, 1, 1, 1, 1]), groups)
+    with pytest.raises(SplitError, match="cannot make 3 class-stratified folds: no class has 3 samples"):
+        make_folds(SplitConfig(n_splits=3), np.array([0, 0, 1, 1]), np.array(["a", "b", "c", "d"]))
+
+
+def test_infinite_feature_values_name_the_feature_set_column_and_samples(tmp_path, capsys):
+    root = write_folder_study(tmp_path / "data", {k: v for k, v in list(IDS.items())[4:]})
+    extract_cfg, train_cfg = folder_configs(tmp_path, root)
+    assert main(["extract", "--config", str(extract_cfg)]) == 0
+    (path,) = [p for p in (tmp_path / "store").glob("*/logmel-*.parquet") if ".errors." not in p.name]
+    frame = pq.read_table(path)
+    df = frame.to_pandas()
+    col = [c for c in df.columns if c not in ("sample_id", "start", "end")][3]
+    df.loc[df["sample_id"] == "b", col] = np.inf
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(frame.schema.metadata), path)
+    capsys.readouterr()
+    assert main(["train", "--config", str(train_cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "feature set 'logmel'" in err and "infinite values in 1 column(s)" in err and col in err
+    assert "of 1 sample(s) (b)" in err and "Input X contains" not in err
+
+
+BOMB = """
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+@pytest.mark.parametrize("where", ["field", "learner"])
+def test_a_yaml_alias_bomb_is_refused_before_anything_is_built(tmp_path, where):
+    body = {"modalities": "{audio: [{features: x}]}", "targets": "{t: {label: x, n_classes: 2}}",
+            "model": "{name: late-fusion, params: {learner: {name: logreg}}}"}
+    if where == "field":
+        body["targets"] = "{t: {label: x, n_classes: 2, names: *i}}"
+    else:
+        body["model"] = "{name: late-fusion, params: {learner: {name: logreg, params: {C: *i}}}}"
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB + "".join(f"{k}: {v}\n" for k, v in body.items()))
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"expands to more than 200,000 values .* alias bomb"):
+        load_config(TrainConfig, path)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_recursive_aliases_and_bombs_in_set_values_are_refused(tmp_path):
+    path = tmp_path / "rec.yaml"
+    path.write_text("modalities: &m {audio: [*m]}\n")
+    with pytest.raises(ConfigError, match="recursive YAML alias"):
+        load_config(TrainConfig, path)
+    bomb = "[" + ",".join(["&a [1,1,1,1,1,1,1,1,1,1]"] + ["*a"] * 9) + "]"
+    nested = bomb
+    for level in range(6):
+        nested = f"[&x{level} " + nested + "," + ",".join([f"*x{level}"] * 9) + "]"
+    with pytest.raises(ConfigError, match=r"--set model.params.x=.*expands to more than"):
+        load_config(TrainConfig, ROOT / "configs/train/demo_baseline.yaml", [f"model.params.x={nested}"])
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["cv.seed=3", "cv=5"], "invalid value for 'cv' in --set cv=5"),
+    (["cv=5", "cv.seed=3"], "'cv' is a value (5), not a section"),
+    (["modalities={}"], "invalid value for 'modalities' in --set modalities={}: Dictionary should have at least 1"),
+    (["modalities.egemaps=[]"], "invalid value for 'modalities.egemaps' in --set modalities.egemaps=[]"),
+    (["targets={}"], "invalid value for 'targets' in --set targets={}"),
+    (["cv.seed=99999999999999999999"], "invalid value for 'cv.seed' in --set cv.seed=99999999999999999999"),
+    (["cv.seeds=[1, -1]"], "invalid value for 'cv.seeds.1'"),
+])
+def test_set_errors_name_the_set_that_made_them(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(TrainConfig, ROOT / "configs/train/demo_baseline.yaml", overrides)
+    assert message in str(err.value)
+
+
+def test_16_bit_images_are_rescaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    from features.image import to_rgb8
+
+    gradient = np.linspace(0, 65535, 96 * 64).reshape(96, 64).astype(np.uint16)
+    Image.fromarray(gradient).save(tmp_path / "g16.png")
+    Image.fromarray((gradient >> 8).astype(np.uint8)).save(tmp_path / "g8.png")
+    with Image.open(tmp_path / "g16.png") as im16, Image.open(tmp_path / "g8.png") as im8:
+        assert im16.mode.startswith("I")
+        a, b = np.asarray(to_rgb8(im16), int), np.asarray(to_rgb8(im8), int)
+    assert a.shape == b.shape == (96, 64, 3) and np.abs(a - b).max() <= 1 and 120 < a.mean() < 135
+    floats = Image.fromarray(gradient.astype(np.float32) / 65535.0, "F")
+    assert np.abs(np.asarray(to_rgb8(floats), int) - b).max() <= 1
+
+
+def test_a_16_bit_image_embeds_as_its_8_bit_copy(tmp_path):
+    """Through the extractor: the crop of a 16-bit PNG equals the crop of the same picture
+    saved with 8 bits (before, Pillow's conversion left it ~99.5 % white)."""
+    from PIL import Image
+
+    from features.base import Sample
+    from features.image import ImageEmbeddingExtractor
+
+    yy, xx = np.mgrid[0:80, 0:120]
+    picture = ((np.sin(xx / 9.0) + np.cos(yy / 7.0) + 2) / 4 * 65535).astype(np.uint16)
+    Image.fromarray(picture).save(tmp_path / "deep.png")
+    Image.fromarray((picture >> 8).astype(np.uint8)).save(tmp_path / "shallow.png")
+    ex = ImageEmbeddingExtractor(backbone="resnet18", crop="context", image_size=32)
+    crops = [ex.crop(Sample(name, "s", {"image": tmp_path / f"{name}.png"}, {}), [])
+             for name in ("deep", "shallow")]
+    assert np.abs(crops[0] - crops[1]).max() < 0.05 and crops[0].std() > 0.5
