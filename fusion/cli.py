@@ -1,4 +1,4 @@
-"""The `fusion` command: demo, extract, train, features.
+"""The `fusion` command: one subcommand per job of the pipeline (see `fusion --help`).
 
 Every command takes `--config FILE`, repeatable `--set key.path=value` overrides, and
 `--json PATH` to write its summary (figures and output paths) for scripting.
@@ -59,9 +59,13 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     print(f"\n{tr['model']} on {', '.join(tr['feature_sets'])}")
     print(format_summary(tr))
     print(f"\noutputs: {tr['outputs']['dir']}")
-    if tr.get("run_id"):
-        print(f"MLflow run {tr['run_id']}: mlflow ui --backend-store-uri {tr['tracking_uri']}")
     print(f"demo finished in {result['seconds']:.1f} s")
+    print("\nnext:")
+    print(f"  fusion report --run {tr['outputs']['dir']} --participant {c['first_participant'] or '<id>'} --cohort"
+          "    # a participant's and the cohort's report, HTML and PDF")
+    if tr.get("run_id"):
+        print(f"  mlflow ui --backend-store-uri {tr['tracking_uri']}    # the tracked run in the browser")
+    print("  fusion features ls    # what the feature store holds")
     return result
 
 
@@ -265,8 +269,8 @@ def cmd_features_show(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fusion", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="fusion", formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="generate the demo corpus, extract features, train the baseline")
     _common(p, DEFAULT_CONFIGS["demo"])
@@ -364,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--rows", type=int, default=5)
     _common(q, None)
     q.set_defaults(func=cmd_features_show)
+    commands = [a.dest for a in sub._choices_actions]
+    parser.description = ("Feature-based multimodal fusion for affective computing: "
+                          f"{len(commands)} commands ({', '.join(commands)}); `fusion COMMAND --help` for each.")
+    parser.epilog = "A first run: `fusion demo`, then the report command it prints."
     return parser
 
 

@@ -22,7 +22,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     extracted = extract(cfg.extract)
     train_cfg = cfg.train.model_copy(update={"extract": cfg.extract})
     trained = train(train_cfg)
+    first = sorted(p.name.removesuffix("_P") for p in root.glob("*_P"))[:1]
     return {"corpus": {"root": str(root), "n_sessions": c.n_sessions, "seed": c.seed,
-                       "seconds": round(t_corpus, 3), "reused": reused},
+                       "seconds": round(t_corpus, 3), "reused": reused,
+                       "first_participant": first[0] if first else None},
             "extract": extracted, "train": trained,
             "seconds": round(time.perf_counter() - t0, 3)}

@@ -13,7 +13,9 @@ judged at a few epochs (boosting rounds) spaced geometrically, to stop a poor tr
 mid-training. Each value is judged against the other trials' values at the same point
 (`StepPruner`). The best trial's configuration is written
 as a complete train config (`best.yaml`, accepted by `fusion train --config`) and evaluated once
-with the outer protocol: the reported test figure never comes from the trials' own folds.
+with the outer protocol: the reported test figure never comes from the trials' own folds. The
+configuration the sweep started from is evaluated the same way (`evaluate_start`), and the
+summary is flagged when the best scores worse on the test than the start.
 
 Studies live in an SQLite file under the output folder by default, or at any SQLAlchemy URL
 (`--storage postgresql://…`), so that processes started with the same `--storage` and
@@ -124,6 +126,7 @@ class SweepConfig(StrictModel):
     study: str | None = None
     output_dir: Path = Path("outputs/sweeps")
     evaluate_best: bool = True
+    evaluate_start: bool = True
     heartbeat: int = Field(30, ge=1)
     grace_period: int = Field(90, ge=1)
 
@@ -680,13 +683,37 @@ def run_sweep(sweep: SweepConfig, base: Path, config_name: str | None = None) ->
         summary["figures"] = [str(f) for f in study_figures(study, folder)]
         for f in [folder / "best.yaml", folder / "sweep.json", *map(Path, summary["figures"])]:
             tracker.log_artifact(f)
+    summary["flags"] = []
     if sweep.evaluate_best:
         from fusion.train import train
 
-        final = best_cfg.model_copy(update={"tracking": best_cfg.tracking.model_copy(
-            update={"run_name": f"{study_name}-best"})})
-        summary["evaluation"] = train(final)
+        def evaluate(c: TrainConfig, tag: str) -> dict[str, Any]:
+            return train(c.model_copy(update={"tracking": c.tracking.model_copy(
+                update={"run_name": f"{study_name}-{tag}"})}))
+
+        summary["evaluation"] = evaluate(best_cfg, "best")
+        if sweep.evaluate_start:
+            summary["start_evaluation"] = evaluate(cfg, "start")
+            summary["flags"] = start_flags(sweep, target, summary["evaluation"], summary["start_evaluation"])
     return summary
+
+
+def start_flags(sweep: SweepConfig, target: str, best: dict[str, Any], start: dict[str, Any]) -> list[dict[str, Any]]:
+    """`sweep_worse_than_start` when the best configuration scored worse on the held-out test
+    than the configuration the sweep started from (the train config with its overrides)."""
+    from fusion.evaluation.flags import flag
+
+    a = best["targets"][target]["metrics"]["model"].get(sweep.objective)
+    b = start["targets"][target]["metrics"]["model"].get(sweep.objective)
+    if a is None or b is None:
+        return []
+    worse = a["mean"] < b["mean"] if sweep.direction == "maximize" else a["mean"] > b["mean"]
+    if not worse:
+        return []
+    return [flag("sweep_worse_than_start", target,
+                 f"{target}: the swept best configuration scored worse on the held-out test than the configuration "
+                 f"the sweep started from: {sweep.objective} {a['mean']:.3f} vs {b['mean']:.3f} (the training folds "
+                 "chose it; the test does not confirm the choice)")]
 
 
 def format_sweep(s: dict[str, Any]) -> str:
@@ -699,4 +726,12 @@ def format_sweep(s: dict[str, Any]) -> str:
               f"best configuration: {s['best_config']} (fusion train --config accepts it)"]
     if s["importance"]:
         lines.append("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in s["importance"].items()))
+    if "start_evaluation" in s:
+        t = s["target"]
+        best = s["evaluation"]["targets"][t]["metrics"]["model"].get(s["objective"])
+        start = s["start_evaluation"]["targets"][t]["metrics"]["model"].get(s["objective"])
+        if best and start:
+            lines.append(f"held-out test {s['objective']}: best {best['mean']:.4f}, the starting configuration "
+                         f"{start['mean']:.4f}")
+    lines.extend(f"FLAG {f['code']}: {f['message']}" for f in s.get("flags", []))
     return "\n".join(lines)

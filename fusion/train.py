@@ -28,6 +28,7 @@ from fusion.evaluation.crossval import (
     modality_availability,
     summarise,
 )
+from fusion.evaluation.flags import flag_tags, run_flags
 from fusion.evaluation.splits import SplitError, inner_folds, make_folds
 from fusion.evaluation.tables import (
     attribution_tables,
@@ -104,6 +105,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if cfg.evaluation.save_model:
             folders.append(fit_final_models(cfg, data, cfg.evaluation.model_dir or out.dir / "model"))
             summary["model_dir"] = str(folders[0])
+        summary["flags"] = run_flags(summary)
         summary["git"] = git_info()
         summary["seconds"] = round(time.perf_counter() - t0, 3)
         summary["run_id"] = out.run_id
@@ -112,7 +114,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                               "files": [str(f) for f in out.files] + [str(out.dir / "metrics.json")]}
         out.json("metrics", summary)
         out.track(tags={**git_info(), "model": cfg.model.name, "targets": ",".join(cfg.targets),
-                        "cv.scheme": cfg.cv.scheme, **provenance_tags(data.provenance)},
+                        "cv.scheme": cfg.cv.scheme, **provenance_tags(data.provenance), **flag_tags(summary["flags"])},
                   params=flatten(cfg.model_dump(mode="json")),
                   metrics={k: v for t, ts in summary["targets"].items()
                            for k, v in metric_keys(t, ts["metrics"]).items()},
@@ -268,6 +270,16 @@ def training_record(cfg: TrainConfig, data: ModelData, target: TargetData) -> di
     return record
 
 
+def score_ranges(y: np.ndarray, score: np.ndarray, k: int) -> list[list[float] | None]:
+    """Each class's range [min, max] of recorded scores among the training samples (None for a
+    class without any), so that a report can say which class a predicted score falls in."""
+    out: list[list[float] | None] = []
+    for c in range(k):
+        v = score[(y == c) & ~np.isnan(score)]
+        out.append([float(v.min()), float(v.max())] if len(v) else None)
+    return out
+
+
 def fit_final_models(cfg: TrainConfig, data: ModelData, folder: Path) -> Path:
     """Fit the configured model on every usable sample of each target (its inner folds for
     calibration and stacking drawn from all of them) and save it under `folder/<target>`, with
@@ -287,6 +299,8 @@ def fit_final_models(cfg: TrainConfig, data: ModelData, folder: Path) -> Path:
         target_info = {"name": tname, "label": spec.label, "classes": target.classes, "kind": spec.kind,
                        "names": spec.names, "positive_from": spec.positive_from,
                        "positive_name": spec.positive_name, "score": spec.score}
+        if target.score is not None:
+            target_info["score_ranges"] = score_ranges(target.y, target.score, spec.n_classes)
         extra = {"reference": save_reference(target.blocks, tdir), "training": training_record(cfg, data, target)}
         if target.score is not None and not model.scores_jointly():
             has = ~np.isnan(target.score)

@@ -39,6 +39,8 @@ def test_demo_end_to_end_is_deterministic_and_tracked(tmp_path, capsys):
     assert first["corpus"]["reused"] is False
     fs = first["extract"]["feature_sets"]
     assert fs["egemaps_turn"]["computed"] == 16 and fs["egemaps_session"]["failed"] == 0
+    assert all(s["warnings"] == 0 for s in fs.values())  # the demo's recordings are clean
+    assert f"next:\n  fusion report --run {first['train']['outputs']['dir']} --participant 300 --cohort" in out
 
     assert main(["demo", *args, "--json", str(tmp_path / "second.json")]) == 0
     second = json.loads((tmp_path / "second.json").read_text())
@@ -348,3 +350,16 @@ def test_face_file_without_confidence_and_transcript_with_unquoted_commas(demo_c
     assert errors.loc["300", "source_path"] == str(transcript)
     assert "300_TRANSCRIPT.csv" in errors.loc["300", "error"] and "line 3" in errors.loc["300", "error"]
     assert errors.loc["301", "source_path"] == str(au) and "'confidence'" in errors.loc["301", "error"]
+
+
+def test_the_top_level_help_lists_every_command(capsys):
+    from fusion.cli import build_parser
+
+    parser = build_parser()
+    commands = [a.dest for a in parser._subparsers._group_actions[0]._choices_actions]
+    assert len(commands) == 8
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert f"{len(commands)} commands ({', '.join(commands)})" in out
+    assert all(f"\n    {c} " in out for c in commands)

@@ -265,9 +265,24 @@ def test_combined_corpora_with_differently_coded_gender_are_described(demo_corpu
     ds = Combined(tmp_path, datasets=[{"name": "daic-woz", "root": str(demo_corpus)},
                                       {"name": "e-daic", "root": str(edaic)}])
     d = ds.describe()
-    daic_codes = {str(int(v)) for v in DaicWoz(demo_corpus).labels()["Gender"].dropna()}
-    assert set(d["labels"]["Gender"]) == daic_codes | {"female", "male"}
-    assert any("Gender" in p and "daic-woz" in p and "e-daic" in p for p in ds.problems)
+    assert set(d["labels"]["Gender"]) == {"female", "male"}  # DAIC-WOZ's codes decoded by its codebook
+    daic = DaicWoz(demo_corpus).labels()["Gender"]
+    combined = ds.labels()["Gender"]
+    for sid, code in daic.items():
+        assert combined[f"daic-woz:{sid}"] == {0: "female", 1: "male"}[int(code)]
+    assert not any("Gender" in p for p in ds.problems)
+    # a corpus whose codes no codebook documents: kept as text, and said so
+    from fusion.datasets.daic_woz import DaicWoz as Daic
+
+    book, Daic.codebook = Daic.codebook, {}
+    try:
+        ds = Combined(tmp_path, datasets=[{"name": "daic-woz", "root": str(demo_corpus)},
+                                          {"name": "e-daic", "root": str(edaic)}])
+        values = set(ds.describe()["labels"]["Gender"])
+        assert values & {"0", "1"} and values <= {"0", "1", "female", "male"}
+        assert any("Gender" in p and "no codebook" in p for p in ds.problems)
+    finally:
+        Daic.codebook = book
 
 
 def test_test_labels_from_full_test_split_are_reported(demo_corpus):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 
+import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
@@ -163,3 +164,28 @@ def test_the_interviewer_reacts_to_what_the_participant_said(tmp_path):
                 assert answer & positive and not answer & negative, f"{transcript}: praise after {answer}"
             answer = set()
     assert seen["empathy"] > 5 and seen["praise"] > 5
+
+
+def test_the_limiter_keeps_quiet_samples_and_never_reaches_full_scale():
+    from fusion.synthetic.demo_corpus import LIMIT_KNEE, limit
+
+    x = np.linspace(-3, 3, 6001)
+    y = limit(x)
+    quiet = np.abs(x) <= LIMIT_KNEE
+    assert np.array_equal(y[quiet], x[quiet]) and np.abs(y).max() < 0.99
+    assert np.all(np.diff(y) >= 0)  # monotone: no fold-back
+
+
+@pytest.mark.slow
+def test_the_demo_corpus_is_clean(tmp_path):
+    """`make demo`'s 60 sessions: no recording the extractors would call clipped (or anything else)."""
+    import soundfile as sf
+
+    from features.audio import check_signal
+    from fusion.synthetic.demo_corpus import generate_demo_corpus
+
+    root, _ = generate_demo_corpus(tmp_path / "demo", n_sessions=60, seed=0)
+    warnings: list[str] = []
+    for path in sorted(root.glob("*_P/*_AUDIO.wav")):
+        check_signal(sf.read(path, dtype="float32")[0], path, warnings)
+    assert warnings == []

@@ -252,3 +252,87 @@ def test_a_16_bit_image_embeds_as_its_8_bit_copy(tmp_path):
     crops = [ex.crop(Sample(name, "s", {"image": tmp_path / f"{name}.png"}, {}), [])
              for name in ("deep", "shallow")]
     assert np.abs(crops[0] - crops[1]).max() < 0.05 and crops[0].std() > 0.5
+
+
+def summary_with(**overrides):
+    """A target summary as `fusion train` writes it: a good model unless overridden."""
+    def stat(mean, lo=None, hi=None):
+        s = {"mean": mean, "sd": 0.01}
+        if lo is not None:
+            s.update(ci_low=lo, ci_high=hi)
+        return s
+
+    t = {"n_groups": 60, "group_by": "subject", "chance": {"accuracy": 0.43, "f1_weighted": 0.30, "brier": 0.69,
+                                                          "ece": float("nan")},
+         "metrics": {"model": {"accuracy": stat(0.60, 0.5, 0.7), "f1_weighted": stat(0.55, 0.45, 0.65),
+                               "brier": stat(0.55, 0.5, 0.6), "ece": stat(0.05, 0.03, 0.08)},
+                     "uncalibrated": {"ece": stat(0.09)},
+                     "late:text+audio": {"f1_weighted": stat(0.5), "f1_weighted_gain_of_model": stat(0.05, -0.01, 0.1)}}}
+    for key, value in overrides.items():
+        node = t
+        *path, last = key.split("/")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return t
+
+
+def test_results_flag_themselves():
+    from fusion.evaluation.flags import flag_tags, target_flags
+
+    assert target_flags("depression", summary_with()) == []
+    below = target_flags("atei", summary_with(**{"metrics/model/accuracy": {"mean": 0.367, "sd": 0.02, "ci_low": 0.30,
+                                                                            "ci_high": 0.41},
+                                                  "metrics/model/brier": {"mean": 0.749, "sd": 0.01}}))
+    (f,) = below
+    assert f["code"] == "below_chance" and "accuracy 0.367 vs chance 0.430, its 95 % interval excludes chance" in \
+        f["message"] and "brier 0.749 vs chance 0.690 (lower is better)" in f["message"]
+    beaten = target_flags("ptsd", summary_with(**{"metrics/early:text+audio+face": {
+        "f1_weighted": {"mean": 0.6}, "f1_weighted_gain_of_model": {"mean": -0.06, "sd": 0.01, "ci_low": -0.114,
+                                                                    "ci_high": -0.003}}}))
+    assert [f["code"] for f in beaten] == ["beaten_by_variant"]
+    assert "early:text+audio+face" in beaten[0]["message"] and "-0.060 [-0.114, -0.003]" in beaten[0]["message"]
+    worse = target_flags("d", summary_with(**{"metrics/model/ece": {"mean": 0.182, "sd": 0.0},
+                                              "metrics/uncalibrated/ece": {"mean": 0.086, "sd": 0.0}}))
+    assert [f["code"] for f in worse] == ["calibration_worse"] and "0.182 calibrated vs 0.086" in worse[0]["message"]
+    few = target_flags("d", summary_with(n_groups=4))
+    assert [f["code"] for f in few] == ["few_groups"] and "over 4 subject groups" in few[0]["message"]
+    tags = flag_tags(below + few)
+    assert tags["flags"] == "below_chance,few_groups" and tags["flag.d.few_groups"].startswith("d: the intervals")
+
+
+def test_a_run_carries_its_flags_in_the_summary_the_json_mlflow_and_the_report(study, capsys):
+    import mlflow
+
+    tmp, _, train_cfg = study
+    uri = f"sqlite:///{tmp / 'flags.db'}"
+    capsys.readouterr()
+    assert main(["train", "--config", str(train_cfg), "--set", "tracking.enabled=true", "--set",
+                 f"tracking.uri={uri}", "--set", f"tracking.artifacts={tmp / 'flags_art'}",
+                 "--json", str(tmp / "f.json")]) == 0
+    printed = capsys.readouterr().out
+    s = json.loads((tmp / "f.json").read_text())
+    assert [f["code"] for f in s["flags"]] == ["few_groups"]  # 8 subjects
+    assert "FLAG few_groups: pitch: the intervals come from a bootstrap over 8 subject groups" in printed
+    tags = mlflow.tracking.MlflowClient(tracking_uri=uri).get_run(s["run_id"]).data.tags
+    assert tags["flags"] == "few_groups" and "8 subject groups" in tags["flag.pitch.few_groups"]
+    assert main(["report", "--run", s["outputs"]["dir"], "--cohort", "--participant", "a", "--no-pdf", "--no-track",
+                 "--out", str(tmp / "flagged")]) == 0
+    for page in ("cohort.html", "participant_a.html"):
+        assert "Flag:</b> pitch: the intervals come from a bootstrap over 8" in (tmp / "flagged" / page).read_text()
+
+
+def test_a_swept_best_that_loses_to_the_start_on_the_test_is_flagged():
+    from fusion.sweep import SweepConfig, start_flags
+
+    sweep = SweepConfig(train=Path("t.yaml"), space={"x": {"type": "float", "low": 0, "high": 1}}, objective="uar")
+
+    def ev(v, metric="uar"):
+        return {"targets": {"emotion": {"metrics": {"model": {metric: {"mean": v, "sd": 0}}}}}}
+
+    (f,) = start_flags(sweep, "emotion", ev(0.61), ev(0.66))
+    assert f["code"] == "sweep_worse_than_start" and "uar 0.610 vs 0.660" in f["message"]
+    assert start_flags(sweep, "emotion", ev(0.70), ev(0.66)) == []
+    low = sweep.model_copy(update={"objective": "ece", "direction": "minimize"})
+    assert start_flags(low, "emotion", ev(0.1, "ece"), ev(0.2, "ece")) == []
+    assert start_flags(low, "emotion", ev(0.3, "ece"), ev(0.2, "ece"))

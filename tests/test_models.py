@@ -93,7 +93,54 @@ def test_late_fusion_beats_each_modality_and_masks_missing_ones():
     np.testing.assert_allclose(model.predict_proba(te_missing), softmax(z), atol=1e-9)
     assert np.isfinite(model.predict_proba(te_missing)).all()
     contrib = model.modality_contributions(te_missing)
-    assert np.all(contrib[:, 0] == 0) and np.any(contrib[:, 1] != 0)
+    assert np.isnan(contrib[:, 0]).all() and np.any(contrib[:, 1] != 0)  # a missing modality: no contribution
+
+
+@pytest.mark.parametrize(("model", "params"), [
+    ("late-fusion", {"learner": {"name": "logreg"}, "calibration": "temperature"}),
+    ("late-fusion", {"learner": {"name": "ordinal"}, "calibration": "temperature"}),
+    ("late-fusion", {"learner": {"name": "xgboost", "params": {"n_estimators": 20}}, "calibration": "isotonic"}),
+    ("late-fusion", {"learner": {"name": "logreg"}, "calibration": "sigmoid", "fusion": "mean"}),
+    ("late-fusion", {"learner": {"name": "logreg"}, "calibration": "none"}),
+    ("early-fusion", {"learner": {"name": "logreg"}, "calibration": "temperature"}),
+    ("early-fusion", {"learner": {"name": "xgboost", "params": {"n_estimators": 20}}, "calibration": "isotonic"}),
+])
+def test_feature_contributions_add_up_to_the_modality_contributions_on_the_fused_scale(model, params):
+    """Features and modalities on one scale: a modality's feature contributions (through its
+    learner, calibration and the fusion layer) add up to its contribution to the fused decision
+    of the predicted class, relative to the average training sample."""
+    allb, y, g = blocks_data(n=260, seed=8, strengths=(1.2, 0.6, 0.2))
+    tr = {m: X[:200] for m, X in allb.items()}
+    te = {m: X[200:].copy() for m, X in allb.items()}
+    te["c"][:10] = np.nan  # some samples lack a modality
+    fitted = MODELS.get(model)(**params).fit(tr, y[:200], task="classification", n_classes=3,
+                                             inner=inner(y[:200], g[:200]))
+    shares = fitted.modality_contributions(te)
+    feats = fitted.feature_contributions(te)
+    pred = fitted.predict_proba(te).argmax(1)
+    rows = np.arange(len(pred))
+    for j, m in enumerate(["a", "b", "c"]):
+        summed = feats[m][rows, :, pred].sum(1)
+        ok = ~np.isnan(shares[:, j])
+        np.testing.assert_allclose(summed[ok], shares[ok, j], atol=1e-8)
+        if model == "late-fusion" and m == "c":
+            assert np.isnan(shares[:10, j]).all()  # missing: not a contribution of zero
+    assert np.abs(shares[:, 0]).mean() > np.abs(shares[10:, 2]).mean()  # the informative modality weighs more
+
+
+def test_linear_contributions_are_the_closed_form_on_the_fused_scale():
+    """Logistic regression, temperature calibration, log-linear fusion: a feature's contribution
+    to class c's fused logit is w_m / T_m × (β_jc − mean_k β_jk) × its standardised deviation."""
+    allb, y, g = blocks_data(n=240, seed=9)
+    fitted = LateCalibratedFusion(learner={"name": "logreg"}).fit(allb, y, task="classification", n_classes=3,
+                                                                  inner=inner(y, g))
+    feats = fitted.feature_contributions(allb)
+    st = fitted.stacker(["a", "b", "c"])
+    for j, m in enumerate(["a", "b", "c"]):
+        lr, T = fitted.learners_[m], fitted.calibrators_[m].temperature_
+        beta = lr.coef_ - lr.coef_.mean(0, keepdims=True)  # (k, f) centred over classes
+        expected = lr.standardise(allb[m])[:, :, None] * beta.T[None] * st.weights_[j] / T
+        np.testing.assert_allclose(feats[m], expected, atol=1e-9)
 
 
 def test_late_fusion_needs_inner_folds():

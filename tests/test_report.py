@@ -48,6 +48,20 @@ def pages(pdf: Path) -> list[str]:
     return [p for p in text.split("\f") if p.strip()]
 
 
+def filled_height(pdf: Path, page: int = 1) -> float:
+    """How far down a PDF page (rendered by pdftoppm) its last non-white row lies, as a share of
+    the page's height."""
+    from PIL import Image
+
+    prefix = pdf.with_name(pdf.stem + "_page")
+    subprocess.run(["pdftoppm", "-r", "40", "-f", str(page), "-l", str(page), "-png", str(pdf), str(prefix)],
+                   check=True, capture_output=True)
+    (png,) = pdf.parent.glob(prefix.name + "*.png")
+    grey = np.asarray(Image.open(png).convert("L"))
+    rows = np.flatnonzero((grey < 200).any(1))
+    return float(rows[-1] + 1) / grey.shape[0] if len(rows) else 0.0
+
+
 def held_out_probabilities(run_dir: Path, target: str, sid: str, k: int) -> np.ndarray:
     preds = pd.read_csv(run_dir / f"{target}_predictions.csv", dtype={"sample_id": str}).set_index("sample_id")
     reps = sorted({c.rsplit("repeat", 1)[1] for c in preds.columns if c.startswith("p0_repeat")})
@@ -80,23 +94,27 @@ def test_participant_and_cohort_reports_in_a_real_browser(severity_run, tmp_path
     for target, k in (("depression", 5), ("ptsd", 3)):
         for p in held_out_probabilities(run_dir, target, sid, k):
             assert f"{100 * p:.1f} %" in text, (target, p)
-    assert "held-out estimate" in text and "range over repeats" in text
+    assert "held-out estimate" in text and "Range over 2 repeats" in text and "not a confidence interval" in text
+    assert "Estimate: " in text and "Recorded questionnaire result: " in text
     names = ["none (0-4)", "mild (5-9)", "moderate (10-14)", "moderately severe (15-19)", "severe (20-24)"]
     assert all(n in text for n in names) and "high (> 40)" in text
-    # each modality with its share of the decision, features in plain language against the cohort
+    # each modality with its contribution and share, features in plain language against the cohort
     for m in ("text", "audio", "face"):
         assert f"\n{m}\n" in f"\n{text}\n"
-    shares = [float(x) for x in re.findall(r"(\d+) % \((?:towards|against) ", text)]
-    assert len(shares) >= 3 and all(0 <= x <= 100 for x in shares)
+    shares = [float(x) for x in re.findall(r"(\d+) % \((?:towards|against)\)", text)]
+    assert len(shares) >= 6 and all(0 <= x <= 100 for x in shares)
     assert "% of the cohort" in text or "in the cohort" in text
+    assert "dimensions together" in text and "words (embedding) dimensions" not in text
     assert "Model card and intended use" in text and "Known failure modes" in text
+    assert "Gender: female = " in text  # coded labels decoded (DAIC-WOZ: 0 female, 1 male)
 
-    # the PDF: page 1 the estimate, then the evidence and the model card each from a new page
+    # the PDF: the estimate and the evidence flow on from page 1 (no half-empty first page), the
+    # model card from a new page; a table's header row is repeated on a page it continues on
     pp = pages(out / f"participant_{sid}.pdf")
-    assert f"Participant {sid}" in pp[0] and "Research use only" in pp[0]
+    assert f"Participant {sid}" in pp[0] and "Research use only" in pp[0] and "What the estimate rests on" in pp[0]
     starts = [p.strip().splitlines()[0].strip() for p in pp]
-    assert "What the estimate rests on" in starts and "Model card and intended use" in starts
-    assert starts.index("What the estimate rests on") < starts.index("Model card and intended use")
+    assert "Model card and intended use" in starts
+    assert filled_height(out / f"participant_{sid}.pdf") > 0.8  # the first page image is not half empty
 
     cohort = render(out / "cohort.html", pdf=False)
     assert not cohort.external_requests
@@ -119,6 +137,89 @@ def test_participant_and_cohort_reports_in_a_real_browser(severity_run, tmp_path
     assert f"reports/participant_{sid}.pdf" in arts and "reports/cohort.html" in arts
 
 
+def report_inputs(run_dir: Path):
+    """The severity run's saved targets and its data, as `fusion report` loads them."""
+    from fusion.config.load import load_config
+    from fusion.config.schema import TrainConfig
+    from fusion.data.blocks import load_model_data
+    from fusion.report.sources import load_targets, resolve_run
+
+    data = load_model_data(load_config(TrainConfig, run_dir / "config.yaml", []))
+    return load_targets(run_dir / "model"), data, resolve_run(run_dir)
+
+
+@pytest.mark.slow
+def test_modality_contributions_are_the_sums_of_their_features_on_every_target(severity_run):
+    """One scale for modalities and features: in every participant's report, for every target
+    of the severity model, a modality's shown features, its embedding dimensions and its other
+    features add up to its contribution, which is the model's own decomposition of the fused
+    log-odds of the class explained; the shares are those contributions normalised."""
+    from fusion.report.content import participants
+
+    s, _ = severity_run
+    run_dir = Path(s["outputs"]["dir"])
+    targets, data, run = report_inputs(run_dir)
+    ids = list(data.labels.index.astype(str))[:6]
+    contents, failed = participants(targets, data.blocks, data.labels, ids, run=run, n_draws=5)
+    assert not failed and set(targets) == {"depression", "ptsd"}
+    rows = [data.labels.index.astype(str).get_loc(i) for i in ids]
+    for tname, tm in targets.items():
+        feats = tm.model.feature_contributions({m: b[rows] for m, b in data.blocks.items()})
+        for j, sid in enumerate(ids):
+            t = contents[sid]["targets"][tname]
+            cls = tm.class_names.index(t["explained"])
+            present = [m for m in t["modalities"] if m["present"]]
+            assert present and sum(m["share"] for m in present) == pytest.approx(1.0)
+            for m in present:
+                parts = sum(f["contribution"] for f in m["items"]) + (m["opaque"] or {"total": 0})["total"] + \
+                    (m["rest"] or {"total": 0})["total"]
+                assert parts == pytest.approx(m["contribution"], abs=1e-9), (tname, sid, m["name"])
+                assert m["contribution"] == pytest.approx(float(np.nansum(feats[m["name"]][j, :, cls])), abs=1e-9)
+                assert (m["contribution"] >= 0) == (m["direction"] == "towards")
+
+
+@needs_chromium
+@pytest.mark.slow
+def test_a_table_that_continues_on_the_next_page_repeats_its_header(severity_run, tmp_path):
+    from fusion.report import render
+    from fusion.report.browser import Browser
+    from fusion.report.build import model_card
+    from fusion.report.content import participants
+
+    s, _ = severity_run
+    targets, data, run = report_inputs(Path(s["outputs"]["dir"]))
+    sid = str(data.labels.index[0])
+    contents, _ = participants(targets, data.blocks, data.labels, [sid], run=run, n_draws=5, top_features=40)
+    html = render.participant_html(contents[sid], model_card(targets, run), warnings=[], run_id=None,
+                                   hide_text=False)
+    (tmp_path / "long.html").write_text(html)
+    with Browser() as browser:
+        (tmp_path / "long.pdf").write_bytes(browser.render(tmp_path / "long.html", pdf=True).pdf)
+    header = re.compile(r"Modality\s+Feature\s+Value\s+Against the\s+Contribution")
+    with_header = [i for i, page in enumerate(pages(tmp_path / "long.pdf")) if header.search(page)]
+    assert len(with_header) >= 3, with_header  # 2 targets × 40+ rows: the table spans pages, each with its header
+
+
+def test_the_headline_says_what_the_distribution_says():
+    from fusion.report.content import headline
+
+    names = ["none", "mild", "moderate", "moderately severe", "severe"]
+    ranges = [[0, 4], [5, 9], [10, 14], [15, 19], [20, 24]]
+    h = headline(np.array([0.05, 0.40, 0.45, 0.07, 0.03]), names, "ordinal", (0.55, np.nan, np.nan),
+                 "moderate or worse", (11.9, np.nan, np.nan), "PHQ8_Score", ranges)
+    assert h["text"].startswith("between mild and moderate (85% together; moderate 45%)")
+    assert "55% probability of moderate or worse" in h["text"] and h["remark"] is None
+    h = headline(np.array([0.05, 0.52, 0.30, 0.10, 0.03]), names, "ordinal", None, None, (16.2, 15, 17),
+                 "PHQ8_Score", ranges)
+    assert h["text"].startswith("between mild and moderate") and "moderately severe" in h["remark"]
+    assert "disagree" in h["remark"]
+    assert headline(np.array([0.8, 0.1, 0.1]), names[:3], "ordinal", None, None, None, None, None)["text"] == \
+        "most likely none (80%)"
+    nominal = headline(np.array([0.35, 0.33, 0.32]), ["angry", "sad", "happy"], "nominal", None, None, None, None,
+                       None)
+    assert nominal["text"].startswith("no class stands out: angry 35%, sad 33%")
+
+
 @pytest.mark.slow
 def test_a_new_participant_gets_the_saved_model_with_a_bootstrap_interval(severity_run, tmp_path):
     """A participant the model never saw: the saved model's estimate, with the 90 % bootstrap
@@ -139,8 +240,8 @@ def test_a_new_participant_gets_the_saved_model_with_a_bootstrap_interval(severi
                                      pdf=False, track=False, n_draws=100))
     html = (tmp_path / "o" / f"participant_{sid}.html").read_text()
     assert res.participants == [sid]
-    assert "90% bootstrap interval of its fusion layer" in html and "held-out estimate" not in html
-    assert "predicted score" in html  # the saved score model
+    assert "90% bootstrap interval of the fusion layer" in html and "held-out estimate" not in html
+    assert "predicted PHQ8_Score" in html  # the saved score model
 
 
 def test_bootstrap_of_the_fusion_layer():
@@ -173,7 +274,7 @@ def test_bootstrap_of_the_fusion_layer():
 
 
 def test_feature_names_in_plain_language():
-    from fusion.report.glossary import describe, mel_centre_hz
+    from features.glossary import describe, mel_centre_hz
 
     assert describe("face_session/AU04_r__mean").label == "AU04 brow lowerer intensity, mean"
     assert describe("face_turn/AU12_r__mean__std").label == "AU12 lip corner puller (smile) intensity, mean; SD over turns"

@@ -30,12 +30,15 @@ class ComponentSpec(StrictModel):
 
 
 class DatasetSpec(StrictModel):
-    """A corpus: adapter name, its folder, adapter parameters, and its feature-store folder."""
+    """A corpus: adapter name, its folder, adapter parameters, its feature-store folder, and
+    what coded label values mean (`codebook: {Gender: {"0": female, "1": male}}`, added to the
+    adapter's own), for reports."""
 
     name: str = "daic-woz"
     root: Path
     params: dict[str, Any] = Field(default_factory=dict)
     id: str | None = None
+    codebook: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     @property
     def store_id(self) -> str:

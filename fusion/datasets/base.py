@@ -53,6 +53,9 @@ class DatasetAdapter(ABC):
     group_by: ClassVar[str] = "subject"
     #: why, when it is not the subject (shown with every result grouped that way)
     grouping_note: ClassVar[str | None] = None
+    #: what coded label values mean, as the corpus documents them ({column: {code: meaning}});
+    #: a data config's `dataset.codebook` adds to it or overrides it
+    codebook: ClassVar[dict[str, dict[str, str]]] = {}
 
     def __init__(self, root: str | Path, **params: Any) -> None:
         self.root = Path(root)
@@ -133,3 +136,18 @@ def group_column(dataset: DatasetAdapter, labels: pd.DataFrame, group_by: str) -
 def build_dataset(spec) -> DatasetAdapter:
     """Instantiate the adapter a dataset spec (`name`, `root`, `params`) names."""
     return DATASETS.get(spec.name)(spec.root, **spec.params)
+
+
+def codebook_of(spec) -> dict[str, dict[str, str]]:
+    """The meanings of coded label values for a dataset spec: its adapter's own codebook, with
+    the spec's `codebook` entries added or taking precedence."""
+    book = {col: dict(codes) for col, codes in DATASETS.get(spec.name).codebook.items()}
+    for col, codes in (getattr(spec, "codebook", None) or {}).items():
+        book.setdefault(col, {}).update({str(k): str(v) for k, v in codes.items()})
+    return book
+
+
+def decode(book: dict[str, dict[str, str]], column: str, value) -> str:
+    """A label value as its meaning (`Gender` 0 → female), or as itself when not coded."""
+    text = str(int(value)) if isinstance(value, float) and float(value).is_integer() else str(value)
+    return book.get(column, {}).get(text, text)

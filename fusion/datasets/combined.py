@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field
 
 from features.base import Params, Sample
-from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError
+from fusion.datasets.base import DATASETS, DatasetAdapter, DatasetError, decode
 
 
 class CombinedParams(Params):
@@ -56,8 +56,9 @@ class Combined(DatasetAdapter):
 
     def _harmonise(self, samples: list[Sample], members: list[DatasetAdapter]) -> list[Sample]:
         """A label coded as numbers in one corpus and as text in another (DAIC-WOZ's Gender
-        0/1, E-DAIC's male/female) is kept as text in every sample, and the note says so; the
-        codes are not mapped onto each other (no corpus documents the mapping)."""
+        0/1, E-DAIC's male/female) is kept as text in every sample: a corpus whose codebook
+        documents the codes contributes their meanings (DAIC-WOZ's 0 → female), another its
+        codes as text, which the note names (they are not mapped onto each other)."""
         from dataclasses import replace
 
         kinds: dict[str, dict[str, str]] = {}
@@ -71,14 +72,20 @@ class Combined(DatasetAdapter):
         mixed = sorted(col for col, by in kinds.items() if len(set(by.values())) > 1)
         for col in mixed:
             by = kinds[col]
-            numbers = ", ".join(n for n, k in by.items() if k == "number")
+            uncoded = ", ".join(n for n, k in by.items() if k == "number" and col not in DATASETS.get(n).codebook)
             texts = ", ".join(n for n, k in by.items() if k == "text")
-            self.problems.append(f"label {col!r} is a number in {numbers} and text in {texts}; kept as text "
-                                 "values, not mapped onto each other")
+            if uncoded:
+                self.problems.append(f"label {col!r} is a number in {uncoded} and text in {texts}, and no codebook "
+                                     "says what the numbers mean; kept as text values, not mapped onto each other")
         if not mixed:
             return samples
-        return [replace(s, labels={k: (str(v) if k in mixed and v is not None else v) for k, v in s.labels.items()})
-                for s in samples]
+        books = {m.name: m.codebook for m in members}
+
+        def text(member: str, col: str, v):
+            return decode(books.get(member, {}), col, v)
+
+        return [replace(s, labels={k: (text(s.sample_id.split(":", 1)[0], k, v) if k in mixed and v is not None
+                                       else v) for k, v in s.labels.items()}) for s in samples]
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

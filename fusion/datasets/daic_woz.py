@@ -84,6 +84,8 @@ class DaicWoz(DatasetAdapter):
     """DAIC-WOZ sessions with their AVEC2017 splits and PHQ-8 labels."""
 
     name = "daic-woz"
+    # AVEC 2017 / DAIC-WOZ documentation: Gender 0 = female, 1 = male
+    codebook = {"Gender": {"0": "female", "1": "male"}}
     Params = DaicParams
 
     def _labels_by_split(self) -> dict[str, pd.DataFrame]:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from fusion.data.blocks import TargetData
 from fusion.evaluation.crossval import TargetResult
+from fusion.evaluation.flags import format_flags
 
 HEADLINE = ["uar", "accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "qwk", "auc_ovr",
             "adjacent_accuracy", "ece", "brier"]
@@ -132,9 +133,17 @@ def metric_keys(target: str, metrics: dict[str, dict[str, dict[str, float]]]) ->
 
 def attribution_tables(result: TargetResult, ids: list[str], columns: dict[str, list[str]],
                        modalities: list[str]) -> dict[str, pd.DataFrame]:
-    """Per-prediction and cohort attributions (repeat 0 out-of-fold predictions)."""
+    """Per-prediction and cohort attributions (repeat 0 out-of-fold predictions), on the scale
+    of the fused decision (`fusion.models.attribution`): per modality the mean |contribution|
+    to the fused log-odds of the predicted class; per feature family (`features.glossary`: the
+    sentence embedding's dimensions, a face's action units, …) the mean |sum of its features'
+    contributions| of each prediction; per feature its mean |contribution| (or, for a modality
+    without exact contributions, the permutation importance, on its own scale)."""
+    from features.glossary import describe
+
     out = {}
-    if result.modality_contrib is not None and not np.isnan(result.modality_contrib).all():
+    has_modalities = result.modality_contrib is not None and not np.isnan(result.modality_contrib).all()
+    if has_modalities:
         per = pd.DataFrame(result.modality_contrib, columns=[f"modality:{m}" for m in modalities])
         per.insert(0, "sample_id", ids)
         proba = result.variants["model"][0]
@@ -147,28 +156,34 @@ def attribution_tables(result: TargetResult, ids: list[str], columns: dict[str, 
                 per[f"top_features:{m}"] = [", ".join(f"{columns[m][j]} ({c[i, j]:+.3f})" for j in top[i])
                                             if not np.isnan(c[i]).all() else "" for i in range(len(ids))]
         out["attributions_per_prediction"] = per
-    rows = []
+    rows, families = [], []
     for m in modalities:
         c = result.feature_contrib.get(m)
+        described = [describe(name) for name in columns[m]]
         if c is not None:
-            imp, kind = np.nanmean(np.abs(c), axis=0), "mean |exact contribution| (linear or TreeSHAP)"
+            scored = ~np.isnan(c).all(1)
+            imp, kind = np.nanmean(np.abs(c[scored]), axis=0), "mean |contribution to the fused log-odds|"
+            by_family: dict[str, list[int]] = {}
+            for j, d in enumerate(described):
+                by_family.setdefault(d.family, []).append(j)
+            for family, cols in by_family.items():
+                families.append({"modality": m, "family": family, "n_features": len(cols), "measure": kind,
+                                 "importance": float(np.mean(np.abs(np.nansum(c[scored][:, cols], axis=1))))})
         elif m in result.permutation:
             imp, kind = np.mean(result.permutation[m], axis=0), "permutation: increase in log loss"
         else:
             continue
-        for name, v in zip(columns[m], imp, strict=True):
-            family = name.split("/", 1)[-1].split("__")[0]
-            rows.append({"modality": m, "feature": name, "family": family, "importance": float(v),
-                         "measure": kind})
+        for name, d, v in zip(columns[m], described, imp, strict=True):
+            rows.append({"modality": m, "feature": name, "family": d.family, "interpretable": d.interpretable,
+                         "importance": float(v), "measure": kind})
     if rows:
-        cohort = pd.DataFrame(rows).sort_values("importance", ascending=False)
-        out["attributions_features"] = cohort
-        out["attributions_families"] = (cohort.groupby(["modality", "family", "measure"], as_index=False)
-                                        ["importance"].sum().sort_values("importance", ascending=False))
-    if result.modality_contrib is not None and not np.isnan(result.modality_contrib).all():
+        out["attributions_features"] = pd.DataFrame(rows).sort_values("importance", ascending=False)
+    if families:
+        out["attributions_families"] = pd.DataFrame(families).sort_values("importance", ascending=False)
+    if has_modalities:
         out["attributions_modalities"] = pd.DataFrame({
             "modality": modalities,
-            "mean_abs_share_of_margin": np.nanmean(np.abs(result.modality_contrib), axis=0)})
+            "mean_abs_contribution": np.nanmean(np.abs(result.modality_contrib), axis=0)})
     return out
 
 
@@ -183,12 +198,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         counts = ", ".join(f"{c} {n}" for c, n in zip(names, t["class_counts"], strict=True))
         groups = (f", {t['n_groups']} {t['group_by']} groups" if t.get("group_by", "subject") != "subject"
                   else "")
-        lines.append(f"\n{tname}: {t['label']} ({t['n_classes']} {t.get('kind', 'ordinal')} classes: {counts}); "
+        binary = t["n_classes"] == 2
+        kind = "binary, 2 classes" if binary else f"{t['n_classes']} {t.get('kind', 'ordinal')} classes"
+        lines.append(f"\n{tname}: {t['label']} ({kind}: {counts}); "
                      f"{t['n_samples']} samples, {t['n_subjects']} subjects{groups}")
         lines.append(f"  {'metric':<18} {'mean ± sd [95% CI]':>34} {'chance':>8}")
         for k in HEADLINE:
-            if k in m and not (k == "adjacent_accuracy" and t["n_classes"] == 2):
-                lines.append(f"  {k:<18} {fmt(m[k]):>34} {chance[k]:>8.3f}")
+            if k in m and not (binary and k in ("adjacent_accuracy", "qwk")):
+                c = chance.get(k, float("nan"))
+                lines.append(f"  {k:<18} {fmt(m[k]):>34} {'–' if c != c else f'{c:.3f}':>8}")
         if t.get("kind") == "nominal" and t.get("per_class"):
             lines.append("  recall per class: " + ", ".join(
                 f"{c} {v['recall']['mean']:.2f}" for c, v in t["per_class"].items()))
@@ -217,7 +235,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             u = t["metrics"]["uncalibrated"]
             lines.append(f"  top-label ECE: calibrated {fmt(m['ece'])} vs uncalibrated {fmt(u['ece'])}")
     cv = summary["cv"]
-    scheme = {"grouped-kfold": f"{cv['n_splits']}-fold subject-grouped CV × {cv['n_repeats']} seeds",
+    seeds = f"{cv['n_repeats']} seed{'s' if cv['n_repeats'] != 1 else ''}"
+    scheme = {"grouped-kfold": f"{cv['n_splits']}-fold subject-grouped CV × {seeds}",
               "loso": "leave-one-subject-out",
               "official": f"official splits {'+'.join(cv['train_splits'])} → {'+'.join(cv['test_splits'])}",
               "holdout": f"held-out groups {', '.join(map(str, cv.get('test_groups', [])))}",
@@ -225,4 +244,5 @@ def format_summary(summary: dict[str, Any]) -> str:
     inner = f", {cv['inner_splits']} inner folds" if cv["inner_splits"] > 1 else ""
     group_by = next((t.get("group_by") for t in summary["targets"].values()), "subject") or "subject"
     lines.append(f"({summary['model']}; {scheme}{inner}; grouped by {group_by}; CI: {group_by} bootstrap)")
+    lines.extend(format_flags(summary.get("flags", [])))
     return "\n".join(lines)

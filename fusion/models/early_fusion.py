@@ -77,10 +77,20 @@ class EarlyFusion(FusionModel):
         return self.learner_.predict_proba(self._concat(blocks))
 
     def feature_contributions(self, blocks: Blocks) -> dict[str, np.ndarray | None]:
-        c = self.learner_.contributions(self._concat(blocks))
-        if c is None:
+        """Per modality, (n, features, classes) contributions to the calibrated, class-centred
+        log-probability of each class, relative to the average training sample
+        (`fusion.models.attribution`); None for every modality when the learner has no exact split."""
+        from fusion.models.attribution import decision_attributions
+
+        def score(P):
+            logp = np.log(np.clip(self.calibrator_.transform(P), 1e-12, 1))
+            return logp - logp.mean(1, keepdims=True)
+
+        got = decision_attributions(self.learner_, self._concat(blocks), score) if self.task == "classification" \
+            else None
+        if got is None:
             return dict.fromkeys(self.modalities)
-        out, start = {}, 0
+        c, out, start = got[0], {}, 0
         for m in self.modalities:
             out[m] = c[:, start:start + self.widths_[m]]
             start += self.widths_[m]

@@ -171,26 +171,49 @@ class LateCalibratedFusion(FusionModel):
         P, mask = stack_probs(list(self.modality_outputs(blocks, calibrated=False).values()))
         return np.einsum("nmk,nm->nk", P, mask) / np.clip(mask.sum(1, keepdims=True), 1, None)
 
-    def modality_contributions(self, blocks: Blocks) -> np.ndarray:
-        """(n, modalities) shares of the predicted class's margin (classification only)."""
-        outs = self.modality_outputs(blocks)
-        probas = [outs[m] for m in self.modalities]
-        st = self.stacker(self.modalities)
-        return st.contributions(probas, st.predict_proba(probas).argmax(1))
+    def decision_parts(self, blocks: Blocks) -> dict[str, tuple[np.ndarray | None, np.ndarray]]:
+        """Per modality: its features' contributions to the fused logit of each class (n,
+        features, classes; None without an exact split) and its own contribution (n, classes),
+        both relative to the average training sample (`fusion.models.attribution`); NaN rows
+        where the modality is missing. The features of a modality add up to its contribution."""
+        from fusion.models.attribution import decision_attributions, reference_total
 
-    def feature_contributions(self, blocks: Blocks) -> dict[str, np.ndarray | None]:
-        """Per modality, (n, features, classes) contributions of its learner (None if unavailable)."""
-        out = {}
-        for m in self.modalities:
+        outs = self.modality_outputs(blocks)
+        st = self.stacker(self.modalities)
+        _, mask = stack_probs([outs[m] for m in self.modalities])
+        parts: dict[str, tuple[np.ndarray | None, np.ndarray]] = {}
+        for j, m in enumerate(self.modalities):
             X = blocks[m]
             avail = available(X)
-            c = self.learners_[m].contributions(X[avail]) if avail.any() else None
-            if c is not None:
-                full = np.full((len(X), *c.shape[1:]), np.nan)
-                full[avail] = c
-                c = full
-            out[m] = c
-        return out
+            total = np.full((len(X), self.n_classes), np.nan)
+            features = None
+            if avail.any():
+                def score(P, _j=j, _mask=mask[avail], _cal=self.calibrators_[m]):
+                    return st.term(_j, _cal.transform(P), _mask)
+
+                got = decision_attributions(self.learners_[m], X[avail], score)
+                if got is not None:
+                    features = np.full((len(X), X.shape[1], self.n_classes), np.nan)
+                    features[avail], total[avail] = got
+                else:
+                    diff = reference_total(self.learners_[m], X[avail], score)
+                    if diff is not None:
+                        total[avail] = diff
+            parts[m] = (features, total)
+        return parts
+
+    def modality_contributions(self, blocks: Blocks) -> np.ndarray:
+        """(n, modalities) each modality's contribution to the fused logit of the predicted
+        class, relative to the average training sample (NaN where it is missing); equal to the
+        sum of its features' contributions (`feature_contributions`)."""
+        pred = self.predict_proba(blocks).argmax(1)
+        parts = self.decision_parts(blocks)
+        return np.column_stack([parts[m][1][np.arange(len(pred)), pred] for m in self.modalities])
+
+    def feature_contributions(self, blocks: Blocks) -> dict[str, np.ndarray | None]:
+        """Per modality, (n, features, classes) contributions to the fused logit of each class
+        (None when its learner has no exact split)."""
+        return {m: f for m, (f, _) in self.decision_parts(blocks).items()}
 
     def summary(self) -> dict[str, Any]:
         """Fitted calibration and fusion parameters (for tracking)."""

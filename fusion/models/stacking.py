@@ -111,12 +111,11 @@ class LogLinearStacker(Stacker):
         logp, mask = stack_log_probs(probas)
         return softmax(self._logits(logp, mask, self.weights_, self.bias_))
 
-    def contributions(self, probas: Sequence[np.ndarray], cls: np.ndarray) -> np.ndarray:
-        """Each modality's share of the margin of class `cls`: a_m w_m (log p_m,cls − mean_k log p_mk)."""
-        logp, mask = stack_log_probs(probas)
-        centred = logp - logp.mean(axis=2, keepdims=True)
-        picked = centred[np.arange(len(cls)), :, cls]
-        return picked * mask * self.weights_[None, :]
+    def term(self, j: int, proba: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Modality `j`'s term in the fused logits, per class, centred over the classes:
+        a_j w_j (log p_jk − mean_k' log p_jk'); `mask` is the (n, modalities) availability."""
+        logp = np.log(np.clip(proba, EPS, 1))
+        return (logp - logp.mean(1, keepdims=True)) * (mask[:, j] * self.weights_[j])[:, None]
 
 
 @STACKERS.register("linear-pool")
@@ -146,12 +145,11 @@ class LinearPoolStacker(Stacker):
         P, mask = stack_probs(probas)
         return self._pool(P, mask, self.weights_)
 
-    def contributions(self, probas, cls):
-        P, mask = stack_probs(probas)
+    def term(self, j: int, proba: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Modality `j`'s term in the pooled probabilities: its weight renormalised over the
+        sample's available modalities × its probabilities; `mask` is the (n, modalities) availability."""
         w = mask * self.weights_[None, :]
-        w = w / np.clip(w.sum(1, keepdims=True), EPS, None)
-        return P[np.arange(len(cls)), :, cls] * w
-
+        return proba * (w[:, j] / np.clip(w.sum(1), EPS, None))[:, None]
 
 def stack_log_probs(probas: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     P, mask = stack_probs(probas)

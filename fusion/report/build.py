@@ -16,6 +16,8 @@ from typing import Any
 
 from features.files import atomic_write_bytes, atomic_write_text
 from features.registry import exception_text
+from fusion.datasets.base import codebook_of, decode
+from fusion.evaluation.flags import run_flags
 from fusion.report import content, render
 from fusion.report.sources import (
     ReportError,
@@ -121,6 +123,7 @@ def model_card(targets: dict[str, TargetModel], run: Run | None, cfg=None) -> di
     cv = training.get("cv") or summary.get("cv") or {}
     root = training.get("root") or (str(cfg.extract.dataset.root) if cfg is not None and cfg.extract else None)
     synthetic = bool(root and (Path(root) / "demo_corpus.json").exists())
+    book = codebook_of(cfg.extract.dataset) if cfg is not None and cfg.extract else {}
     model_name = first.manifest["model"] if first else summary.get("model", "?")
     params = first.manifest.get("params", {}) if first else {}
     desc = model_name
@@ -165,14 +168,16 @@ def model_card(targets: dict[str, TargetModel], run: Run | None, cfg=None) -> di
             "git_commit"), "dirty": training.get("git_dirty") or summary.get("git", {}).get("git_dirty"),
         "dataset": training.get("dataset") or summary.get("dataset", "?"), "root": root, "synthetic": synthetic,
         "n_samples": training.get("n_samples") or "?", "n_subjects": training.get("n_subjects"),
-        "composition": training.get("composition"),
+        "composition": {col: {decode(book, col, v): n for v, n in counts.items()}
+                        for col, counts in (training.get("composition") or {}).items()} or None,
         "availability": training.get("modality_available"),
         "targets": [{"name": t, "label": tm.label, "positive_name": tm.target.get("positive_name"),
                      "score": tm.target.get("score"),
                      "class_counts": list(zip(tm.class_names, tm.training.get("class_counts", []), strict=False))}
                     for t, tm in targets.items()],
         "outcomes": ", ".join(f"{tm.label}" for tm in targets.values()), "modalities": mods,
-        "protocol": protocol, "performance": performance, "failures": failures}
+        "protocol": protocol, "performance": performance, "failures": failures,
+        "flags": [f for f in run_flags(summary) if f["target"] in targets or f["target"] is None]}
 
 
 def _load_data(req: ReportRequest, run: Run | None):
@@ -257,7 +262,8 @@ def make_reports(req: ReportRequest) -> ReportResult:
     if req.cohort:
         t1 = time.perf_counter()
         with damage_named(model_dir, run):
-            c = content.cohort(run, targets, data.labels, req.subgroups, seed=req.seed)
+            c = content.cohort(run, targets, data.labels, req.subgroups, seed=req.seed,
+                               codebook=codebook_of(cfg.extract.dataset))
         path = out / "cohort.html"
         atomic_write_text(render.cohort_html(c, card), path)
         result.files.append(path)

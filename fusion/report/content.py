@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.glossary import describe
 from fusion.data.sequences import SequenceBlock, available
-from fusion.report.glossary import describe
+from fusion.datasets.base import decode
 from fusion.report.sources import ReportError, Run, TargetModel, changed_source
 
 INTERVAL = 0.90
@@ -195,9 +196,10 @@ def target_content(tm: TargetModel, blocks: Mapping[str, Any], labels: pd.DataFr
             lo, hi = (P.min(0), P.max(0)) if spread else (np.full(k, np.nan), np.full(k, np.nan))
             ppos = P[:, pos:].sum(1) if pos is not None else None
             c["source"] = (f"held-out estimate: the mean over the {len(P)} cross-validation repeat(s) of the "
-                           "evaluation, "
-                           "each from a model that did not see this participant; "
-                           + ("interval: the range over repeats" if spread else "one repeat, so no interval"))
+                           "evaluation, each from a model that did not see this participant")
+            c["interval"] = (f"range over the {len(P)} repeats (not a confidence interval)" if spread
+                             else "one repeat: no range")
+            c["interval_short"] = f"range over {len(P)} repeats" if spread else "range"
             c["pos"] = None if ppos is None else (float(ppos.mean()), *((float(ppos.min()), float(ppos.max()))
                                                                         if spread else (np.nan, np.nan)))
             S = oof[sid]["S"]
@@ -208,12 +210,16 @@ def target_content(tm: TargetModel, blocks: Mapping[str, Any], labels: pd.DataFr
             if draws is not None and not np.isnan(draws[:, i]).all():
                 lo, hi = np.nanpercentile(draws[:, i], [lo_q, hi_q], axis=0)
                 dpos = draws[:, i, pos:].sum(1) if pos is not None else None
-                c["source"] = (f"the saved model; interval: {INTERVAL:.0%} bootstrap interval of its fusion layer "
-                               f"refitted {n_draws} times (the per-modality models kept fixed)")
+                c["source"] = "the saved model"
+                c["interval"] = (f"{INTERVAL:.0%} bootstrap interval of the fusion layer refitted {n_draws} times "
+                                 "(the per-modality models kept fixed)")
+                c["interval_short"] = f"{INTERVAL:.0%} interval"
             else:
                 lo = hi = np.full(k, np.nan)
                 dpos = None
-                c["source"] = "the saved model (this model type gives no interval)"
+                c["source"] = "the saved model"
+                c["interval"] = "this model type gives no interval"
+                c["interval_short"] = "interval"
             ppos = float(p[pos:].sum()) if pos is not None else None
             c["pos"] = None if ppos is None else (
                 ppos, *(np.nanpercentile(dpos, [lo_q, hi_q]) if dpos is not None else (np.nan, np.nan)))
@@ -227,14 +233,66 @@ def target_content(tm: TargetModel, blocks: Mapping[str, Any], labels: pd.DataFr
                 c["warning"] = ("This participant was in the model's training data, and no evaluation run with their "
                                 "held-out estimate was given: these figures are in-sample and optimistic.")
         c["proba"] = [(names[j], float(p[j]), float(lo[j]), float(hi[j])) for j in range(k)]
-        c["predicted"] = names[int(np.argmax(p))]
+        top = int(np.argmax(p))
+        c["predicted"] = names[top]
         c["recorded"] = _recorded(tm, labels, sid, names)
-        c["modalities"] = _modalities(tm, blocks, mods, shares, i, drops)
-        c["features"] = _features(tm, blocks, feats, i, int(np.argmax(proba[i])), top_features)
+        c["headline"] = headline(p, names, tm.target.get("kind") or "ordinal", c["pos"], tm.target.get("positive_name"),
+                                 c["score"], tm.target.get("score"), tm.target.get("score_ranges"))
+        c["modalities"], c["explained"], c["explained_note"] = _evidence(
+            tm, blocks, mods, shares, feats, i, top, int(np.argmax(proba[i])), drops, top_features)
+        c["features"] = [m for m in c["modalities"] if m.get("items") or m.get("opaque")]
         c["turns"], c["turns_note"] = (_turns(tm, blocks, turns, i, sid, dataset, provenance, hide_text, top_turns)
                                        if turns else (None, None))
         out.append(c)
     return out
+
+
+def headline(p: np.ndarray, names: list[str], kind: str, pos, positive_name: str | None, score,
+             score_name: str | None, ranges: list | None) -> dict[str, Any]:
+    """The estimate in one line that says what the distribution says: one class when it holds
+    most of the probability, two adjacent severities when together they do, otherwise that no
+    class stands out; the positive outcome's probability; and the predicted score, with a
+    remark when it falls in another class's range of training scores than the classes named."""
+    order = np.argsort(-p)
+    top = int(order[0])
+    named = [top]
+    if p[top] >= 0.6:
+        text = f"most likely {names[top]} ({p[top]:.0%})"
+    else:
+        pair = max((j for j in (top - 1, top + 1) if 0 <= j < len(p)), key=lambda j: p[j], default=None)
+        if kind == "ordinal" and pair is not None and p[top] + p[pair] >= 0.6:
+            lo, hi = sorted((top, pair))
+            named = [lo, hi]
+            text = (f"between {names[lo]} and {names[hi]} ({p[lo] + p[hi]:.0%} together; {names[top]} "
+                    f"{p[top]:.0%})")
+        else:
+            second = int(order[1])
+            text = (f"no class stands out: {names[top]} {p[top]:.0%}, {names[second]} {p[second]:.0%}, "
+                    f"the others {1 - p[top] - p[second]:.0%}")
+    parts = [text]
+    if pos is not None:
+        parts.append(f"{pos[0]:.0%} probability of {positive_name or 'the positive outcome'}")
+    remark = None
+    if score is not None:
+        parts.append(f"predicted {score_name or 'score'} {score[0]:.1f}")
+        where = score_class(score[0], ranges) if ranges else None
+        if where is not None and where not in named:
+            remark = (f"The score head and the class head disagree: a {score_name or 'score'} of {score[0]:.1f} lies "
+                      f"in the range of {names[where]} in the training data, while the class probabilities favour "
+                      f"{' / '.join(names[j] for j in named)}.")
+    return {"text": "; ".join(parts), "remark": remark}
+
+
+def score_class(value: float, ranges: list) -> int | None:
+    """The class whose training range of scores holds `value` (the nearest when none does)."""
+    best, gap = None, np.inf
+    for c, r in enumerate(ranges):
+        if r is None:
+            continue
+        d = 0.0 if r[0] <= value <= r[1] else min(abs(value - r[0]), abs(value - r[1]))
+        if d < gap:
+            best, gap = c, d
+    return best
 
 
 def _recorded(tm: TargetModel, labels: pd.DataFrame, sid: str, names: list[str]) -> str | None:
@@ -265,18 +323,35 @@ def _drop_effects(run: Run | None, target: str) -> dict[str, tuple[float, float]
             if name.startswith("drop:") and full is not None and "f1_weighted" in stats}
 
 
-def _modalities(tm, blocks, mods, shares, i, drops) -> list[dict[str, Any]]:
+def _evidence(tm, blocks, mods, shares, feats, i, top, saved_top, drops, n_top):
+    """Per modality: its contribution to the fused decision for the headline's class, its share
+    of all modalities' contributions, and the features behind it on the same scale (the shown
+    features, the embedding dimensions together and the remaining features add up to the
+    modality's contribution). Returns (rows, the class explained, a note when that class is
+    not the one the headline shows)."""
+    names = tm.class_names
+    exact = feats is not None and all(feats.get(m) is not None for m in mods)
+    cls, note = top, None
+    if not exact and saved_top != top:
+        cls = saved_top
+        note = (f"The explanation is of the saved model's decision for this participant ({names[saved_top]}), "
+                f"not of the held-out estimate above ({names[top]}).")
     inputs = tm.manifest.get("inputs", {})
-    total = np.nansum(np.abs(shares[i])) if shares is not None else np.nan
+    cols = tm.model.columns or {}
     rows = []
     for j, m in enumerate(mods):
         has = bool(available(blocks[m])[i])
         sets = ", ".join(f"{r['features']} ({r['extractor']['name']})" for r in inputs.get(m, []))
-        row = {"name": m, "present": has, "what": MODALITY_WORDS.get(m, m), "sets": sets, "absence": None}
-        if shares is not None and has and total > 0:
-            row["share"] = float(abs(shares[i, j]) / total)
-            row["direction"] = "towards" if shares[i, j] >= 0 else "against"
-        if not has:
+        row: dict[str, Any] = {"name": m, "present": has, "what": MODALITY_WORDS.get(m, m), "sets": sets,
+                               "absence": None, "contribution": None, "items": [], "opaque": None, "rest": None}
+        if has:
+            C = feats.get(m) if feats is not None else None
+            if exact and C is not None and not np.isnan(C[i]).all():
+                row["contribution"] = float(np.nansum(C[i, :, cls]))
+                row.update(_features(tm, blocks[m], C[i, :, cls], i, cols.get(m), tm.reference.get(m), n_top))
+            elif shares is not None and np.isfinite(shares[i, j]):
+                row["contribution"] = float(shares[i, j])
+        else:
             row["absence"] = ("absent for this session: the estimate rests on the other modalities, with the fusion "
                               "weights fitted for that subset")
             if m in drops:
@@ -284,36 +359,39 @@ def _modalities(tm, blocks, mods, shares, i, drops) -> list[dict[str, Any]]:
                 row["absence"] += (f"; in the evaluation, leaving {m} out changed weighted F1 from {full:.2f} to "
                                    f"{without:.2f}")
         rows.append(row)
-    return rows
+    total = sum(abs(r["contribution"]) for r in rows if r["contribution"] is not None)
+    for r in rows:
+        if r["contribution"] is not None and total > 0:
+            r["share"] = abs(r["contribution"]) / total
+            r["direction"] = "towards" if r["contribution"] >= 0 else "against"
+    return rows, names[cls], note
 
 
-def _features(tm, blocks, feats, i, cls, top) -> list[dict[str, Any]]:
-    """Per modality, the features with the largest contributions to the predicted class, their
-    value and where it lies in the training cohort; embedding dimensions are summed."""
-    cols = tm.model.columns or {}
-    out = []
-    for m, C in (feats or {}).items():
-        X = blocks[m]
-        if C is None or isinstance(X, SequenceBlock) or np.isnan(C[i]).all():
+def _features(tm, X, contrib, i, columns, ref, top) -> dict[str, Any]:
+    """The features with the largest contributions (embedding dimensions, which mean something
+    only together, summed as one row; the remaining features as another), each with its value
+    when the value has a plain meaning and where it lies in the training cohort."""
+    names = columns or [f"{j}" for j in range(len(contrib))]
+    described = [describe(n) for n in names]
+    opaque = np.array([not d.interpretable for d in described])
+    contrib = np.nan_to_num(contrib)
+    items = []
+    for j in np.argsort(-np.abs(np.where(opaque, 0, contrib)))[:top]:
+        if opaque[j] or abs(contrib[j]) < 5e-4:  # below the 3 decimals shown: part of "the other features"
             continue
-        contrib = C[i, :, cls]
-        names = cols.get(m) or [f"{m}/{j}" for j in range(len(contrib))]
-        described = [describe(n) for n in names]
-        opaque = np.array([not d.interpretable for d in described])
-        ref = tm.reference.get(m)
-        items = []
-        for j in np.argsort(-np.abs(np.nan_to_num(np.where(opaque, 0, contrib))))[:top]:
-            if opaque[j] or not np.isfinite(contrib[j]) or contrib[j] == 0:
-                continue
-            value = float(X[i, j])
-            pct = percentile_of(value, ref[:, j]) if ref is not None else float("nan")
-            items.append({"label": described[j].label, "column": names[j], "value": value, "percentile": pct,
-                          "contribution": float(contrib[j]), "family": described[j].family})
-        row = {"modality": m, "items": items, "opaque": None}
-        if opaque.any():
-            row["opaque"] = {"n": int(opaque.sum()), "total": float(np.nansum(contrib[opaque])),
-                             "family": described[int(np.flatnonzero(opaque)[0])].family}
-        out.append(row)
+        value = float(X[i, j])
+        pct = percentile_of(value, ref[:, j]) if ref is not None else float("nan")
+        items.append({"label": described[j].label, "column": names[j], "family": described[j].family,
+                      "value": value if described[j].raw_value else None, "percentile": pct,
+                      "contribution": float(contrib[j])})
+    shown = sum(f["contribution"] for f in items)
+    out: dict[str, Any] = {"items": items, "opaque": None}
+    if opaque.any():
+        fam = described[int(np.flatnonzero(opaque)[0])].family
+        out["opaque"] = {"n": int(opaque.sum()), "total": float(contrib[opaque].sum()), "family": fam}
+        shown += out["opaque"]["total"]
+    n_rest = int((~opaque).sum()) - len(items)
+    out["rest"] = {"n": n_rest, "total": float(contrib.sum() - shown)} if n_rest > 0 else None
     return out
 
 
@@ -351,7 +429,8 @@ def _turns(tm, blocks, turns, i, sid, dataset, provenance, hide_text, top) -> tu
 # --- cohort -------------------------------------------------------------------------------------
 
 def cohort(run: Run, targets: Mapping[str, TargetModel], labels: pd.DataFrame | None,
-           subgroups: Sequence[str] = (), n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
+           subgroups: Sequence[str] = (), n_boot: int = 200, seed: int = 0,
+           codebook: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, Any]:
     """The cohort report's content for every target the run evaluated (and the model saved)."""
     from fusion.evaluation import plots
 
@@ -376,8 +455,9 @@ def cohort(run: Run, targets: Mapping[str, TargetModel], labels: pd.DataFrame | 
                              "availability": ts.get("modality_available", {}),
                              "positive_name": (tm.target.get("positive_name") if tm else None)}
         mets = ts.get("metrics", {})
-        t["metrics"] = [(METRIC_NAMES.get(k, k), v) for k, v in mets.get("model", {}).items()
-                        if isinstance(v, dict) and "mean" in v]
+        chance = ts.get("chance", {})
+        t["metrics"] = [(METRIC_NAMES.get(k, k), v, chance.get(k, float("nan")))
+                        for k, v in mets.get("model", {}).items() if isinstance(v, dict) and "mean" in v]
         t["regression"] = [(METRIC_NAMES.get(k, k), v) for k, v in mets.get("regression", {}).items()]
         t["uncalibrated_ece"] = mets.get("uncalibrated", {}).get("ece")
         t["confusion"] = ts.get("confusion")
@@ -391,6 +471,8 @@ def cohort(run: Run, targets: Mapping[str, TargetModel], labels: pd.DataFrame | 
                                                                    {"calibrated model": P}))
             t["subgroups"] = _subgroups(preds, P, labels, subgroups, ts.get("kind", "ordinal"),
                                         tm.target.get("positive_from") if tm else None, n_boot, seed)
+            for row in t["subgroups"]:
+                row["value"] = decode(dict(codebook or {}), row["column"], row["value"])
         dc = ts.get("decision_curve")
         if dc:
             t["decision"] = figure_uri(plots.decision_figure(f"{tname}: decision curve", dc))
@@ -399,10 +481,15 @@ def cohort(run: Run, targets: Mapping[str, TargetModel], labels: pd.DataFrame | 
         t.setdefault("subgroups", [])
         t.setdefault("decision", None)
         t.setdefault("decision_reading", None)
-        t["attr_features"] = None
+        t["attr_features"] = t["attr_families"] = None
         t["attr_modalities"] = _table_rows(run.table(f"{tname}_attributions_modalities"))
+        families = run.table(f"{tname}_attributions_families")
+        if families is not None and "n_features" in families:
+            t["attr_families"] = families.head(8).to_dict("records")
         feats = run.table(f"{tname}_attributions_features")
         if feats is not None:
+            if "interpretable" in feats:  # embedding dimensions mean something only together (families above)
+                feats = feats[feats["interpretable"].astype(bool)]
             feats = feats.head(10).copy()
             feats["plain"] = [describe(f).label for f in feats["feature"]]
             t["attr_features"] = feats.to_dict("records")
@@ -429,9 +516,10 @@ def _adjacent_share(conf) -> float | None:
 def _table_rows(df: pd.DataFrame | None) -> list[dict[str, Any]] | None:
     if df is None:
         return None
-    if "mean_abs_share_of_margin" in df:
-        total = df["mean_abs_share_of_margin"].sum() or 1.0
-        df = df.assign(percent=df["mean_abs_share_of_margin"] / total)
+    column = next((c for c in ("mean_abs_contribution", "mean_abs_share_of_margin") if c in df), None)
+    if column is not None:
+        total = df[column].sum() or 1.0
+        df = df.assign(value=df[column], percent=df[column] / total)
     return df.to_dict("records")
 
 

@@ -15,6 +15,9 @@ TEMPLATES = Path(__file__).with_name("templates")
 DISCLAIMER = ("Research use only. This report is not a diagnosis and must not be used on its own to make "
               "clinical decisions about this person. It shows what a statistical model estimates from recorded "
               "behaviour; a qualified clinician's assessment takes precedence.")
+COHORT_DISCLAIMER = ("Research use only. This report describes how a statistical model performed on a research "
+                     "cohort; it is not a diagnostic test, and its figures need not hold for other people, "
+                     "recordings or settings. Decisions about individuals rest with qualified clinicians.")
 
 
 def _env() -> jinja2.Environment:
@@ -51,7 +54,7 @@ def participant_html(p: dict[str, Any], card: dict[str, Any], *, warnings: list[
 
 def cohort_html(c: dict[str, Any], card: dict[str, Any]) -> str:
     return _env().get_template("cohort.html.j2").render(title=f"Cohort report: {c['model']}", c=c, card=card,
-                                                        **_globals())
+                                                        **{**_globals(), "disclaimer": COHORT_DISCLAIMER})
 
 
 

@@ -439,6 +439,21 @@ def write_openface_txt(path: Path, columns: list[str], tracks: dict[str, np.ndar
 
 # --- sessions -----------------------------------------------------------------------------
 
+LIMIT_KNEE, LIMIT_CEILING = 0.9, 0.98
+
+
+def limit(x: np.ndarray) -> np.ndarray:
+    """A recording chain's limiter: samples below `LIMIT_KNEE` pass unchanged, louder peaks are
+    compressed smoothly under `LIMIT_CEILING`, so that no recording reaches full scale (a
+    hard clip would make the extractors warn, rightly, that the recording is clipped)."""
+    a = np.abs(x)
+    over = a > LIMIT_KNEE
+    room = LIMIT_CEILING - LIMIT_KNEE
+    out = x.copy()
+    out[over] = np.sign(x[over]) * (LIMIT_KNEE + room * np.tanh((a[over] - LIMIT_KNEE) / room))
+    return out
+
+
 def generate_session(folder: Path, lat: Latents, n_questions: int, rng: np.random.Generator,
                      ellie_rng: np.random.Generator) -> None:
     """Write one `{pid}_P/` folder: transcript, audio and the three CLNF files (`ellie_rng`
@@ -487,7 +502,7 @@ def generate_session(folder: Path, lat: Latents, n_questions: int, rng: np.rando
         a = int(start * SR)
         audio[a:a + len(piece)] += piece[: n - a]
         speaking[int(start * FPS):int((start + len(piece) / SR) * FPS)] = 1.0
-    audio = np.clip(audio, -1, 1)
+    audio = limit(audio)
     tmp = folder / f".{pid}_AUDIO.tmp.wav"
     sf.write(tmp, audio, SR, subtype="PCM_16")
     tmp.replace(folder / f"{pid}_AUDIO.wav")
@@ -524,7 +539,7 @@ def _make_session(root: Path, pid: int, seed_seq: np.random.SeedSequence, n_ques
     return {"lat": lat, "items": items}
 
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4  # 4: peaks limited below full scale instead of clipped
 MANIFEST = "demo_corpus.json"
 
 

@@ -61,10 +61,21 @@ class Learner:
         """(n, width) the learner's penultimate representation, or None (no hidden layer)."""
         return None
 
-    def contributions(self, X: np.ndarray) -> np.ndarray | None:
-        """Per-feature contributions to each class's margin, shape (n, features, classes), or
-        None when the learner has no exact attribution (permutation importance is used then)."""
+    def margin_parts(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The classifier's margins split into a reference and per-feature parts: (margins
+        (n, d), reference (n, d), parts (n, features, d)) with margins = reference + parts
+        summed over features, and `proba_from_margin(margins)` = `predict_proba(X)`. The
+        reference is the margin of the average training sample (a linear model's training
+        mean input, TreeSHAP's expected value). None when the learner has no such split."""
         return None
+
+    def proba_from_margin(self, margin: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, n_classes) from margins as `margin_parts` gives them."""
+        raise NotImplementedError
+
+    def reference_input(self) -> np.ndarray | None:
+        """The average training sample (the training means after imputation), when kept."""
+        return getattr(self, "mean_", None)
 
     def fit_scaling(self, X: np.ndarray) -> np.ndarray:
         """Learn median imputation and z-scoring on training data; return it standardised."""

@@ -56,28 +56,27 @@ class LinearLearner(Learner):
         return self
 
     def predict_proba(self, X):
-        z = self.standardise(X) @ self.coef_.T + self.intercept_
+        return self.proba_from_margin(self.standardise(X) @ self.coef_.T + self.intercept_)
+
+    def proba_from_margin(self, margin):
         if self.coef_.shape[0] == 1:  # binary: the score of the second class
-            p1 = 1 / (1 + np.exp(-z[:, 0]))
+            p1 = 1 / (1 + np.exp(-margin[:, 0]))
             proba = np.column_stack([1 - p1, p1])
         else:
-            proba = softmax(z)
+            proba = softmax(margin)
         return expand_proba(proba, self.classes_, self.n_classes)
+
+    def margin_parts(self, X):
+        """Exact for a linear model: coefficient × standardised deviation from the training mean."""
+        if self.task != "classification":
+            return None
+        z = self.standardise(X)
+        parts = z[:, :, None] * self.coef_.T[None, :, :]
+        reference = np.broadcast_to(self.intercept_, (len(X), len(self.intercept_)))
+        return reference + parts.sum(1), reference, parts
 
     def predict(self, X):
         return self.standardise(X) @ self.coef_[0] + self.intercept_[0]
-
-    def contributions(self, X):
-        """Exact for a linear model: coefficient × standardised deviation from the training mean."""
-        z = self.standardise(X)
-        if self.task == "regression":
-            return (z * self.coef_[0])[:, :, None]
-        coef = self.coef_
-        if coef.shape[0] == 1:  # binary: the logit of class 1 against class 0, split evenly
-            coef = np.vstack([-coef, coef]) / 2
-        out = np.zeros((len(X), X.shape[1], self.n_classes))
-        out[:, :, self.classes_] = z[:, :, None] * coef.T[None, :, :]
-        return out
 
     def save(self, prefix):
         return {"task": self.task, "n_classes": self.n_classes, "params": self.params.model_dump(),

@@ -112,14 +112,20 @@ class OrdinalLearner(Learner):
     def predict_proba(self, X):
         return cumulative_proba(self._score(X), self.slope_, self.cuts_)
 
+    def proba_from_margin(self, margin):
+        return cumulative_proba(margin[:, 0], self.slope_, self.cuts_)
+
+    def margin_parts(self, X):
+        """One margin, the latent severity score: its value at the training mean plus each
+        feature's coefficient × standardised deviation."""
+        if self.task != "classification":
+            return None
+        parts = (self.standardise(X) * self.coef_)[:, :, None]
+        reference = np.full((len(X), 1), float(self.intercept_))
+        return reference + parts.sum(1), reference, parts
+
     def predict(self, X):
         return self._score(X)
-
-    def contributions(self, X):
-        """Contributions to the latent severity score (positive: towards the higher classes),
-        the same in every class column."""
-        c = self.standardise(X) * self.coef_ * (self.slope_ if self.task == "classification" else 1.0)
-        return np.repeat(c[:, :, None], max(self.n_classes, 1), axis=2)
 
     def save(self, prefix):
         d = {"task": self.task, "n_classes": self.n_classes, "params": self.params.model_dump(),

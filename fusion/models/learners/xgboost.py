@@ -129,17 +129,29 @@ class XGBLearner(Learner):
         self.check_fitted()
         return self.model_.predict(X)
 
-    def contributions(self, X):
-        """TreeSHAP values (XGBoost's own `pred_contribs`), per class margin."""
+    def margin_parts(self, X):
+        """TreeSHAP (XGBoost's own `pred_contribs`): the expected margin and each feature's
+        share of the difference, per class margin (one margin for a binary target)."""
         import xgboost as xgb
 
+        if self.task != "classification":
+            return None
         self.check_fitted()
-        booster = self.model_.get_booster()
-        contrib = booster.predict(xgb.DMatrix(X), pred_contribs=True,
-                                  iteration_range=(0, self.n_iter_ or 0))
-        if contrib.ndim == 2:  # binary or regression: (n, features + bias)
-            c = contrib[:, :-1]
-            if self.task == "regression":
-                return c[:, :, None]
-            return np.stack([-c / 2, c / 2], axis=2)
-        return np.transpose(contrib[:, :, :-1], (0, 2, 1))  # (n, classes, f+1) → (n, f, classes)
+        contrib = self.model_.get_booster().predict(xgb.DMatrix(X), pred_contribs=True,
+                                                    iteration_range=(0, self.n_iter_ or 0))
+        if contrib.ndim == 2:
+            contrib = contrib[:, None, :]
+        parts = np.transpose(contrib[:, :, :-1], (0, 2, 1))  # (n, margins, f) → (n, f, margins)
+        reference = contrib[:, :, -1]
+        return reference + parts.sum(1), reference, parts
+
+    def proba_from_margin(self, margin):
+        from fusion.models.calibration import softmax
+
+        if margin.shape[1] == 1:
+            p1 = 1 / (1 + np.exp(-margin[:, 0]))
+            return np.column_stack([1 - p1, p1])
+        return softmax(margin)
+
+    def reference_input(self):
+        return None

@@ -65,6 +65,9 @@ class Feature:
     label: str
     family: str
     interpretable: bool = True
+    #: whether the raw value means something to a reader (a pitch in semitones, an AU intensity);
+    #: log-Mel energies, MFCCs and embedding dimensions are shown against the cohort only
+    raw_value: bool = True
 
 
 def mel_centre_hz(band: int, n_mels: int = 64, f_min: float = 20.0, f_max: float = 8000.0) -> float:
@@ -131,29 +134,30 @@ def describe(column: str) -> Feature:
     feature_set, _, name = column.rpartition("/")
     parts = name.split("__")
     base, stats = parts[0], parts[1:]
-    label, family, interpretable = None, "other", True
+    label, family, interpretable, raw_value = None, "other", True, True
     m = LOGMEL.match(base)
     if m:
         delta, band, stat = m.groups()
         hz = mel_centre_hz(int(band))
         what = "change over time of " if delta else ""
         label = f"{what}sound energy near {hz:,.0f} Hz (log-Mel band {int(band)}), {STAT.get(stat, stat)}"
-        family = "voice spectrum (log-Mel)"
+        family, raw_value = "voice spectrum (log-Mel)", False
     elif TEXT_DIM.match(base):
         _, dim = TEXT_DIM.match(base).groups()
-        label, family = f"sentence-embedding dimension {int(dim)} of the words", "words (embedding)"
-        interpretable = False
+        label, family = f"sentence-embedding dimension {int(dim)} of the words", "sentence embedding of the words"
+        interpretable = raw_value = False
     elif base.startswith("p_"):
         label, family = f"probability of '{base[2:]}' from the emotion recogniser", "emotion recogniser"
     elif base.startswith("cue_") or base.startswith("cues_"):
-        label, family, interpretable = f"textualised cue {base}", "textualised cues", False
+        label, family, interpretable, raw_value = f"textualised cue {base}", "textualised cues", False, False
     else:
         found = _face(base) or _egemaps(base)
         if found:
             label, family = found
+            raw_value = "MFCC" not in label  # cepstral coefficients have no unit a reader knows
     if label is None:
-        return Feature(column, feature_set, name, family, interpretable=False)
+        return Feature(column, feature_set, name, family, interpretable=False, raw_value=False)
     for i, stat in enumerate(stats):
         word = {"std": "SD"}.get(stat, STAT.get(stat, stat))
         label += f", {word}" if i == 0 and not label.count(",") else f"; {word} over turns"
-    return Feature(column, feature_set, label, family, interpretable)
+    return Feature(column, feature_set, label, family, interpretable, raw_value)
