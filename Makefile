@@ -7,7 +7,7 @@ CONFIG ?=
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo extract train test test-fast lint bench bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-sweep bench-report bench-emotic bench-gpu sweep compare report clean
+.PHONY: help setup demo extract train test test-fast lint notebooks bench bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-sweep bench-report bench-emotic bench-gpu sweep compare report clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
@@ -46,6 +46,9 @@ test: $(STAMP) ## Run the whole test suite (slow end-to-end tests included)
 
 test-fast: $(STAMP) ## Run the tests without the slow end-to-end ones
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+notebooks: $(STAMP) ## Run notebooks/*.ipynb top to bottom; executed copies with outputs in notebooks/work/
+	$(BIN)/python notebooks/execute.py
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text on stderr, in a terminal and a notebook alike (no widget)
 
 from features.align import Segmenter
 from features.base import BatchResult, ExtractionError, Extractor, Sample

@@ -178,6 +178,21 @@ def cmd_data_describe(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_data_init(args: argparse.Namespace) -> dict[str, Any]:
+    from fusion.datasets.init import init_folder
+
+    result = init_folder(args.folder, name=args.name, subject_pattern=args.subject_pattern, configs=args.configs,
+                         label=args.label)
+    print(f"{result['n_samples']} samples of {result['n_subjects']} subjects ({', '.join(result['roles'])}) → "
+          f"{result['labels']}")
+    print(f"configs: {result['extract']}, {result['train']}")
+    print("to do:")
+    for i, step in enumerate(result["todo"], 1):
+        print(f"  {i}. {step}")
+    print(f"then: fusion extract --config {result['extract']} && fusion train --config {result['train']}")
+    return result
+
+
 def cmd_data_vad_mixture(args: argparse.Namespace) -> dict[str, Any]:
     import pandas as pd
 
@@ -343,6 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("describe", help="counts per split and label, subjects, problems")
     _common(q, "configs/data/demo.yaml")
     q.set_defaults(func=cmd_data_describe)
+    q = dsub.add_parser("init", help="a folder of recordings → labels.csv skeleton, extract and train configs")
+    q.add_argument("folder", help="the folder of media (audio, video, images, .txt texts), in subfolders or flat")
+    q.add_argument("--name", help="the configs' name (default: the folder's name)")
+    q.add_argument("--subject-pattern", dest="subject_pattern", metavar="REGEX",
+                   help="the subject in a file's path, e.g. 'Actor_(\\d+)' (default: the first subfolder)")
+    q.add_argument("--configs", default="configs",
+                   help="the folder holding extract/ and train/ configs (default: configs)")
+    q.add_argument("--label", default="label", help="the label column to fill in (default: label)")
+    _common(q, None)
+    q.set_defaults(func=cmd_data_init)
     q = dsub.add_parser("vad-mixture", help="VAD-mixture labels: each sample's VAD as a distribution over emotions")
     _common(q, "configs/data/emotic.yaml")
     q.add_argument("--columns", nargs="+", default=["valence", "arousal", "dominance"],

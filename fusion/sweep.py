@@ -294,6 +294,12 @@ def decode_params(space: Mapping[str, SpaceSpec], params: Mapping[str, Any]) -> 
     return {k: json.loads(v) if k in space and space[k].encoded else v for k, v in params.items()}
 
 
+def finite_mean(values: list[float]) -> float:
+    """The mean of the finite values (NaN when there is none: a metric undefined on every fold)."""
+    v = np.asarray(values, dtype=float)
+    return float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else float("nan")
+
+
 class SurplusTrial(RuntimeError):
     """A trial started by one worker after the study already held `n_trials` (finished or
     running) trials of other workers: recorded as failed with `surplus: true`, not run."""
@@ -368,13 +374,13 @@ class Objective:
                 PROGRESS.reset(token)
             proba = model.predict_proba(rows(t.blocks, b))
             values.append(multiclass_metrics(t.y[b], proba, t.spec.kind)[self.sweep.objective])
-            running = float(np.nanmean(values))
+            running = finite_mean(values)
             trial.report(running, fold_step(i))
             # (after the last fold there is nothing left to save)
             if self.sweep.prune_after_folds <= i < self.sweep.folds - 1 and trial.should_prune():
                 self._track(trial, params, values, "PRUNED", time.perf_counter() - t0)
                 raise optuna.TrialPruned(f"pruned after fold {i + 1}: {running:.4f}")
-        value = float(np.nanmean(values))
+        value = finite_mean(values)
         self._track(trial, params, values, "COMPLETE", time.perf_counter() - t0, value)
         return value
 

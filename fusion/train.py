@@ -29,7 +29,7 @@ from fusion.evaluation.crossval import (
     summarise,
 )
 from fusion.evaluation.flags import flag_tags, run_flags
-from fusion.evaluation.splits import SplitError, inner_folds, make_folds
+from fusion.evaluation.splits import SplitError, inner_folds, make_folds, rare_classes
 from fusion.evaluation.tables import (
     attribution_tables,
     chance_levels,
@@ -81,6 +81,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         note = data.dataset.grouping_note
         if note and target.group_by == data.dataset.group_by and note not in summary["notes"]:
             summary["notes"].append(note)
+        rare = rare_classes(target.y, cfg.cv, target.classes)
+        if rare:
+            summary["notes"].append(f"{tname}: {rare}")
         result = evaluate_target(cfg, target)
         results[tname] = result
         summary["targets"][tname] = target_summary(cfg, target, result)
@@ -161,7 +164,7 @@ def evaluate_target(cfg: TrainConfig, target: TargetData) -> TargetResult:
         n_classes=target.spec.n_classes, score=target.score, ablation=ev.ablation,
         baselines={tag: ModelSpec(s.name, s.params) for tag, s in ev.baselines.items()},
         robustness=ev.robustness, noise_levels=ev.noise_levels, attributions=ev.attributions, seed=cfg.cv.seed,
-        kind=target.spec.kind, positive_from=target.spec.positive_from)
+        kind=target.spec.kind, positive_from=target.spec.positive_from, label=f"{cfg.model.name} on {target.name}")
     summarise(result, target.y, target.groups, target.score, ev.n_bootstrap, cfg.cv.seed)
     return result
 

@@ -38,6 +38,7 @@ from fusion.evaluation.multilabel import (
     thresholded_f1,
     vad_mae,
 )
+from fusion.evaluation.progress import steps
 from fusion.evaluation.splits import inner_folds
 from fusion.outputs import RunOutput
 from fusion.tracking import git_info
@@ -162,16 +163,18 @@ def evaluate(cfg: TrainConfig, blocks, Y: np.ndarray, V: np.ndarray | None,
 
     tr, va, te = rows["train"], rows["val"], rows["test"]
     P_all, V_all, M_all, models = [], [], [], []
-    for seed in seeds:
-        model = MULTILABEL_MODELS.get(cfg.model.name)(**cfg.model.params).fit(
-            sub(tr), Y[tr], None if V is None else V[tr],
-            val=(sub(va), Y[va], None if V is None else V[va], None if M is None else M[va]), seed=seed,
-            M=None if M is None else M[tr], mixture=None if mixture is None else mixture.to_dict())
-        pred = model.predict_all(sub(te))
-        P_all.append(pred["categories"])
-        V_all.append(pred["vad"])
-        M_all.append(pred["mixture"])
-        models.append(model)
+    with steps(len(seeds), f"{cfg.model.name} on {'+'.join(streams)}", unit="seed") as tick:
+        for seed in seeds:
+            model = MULTILABEL_MODELS.get(cfg.model.name)(**cfg.model.params).fit(
+                sub(tr), Y[tr], None if V is None else V[tr],
+                val=(sub(va), Y[va], None if V is None else V[va], None if M is None else M[va]), seed=seed,
+                M=None if M is None else M[tr], mixture=None if mixture is None else mixture.to_dict())
+            pred = model.predict_all(sub(te))
+            P_all.append(pred["categories"])
+            V_all.append(pred["vad"])
+            M_all.append(pred["mixture"])
+            models.append(model)
+            tick(f"seed {seed}")
     P = np.stack(P_all)
     Yt = Y[te]
     aps = np.stack([per_category_ap(Yt, p) for p in P])

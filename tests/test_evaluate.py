@@ -86,3 +86,35 @@ def test_bootstrap_interval_covers_estimate_and_shrinks_with_n():
     assert lo < est < hi
     est2, lo2, hi2 = ci(1000)
     assert hi2 - lo2 < hi - lo
+
+
+def test_long_steps_report_one_line_each_when_not_on_a_terminal(capsys):
+    from fusion.evaluation.progress import steps
+
+    with steps(3, "late-fusion on depression") as tick:
+        for i in range(3):
+            tick(f"repeat 0, fold {i}")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("late-fusion on depression: fold 1 of 3 (repeat 0, fold 0) in ")
+    assert lines[-1].startswith("late-fusion on depression: fold 3 of 3 (repeat 0, fold 2)")
+
+
+def test_on_a_terminal_long_steps_show_a_bar_with_the_epoch_in_training(monkeypatch):
+    import io
+    import sys
+
+    from fusion.evaluation.progress import report_progress, steps
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    with steps(2, "atei on depression") as tick:
+        for epoch in range(3):
+            report_progress(0.5, epoch)  # a network's epochs, as FitLoop reports them
+        tick("repeat 0, fold 0")
+        tick("repeat 0, fold 1")
+    shown = term.getvalue()
+    assert "atei on depression" in shown and "2/2" in shown and "fold 1" in shown

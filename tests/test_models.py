@@ -250,3 +250,27 @@ def test_loading_opens_no_file_outside_the_model_folder(tmp_path):
         (folder / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(ValueError, match="outside the model folder|must be a file name inside"):
             load_model(folder)
+
+
+def test_a_modality_without_any_inner_validation_prediction_gets_no_fusion_weight():
+    """Too few samples carry modality c for any inner fold to fit it (one class only where it is
+    present): nothing to calibrate it on, so the fusion layer gives it weight 0 instead of the
+    optimiser's starting value — and no warning about an empty mean."""
+    import warnings
+
+    allb, y, g = blocks_data(n=120, seed=10)
+    keep = [np.flatnonzero(y == 0)[0], np.flatnonzero(y == 1)[0]]
+    allb["c"][np.setdiff1d(np.arange(120), keep)] = np.nan  # c on two samples: no inner fold trains on two classes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model = LateCalibratedFusion(learner={"name": "logreg"}).fit(allb, y, task="classification", n_classes=3,
+                                                                     inner=inner(y, g))
+        w = model.summary()["fusion_weights"]
+    assert w["c"] == 0.0 and w["a"] > 0
+    p_with, p_without = model.predict_proba(allb), model.predict_proba({**allb, "c": np.full_like(allb["c"], np.nan)})
+    np.testing.assert_allclose(p_with, p_without)
+
+    only = {**allb, "c": np.where(np.isin(np.arange(120), np.flatnonzero(y == 0)[:4])[:, None], 1.0, np.nan)}
+    with pytest.raises(ValueError, match=r"modality 'c': the 4 training samples with this input are all of class 0"):
+        LateCalibratedFusion(learner={"name": "logreg"}).fit(only, y, task="classification", n_classes=3,
+                                                             inner=inner(y, g))

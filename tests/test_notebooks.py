@@ -26,6 +26,7 @@ def test_notebooks_execute_in_order(tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("FUSION_NOTEBOOK_DIR", str(tmp_path))
+    monkeypatch.setenv("FUSION_DEMO_DIR", str(tmp_path / "shared"))  # `make demo`'s corpus and store, here empty
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         NotebookClient(nb, timeout=600, kernel_name="python3",
@@ -35,3 +36,6 @@ def test_notebooks_execute_in_order(tmp_path, monkeypatch):
         assert images, f"{path.name} shows no figure"
     assert (tmp_path / "compare_sweep" / "compare.md").is_file()  # written where the notebooks were told
     assert (tmp_path / "outputs" / "sweeps" / "demo_baseline" / "best.yaml").is_file()
+    # the demo corpus and features are `make demo`'s: generated once, under FUSION_DEMO_DIR, and linked
+    assert (tmp_path / "shared" / "data" / "demo" / "demo_corpus.json").is_file()
+    assert (tmp_path / "data" / "demo").is_symlink() and any((tmp_path / "shared" / "features_store").rglob("*.parquet"))

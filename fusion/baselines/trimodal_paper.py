@@ -25,6 +25,7 @@ from fusion.config.schema import ConfigError, InputSpec, TrainConfig
 from fusion.data.blocks import load_input, select_target
 from fusion.datasets.base import build_dataset
 from fusion.evaluation.metrics import bootstrap_ci, multiclass_metrics
+from fusion.evaluation.progress import steps
 from fusion.evaluation.splits import grouped_kfold
 from fusion.models.learners.base import balanced_weights
 from fusion.models.learners.xgboost import fit_all_classes
@@ -102,14 +103,16 @@ def run_trimodal_paper(cfg: TrainConfig) -> dict[str, Any]:
                     "paper features, early stopping on inner validation": np.full((1, len(y), t.n_classes),
                                                                                    np.nan)}
         cv = StratifiedKFold(n_splits=p.n_splits, shuffle=True, random_state=min(seeds))
-        for tr, te in cv.split(X, y):
-            scaler = StandardScaler().fit(X[tr])
-            Xtr, Xte = scaler.transform(X[tr]), scaler.transform(X[te])
-            variants["paper (early stopping on the scored fold)"][0, te] = _ensemble(
-                Xtr, y[tr], Xte, y[te], Xte, t.n_classes, seeds)
-            itr, iva = grouped_kfold(y[tr], groups[tr], 5, min(seeds))[0]
-            variants["paper features, early stopping on inner validation"][0, te] = _ensemble(
-                Xtr[itr], y[tr][itr], Xtr[iva], y[tr][iva], Xte, t.n_classes, seeds)
+        with steps(p.n_splits, f"trimodal-paper on {tname}") as tick:
+            for f, (tr, te) in enumerate(cv.split(X, y)):
+                scaler = StandardScaler().fit(X[tr])
+                Xtr, Xte = scaler.transform(X[tr]), scaler.transform(X[te])
+                variants["paper (early stopping on the scored fold)"][0, te] = _ensemble(
+                    Xtr, y[tr], Xte, y[te], Xte, t.n_classes, seeds)
+                itr, iva = grouped_kfold(y[tr], groups[tr], 5, min(seeds))[0]
+                variants["paper features, early stopping on inner validation"][0, te] = _ensemble(
+                    Xtr[itr], y[tr][itr], Xtr[iva], y[tr][iva], Xte, t.n_classes, seeds)
+                tick(f"fold {f}")
         metrics = {}
         for name, P in variants.items():
             # One partition, as in the paper: no spread over repeats to report, only the bootstrap.

@@ -33,6 +33,7 @@ from fusion.evaluation.metrics import (
     per_class_metrics,
     regression_metrics,
 )
+from fusion.evaluation.progress import steps
 from fusion.evaluation.splits import Fold
 from fusion.models.base import MODELS, FusionModel
 
@@ -111,8 +112,10 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                    model: ModelSpec, n_classes: int, score: np.ndarray | None = None,
                    ablation: bool = False, baselines: Mapping[str, ModelSpec] | None = None,
                    robustness: bool = False, noise_levels: Sequence[float] = (), attributions: bool = False,
-                   seed: int = 0, kind: str = "ordinal", positive_from: int | None = None) -> TargetResult:
-    """Fit and score `model` on every fold; see the module docstring for what is scored.
+                   seed: int = 0, kind: str = "ordinal", positive_from: int | None = None,
+                   label: str = "cross-validation") -> TargetResult:
+    """Fit and score `model` on every fold; see the module docstring for what is scored. The
+    folds' progress is shown under `label` (`fusion.evaluation.progress.steps`).
 
     Models that train auxiliary targets jointly (`FusionModel.auxiliary`) are given the score
     and the binary target (classes from `positive_from` up); one that trained a score head
@@ -141,69 +144,72 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
         result.modality_contrib = np.full((n, len(mods)), np.nan)
     fit_kw = {"task": "classification", "n_classes": n_classes}
     binary = (y >= positive_from).astype(float) if positive_from is not None else None
-    for fold in folds:
-        tr, te, r = fold.train, fold.test, fold.repeat
-        inner = local_inner(fold, n)
-        btr, bte = rows(blocks, tr), rows(blocks, te)
-        built = model.build()
-        fitted = built.fit(btr, y[tr], inner=inner, seed=fold.seed, **fit_kw,
-                           **auxiliary_targets(built, tr, score, binary))
-        put("model", r, te, fitted.predict_proba(bte))
-        put("uncalibrated", r, te, fitted.uncalibrated_proba(bte))
-        per_window = fitted.window_proba(bte)
-        if per_window is not None:
-            if result.windows is None:
-                result.windows = np.full((n_rep, n, *per_window.shape[1:]), np.nan)
-            result.windows[r, te] = per_window
-        if ablation:
-            for sub in subsets(mods):
-                name = f"{fitted.tag}:{'+'.join(sub)}"
-                result.ablation[name] = (fitted.tag, "+".join(sub))
-                if fitted.drops_modalities:
-                    put(name, r, te, fitted.predict_proba(bte, sub))
-                elif len(sub) == len(mods):
-                    put(name, r, te, variants["model"][r, te])
-                else:
-                    sub_model = model.build()
-                    sub_model.fit(rows(btr, np.arange(len(tr)), sub), y[tr], inner=inner, seed=fold.seed,
-                                  **fit_kw, **auxiliary_targets(sub_model, tr, score, binary))
-                    put(name, r, te, sub_model.predict_proba(rows(bte, np.arange(len(te)), sub)))
-            for tag, spec in {**{k: ModelSpec(*v) for k, v in fitted.baselines().items()},
-                              **(baselines or {})}.items():
-                name = f"{tag}:{'+'.join(mods)}"
-                result.ablation[name] = (tag, "+".join(mods))
-                base = spec.build()
-                base.fit(btr, y[tr], inner=inner, seed=fold.seed, **fit_kw,
-                         **auxiliary_targets(base, tr, score, binary))
-                put(name, r, te, base.predict_proba(bte))
-        if robustness:
-            for m in mods:
-                put(f"drop:{m}", r, te, fitted.predict_proba(bte, [x for x in mods if x != m]))
-                sd = feature_sd(btr[m])
-                for level in noise_levels:
-                    put(f"noise:{m}:{level:g}", r, te, fitted.predict_proba({**bte, m: noisy(bte[m], level, sd, rng)}))
-        if score is not None and fitted.scores_jointly():
-            regression[r, te] = fitted.predict_score(bte)  # the jointly trained score head
-        elif score is not None:
-            has = ~np.isnan(score[tr])
-            reg = model.build().fit(rows(btr, np.flatnonzero(has)), score[tr][has], task="regression",
-                                    n_classes=1, inner=_restrict(inner, has), seed=fold.seed)
-            regression[r, te] = reg.predict(bte)
-        if attributions and r == 0:
-            contrib = fitted.modality_contributions(bte)
-            if contrib is not None:
-                result.modality_contrib[te] = contrib
-            pred = fitted.predict_proba(bte).argmax(1)
-            for m, c in fitted.feature_contributions(bte).items():
-                if c is None:  # no exact attribution: permutation importance, cohort level only
-                    imp = permutation_importance(fitted, bte, y[te], m, rng)
-                    result.permutation.setdefault(m, []).append(imp)
-                    continue
-                arr = result.feature_contrib.setdefault(m, np.full((n, c.shape[1]), np.nan))
-                arr[te] = c[np.arange(len(te)), :, pred]
-        fold_metrics = multiclass_metrics(y[te], variants["model"][r, te], kind)
-        result.per_fold.append({"repeat": r, "fold": fold.fold, "n_test": len(te), **fold_metrics})
-        result.fitted.append({"repeat": r, "fold": fold.fold, **fitted.summary()})
+    with steps(len(folds), label) as tick:
+        for fold in folds:
+            tr, te, r = fold.train, fold.test, fold.repeat
+            inner = local_inner(fold, n)
+            btr, bte = rows(blocks, tr), rows(blocks, te)
+            built = model.build()
+            fitted = built.fit(btr, y[tr], inner=inner, seed=fold.seed, **fit_kw,
+                               **auxiliary_targets(built, tr, score, binary))
+            put("model", r, te, fitted.predict_proba(bte))
+            put("uncalibrated", r, te, fitted.uncalibrated_proba(bte))
+            per_window = fitted.window_proba(bte)
+            if per_window is not None:
+                if result.windows is None:
+                    result.windows = np.full((n_rep, n, *per_window.shape[1:]), np.nan)
+                result.windows[r, te] = per_window
+            if ablation:
+                for sub in subsets(mods):
+                    name = f"{fitted.tag}:{'+'.join(sub)}"
+                    result.ablation[name] = (fitted.tag, "+".join(sub))
+                    if fitted.drops_modalities:
+                        put(name, r, te, fitted.predict_proba(bte, sub))
+                    elif len(sub) == len(mods):
+                        put(name, r, te, variants["model"][r, te])
+                    else:
+                        sub_model = model.build()
+                        sub_model.fit(rows(btr, np.arange(len(tr)), sub), y[tr], inner=inner, seed=fold.seed,
+                                      **fit_kw, **auxiliary_targets(sub_model, tr, score, binary))
+                        put(name, r, te, sub_model.predict_proba(rows(bte, np.arange(len(te)), sub)))
+                for tag, spec in {**{k: ModelSpec(*v) for k, v in fitted.baselines().items()},
+                                  **(baselines or {})}.items():
+                    name = f"{tag}:{'+'.join(mods)}"
+                    result.ablation[name] = (tag, "+".join(mods))
+                    base = spec.build()
+                    base.fit(btr, y[tr], inner=inner, seed=fold.seed, **fit_kw,
+                             **auxiliary_targets(base, tr, score, binary))
+                    put(name, r, te, base.predict_proba(bte))
+            if robustness:
+                for m in mods:
+                    put(f"drop:{m}", r, te, fitted.predict_proba(bte, [x for x in mods if x != m]))
+                    sd = feature_sd(btr[m])
+                    for level in noise_levels:
+                        noised = {**bte, m: noisy(bte[m], level, sd, rng)}
+                        put(f"noise:{m}:{level:g}", r, te, fitted.predict_proba(noised))
+            if score is not None and fitted.scores_jointly():
+                regression[r, te] = fitted.predict_score(bte)  # the jointly trained score head
+            elif score is not None:
+                has = ~np.isnan(score[tr])
+                reg = model.build().fit(rows(btr, np.flatnonzero(has)), score[tr][has], task="regression",
+                                        n_classes=1, inner=_restrict(inner, has), seed=fold.seed)
+                regression[r, te] = reg.predict(bte)
+            if attributions and r == 0:
+                contrib = fitted.modality_contributions(bte)
+                if contrib is not None:
+                    result.modality_contrib[te] = contrib
+                pred = fitted.predict_proba(bte).argmax(1)
+                for m, c in fitted.feature_contributions(bte).items():
+                    if c is None:  # no exact attribution: permutation importance, cohort level only
+                        imp = permutation_importance(fitted, bte, y[te], m, rng)
+                        result.permutation.setdefault(m, []).append(imp)
+                        continue
+                    arr = result.feature_contrib.setdefault(m, np.full((n, c.shape[1]), np.nan))
+                    arr[te] = c[np.arange(len(te)), :, pred]
+            fold_metrics = multiclass_metrics(y[te], variants["model"][r, te], kind)
+            result.per_fold.append({"repeat": r, "fold": fold.fold, "n_test": len(te), **fold_metrics})
+            result.fitted.append({"repeat": r, "fold": fold.fold, **fitted.summary()})
+            tick(f"repeat {r}, fold {fold.fold}")
     return result
 
 

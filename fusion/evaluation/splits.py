@@ -5,6 +5,7 @@ that no subject is ever on two sides of a split.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -98,10 +99,24 @@ def grouped_kfold(y: np.ndarray, groups: np.ndarray, n_splits: int,
     if counts.max() < n_splits:  # scikit-learn's own check, said in terms of the data
         raise SplitError(f"cannot make {n_splits} class-stratified folds: no class has {n_splits} samples "
                          f"(the largest has {counts.max()}); use fewer folds (cv.n_splits, cv.inner_splits)")
-    folds = list(cv.split(np.zeros(len(y)), y, groups))
+    with warnings.catch_warnings():  # a class rarer than the folds: said once per target (`rare_classes`)
+        warnings.filterwarnings("ignore", message="The least populated class in y has only")
+        folds = list(cv.split(np.zeros(len(y)), y, groups))
     for i, (tr, te) in enumerate(folds):
         check_disjoint(groups, tr, te, f"fold {i} (seed {seed})")
     return folds
+
+
+def rare_classes(y: np.ndarray, cfg: SplitConfig, names: list[str] | None = None) -> str | None:
+    """A note when a class has fewer samples than the folds (some folds then test none of it,
+    and a training fold may lack it); None otherwise."""
+    folds = max(cfg.n_splits if cfg.scheme in ("grouped-kfold", "turn-level") else 0, cfg.inner_splits)
+    counts = np.bincount(np.asarray(y, int))
+    rare = [(names[c] if names else str(c), int(n)) for c, n in enumerate(counts) if 0 < n < folds]
+    if not rare:
+        return None
+    return (f"class(es) {', '.join(f'{c} ({n} samples)' for c, n in rare)} have fewer samples than the {folds} "
+            "folds: some folds test none of them, and a training fold may lack them")
 
 
 def inner_folds(y: np.ndarray, groups: np.ndarray, train: np.ndarray, n_splits: int,

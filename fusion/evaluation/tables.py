@@ -244,5 +244,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     inner = f", {cv['inner_splits']} inner folds" if cv["inner_splits"] > 1 else ""
     group_by = next((t.get("group_by") for t in summary["targets"].values()), "subject") or "subject"
     lines.append(f"({summary['model']}; {scheme}{inner}; grouped by {group_by}; CI: {group_by} bootstrap)")
+    lines.extend(f"note: {n}" for n in summary.get("notes", []))
     lines.extend(format_flags(summary.get("flags", [])))
     return "\n".join(lines)

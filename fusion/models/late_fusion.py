@@ -76,10 +76,15 @@ class LateCalibratedFusion(FusionModel):
         y = np.asarray(y)
         for m in self.modalities:
             spec = p.learners.get(m, p.learner)
-            oof, self.learners_[m] = cross_fit(spec, blocks[m], y, inner, task, n_classes, seed)
+            try:
+                oof, self.learners_[m] = cross_fit(spec, blocks[m], y, inner, task, n_classes, seed)
+            except ValueError as err:
+                raise ValueError(f"modality {m!r}: {err}") from None
             if task == "classification":
                 has = ~np.isnan(oof).any(1)
-                cal = Calibrator(p.calibration).fit(oof[has], y[has].astype(int))
+                # no inner-validation prediction at all (too few samples with this modality to
+                # fit one inner fold): nothing to calibrate on, and the fusion layer gives it no weight
+                cal = Calibrator(p.calibration if has.any() else "none").fit(oof[has], y[has].astype(int))
                 self.calibrators_[m] = cal
                 out = np.full_like(oof, np.nan)
                 out[has] = cal.transform(oof[has])
@@ -107,6 +112,12 @@ class LateCalibratedFusion(FusionModel):
                 st = LogLinearStacker(self.params.stack_l2).fit(inputs, self.y_fit_)
             else:
                 st = LinearPoolStacker().fit(inputs, self.y_fit_)
+            unseen = [j for j, m in enumerate(key) if not np.isfinite(self.oof_[m]).any()]
+            if unseen and len(unseen) < len(key):  # no held-out evidence of how to weigh them: weight 0
+                st.weights_ = st.weights_.copy()
+                st.weights_[unseen] = 0.0
+                if isinstance(st, LinearPoolStacker):
+                    st.weights_ = st.weights_ / st.weights_.sum()
             self._stackers[key] = st
         return self._stackers[key]
 

@@ -184,6 +184,10 @@ def cross_fit(spec: LearnerSpec, X: np.ndarray, y: np.ndarray, inner: Sequence[t
             best = (score, combo, oof, rounds)
     _, combo, oof, rounds = best
     avail = available(X)
+    present = np.unique(y[avail]) if task == "classification" else None
+    if present is not None and len(present) < 2:
+        raise ValueError(f"the {int(avail.sum())} training samples with this input are all of class "
+                         f"{present[0] if len(present) else '?'}: a learner needs two classes")
     final = build_learner(spec.with_params(combo)).fit(X[avail], y[avail], task=task, n_classes=n_classes,
                                                        seed=seed, n_iter=int(np.median(rounds)) if rounds else None)
     final.chosen_ = combo if len(combos) > 1 else None
