@@ -7,7 +7,7 @@ CONFIG ?=
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo extract train test test-fast lint notebooks bench bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-sweep bench-report bench-emotic bench-gpu sweep compare report clean
+.PHONY: help setup demo extract train test test-fast lint notebooks bench bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-sweep bench-report bench-emotic bench-gpu bench-commands sweep compare report clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
@@ -58,6 +58,9 @@ AFFECT_SHARED_DATA ?= $(wildcard ../shared/data)
 export AFFECT_SHARED_DATA
 
 bench: bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-report bench-emotic ## Run every CPU benchmark (results go in BENCHMARKS.md by hand)
+
+bench-commands: $(STAMP) ## Wall time of every documented demo command, cold (ARGS='--full' adds the full evaluations)
+	$(BIN)/python benchmarks/bench_commands.py $(ARGS)
 
 bench-demo: $(STAMP) ## Wall time and peak memory of `fusion demo`, cold and warm
 	$(BIN)/python benchmarks/bench_demo.py $(ARGS)

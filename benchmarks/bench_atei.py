@@ -3,7 +3,7 @@ ablations on the 275-session demo corpus; the interviewer-prompt shortcut.
 
 1. Throughput (always): 275 synthetic sessions of 40 aligned turns (88 acoustic features, like
    eGeMAPS functionals, and 384 textual ones, like MiniLM), 220 for training and 55 for
-   validation, the network of configs/train/atei.yaml. Each run is its own process (peak RSS
+   validation, the network of configs/train/atei_full.yaml. Each run is its own process (peak RSS
    of the process tree); the timer covers the training epochs only (both sides: a training
    pass and a validation pass per epoch, the same network, data loader, AdamW settings and
    seed), after a one-epoch warm-up on each side (on the Lightning side the first fit of a
@@ -13,7 +13,7 @@ ablations on the 275-session demo corpus; the interviewer-prompt shortcut.
    median reported. `--ddp` adds a 2-process run of the Lightning path (CPU: gloo, `ddp_fork`;
    GPU: `ddp_spawn`, one device per process). `--device cuda` runs both on the GPU, with bf16
    mixed precision (autocast in the bare loop).
-2. `--demo`: `fusion train --config configs/train/atei.yaml` on data/bench/demo275 (generated
+2. `--demo`: `fusion train --config configs/train/atei_full.yaml` on data/bench/demo275 (generated
    and extracted beforehand: eGeMAPS and MiniLM per participant turn, not timed); the table of
    ATEI against ATEI off, no scale, additive and gated fusion, late fusion and each stream alone.
    Then configs/train/interviewer_shortcut.yaml on the same corpus.
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, run_measured  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs/train/atei.yaml"
+CONFIG = ROOT / "configs/train/atei_full.yaml"
 SHORTCUT = ROOT / "configs/train/interviewer_shortcut.yaml"
 EXTRACT = ROOT / "configs/extract/demo_multimodal.yaml"
 NET = {"hidden": 32, "layers": 1, "heads": 4, "atei_layers": 1, "dropout": 0.2}

@@ -9,7 +9,7 @@ tri-modal paper's protocol side by side.
 3. A 1,000-session corpus: calibrated against uncalibrated fusion, top-label ECE.
 4. The neural models on the 275-session corpus: neural late fusion (`late-fusion-nn`) as a
    baseline in the late-fusion ablation (paired with it on the same folds), and turn-level
-   attention fusion (`turn-attention`) on per-turn sequences (configs/train/turn_attention.yaml).
+   attention fusion (`turn-attention`) on per-turn sequences (configs/train/turn_attention_full.yaml).
 
 Corpora and features are cached under data/bench/ (generated and extracted once, not timed).
 
@@ -32,7 +32,7 @@ from common import machine, run_measured  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs/train/severity_late_fusion.yaml"
 EXTRACT = ROOT / "configs/extract/demo_multimodal.yaml"
-TURNS = ROOT / "configs/train/turn_attention.yaml"
+TURNS = ROOT / "configs/train/turn_attention_full.yaml"
 FEATURES = ["logmel_session", "text_session", "face_session", "text_transcript"]
 TURN_FEATURES = ["logmel_turn", "text_turn", "face_turn"]
 # Neural late fusion on a few hundred sessions needs strong regularisation.
