@@ -29,7 +29,7 @@ import fnmatch
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -58,6 +58,48 @@ class RecipeError(ValueError):
     """A saved model's inputs cannot be recomputed by the emotion extractor."""
 
 
+@runtime_checkable
+class Recogniser(Protocol):
+    """What the emotion extractor needs of a trained recogniser, whatever trained it: its class
+    names, each modality's input columns and how they were computed (`inputs`: per modality, a
+    list of {features, extractor: {name, params}, segmentation, pool, columns, normalise,
+    speaker_min_rows, context}), and predictions on such inputs. A package provides recognisers
+    through the entry-point group `RECOGNISERS` (affect-fusion's `fusion train` model folders:
+    `fusion.persist.open_recogniser`); `features` itself imports no trainer."""
+
+    classes: list[str]
+    columns: dict[str, list[str]]
+    inputs: dict[str, list[dict[str, Any]]]
+
+    def predict_proba(self, blocks: dict[str, np.ndarray]) -> np.ndarray: ...
+
+    def embedding(self, blocks: dict[str, np.ndarray]) -> np.ndarray | None: ...
+
+
+RECOGNISERS = "affect_fusion.recognisers"
+
+
+def open_recogniser(folder: Path) -> Recogniser:
+    """The recogniser saved in `folder`, opened by the first installed provider that reads it
+    (each returns None for a folder that is not its format).
+
+    Raises:
+        ValueError: no provider reads the folder, naming it.
+    """
+    from importlib.metadata import entry_points
+
+    if not Path(folder).is_dir():
+        raise ValueError(f"{folder}: no such model folder")
+    providers = sorted(entry_points(group=RECOGNISERS), key=lambda ep: ep.name)
+    for ep in providers:
+        recogniser = ep.load()(folder)
+        if recogniser is not None:
+            return recogniser
+    names = ", ".join(ep.name for ep in providers) or "none installed"
+    raise ValueError(f"{folder}: no saved recogniser here (no installed provider reads this folder: {names}; "
+                     "`fusion train` writes one with evaluation.save_model: true)")
+
+
 @EXTRACTORS.register("emotion")
 class EmotionExtractor(Extractor):
     """Class posteriors and embedding of a model saved by `fusion train`, per segment.
@@ -75,49 +117,46 @@ class EmotionExtractor(Extractor):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        from fusion.persist import read_manifest
-
         self.folder = Path(self.params.model)
         try:
-            manifest = read_manifest(self.folder)
-        except (FileNotFoundError, ValueError) as err:
+            self.model = open_recogniser(self.folder)
+        except ValueError as err:  # no such folder, no provider reads it, not a classifier
             raise ValueError(f"emotion extractor: {err}") from None
+        except Exception as err:  # noqa: BLE001 - a damaged manifest: named, with what was wrong
+            raise self._damaged(err) from None
         try:
-            self._read(manifest)
+            self._read(self.model)
         except RecipeError:
             raise
         except Exception as err:  # noqa: BLE001 - a damaged or edited folder: named, with what was wrong
-            raise RecipeError(f"emotion extractor: model folder {self.folder} cannot be used as a recogniser "
-                              f"({exception_text(err)}); its manifest.json and files must be as `fusion train` "
-                              "saved them (train and save it again)") from None
+            raise self._damaged(err) from None
 
-    def _read(self, manifest: dict[str, Any]) -> None:
-        target = manifest.get("target") or {}
-        recipes = manifest.get("inputs") or {}
-        if manifest.get("task") != "classification" or not target.get("classes"):
-            raise RecipeError(f"emotion extractor: {self.folder} is not a classifier saved with its class "
-                              "names (retrain it with this version of `fusion train`)")
-        if not recipes:
+    def _damaged(self, err: BaseException) -> RecipeError:
+        return RecipeError(f"emotion extractor: model folder {self.folder} cannot be used as a recogniser "
+                           f"({exception_text(err)}); its manifest.json and files must be as `fusion train` "
+                           "saved them (train and save it again)")
+
+    def _read(self, model: Recogniser) -> None:
+        if not model.inputs:
             raise RecipeError(f"emotion extractor: {self.folder} does not say how its inputs were computed "
                               "(retrain it with this version of `fusion train`)")
-        self.classes = [str(c) for c in target["classes"]]
-        self.columns: dict[str, list[str]] = manifest["columns"]
-        self.recipes = self._check(recipes)
+        self.classes = [str(c) for c in model.classes]
+        self.columns: dict[str, list[str]] = dict(model.columns)
+        self.recipes = self._check(model.inputs)
         self.digest = folder_digest(self.folder)
         self.inputs = {(m, i): build_extractor(r["extractor"]["name"], r["extractor"].get("params", {}))
                        for m, rs in self.recipes.items() for i, r in enumerate(rs)}
         self.media = tuple(dict.fromkeys(role for e in self.inputs.values() for role in e.media))
         # batch as the inputs do (the sentence encoder: large chunks, encoded together)
         self.chunk_size = max((e.chunk_size for e in self.inputs.values() if e.chunk_size), default=None)
-        self._model = None
         self._width: int | None = None
         missing = [m for m in self.recipes if not isinstance(self.columns.get(m), list)]
         if missing:
             raise KeyError(f"columns of modality {missing[0]!r}")
-        if self.params.embedding:
-            self._width = self._embedding_width()
-        else:
-            self.model  # noqa: B018 - load now: a damaged model is named when the extractor is built
+        # a first prediction now: a damaged model is named when the extractor is built
+        emb = model.embedding({m: np.zeros((1, len(cols))) for m, cols in self.columns.items()})
+        if self.params.embedding and emb is not None:
+            self._width = int(emb.shape[1])
 
     def _check(self, recipes: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
         for modality, inputs in recipes.items():
@@ -136,24 +175,6 @@ class EmotionExtractor(Extractor):
                     raise RecipeError(f"{where}: is a sequence of frames; the emotion extractor applies "
                                       "models on pooled inputs (functionals, embeddings) only")
         return recipes
-
-    # --- the model --------------------------------------------------------------------------------
-    @property
-    def model(self):
-        if self._model is None:
-            from fusion.persist import load_model
-
-            self._model = load_model(self.folder)
-        return self._model
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_model"] = None  # reloaded in the worker that needs it
-        return state
-
-    def _embedding_width(self) -> int | None:
-        emb = self.model.embedding({m: np.zeros((1, len(cols))) for m, cols in self.columns.items()})
-        return None if emb is None else int(emb.shape[1])
 
     # --- the extractor interface ------------------------------------------------------------------
     @property

@@ -47,7 +47,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from fusion.config.schema import DemoConfig
     from fusion.demo import run_demo
     from fusion.evaluation.tables import format_summary
-    from fusion.extract import format_extract
+    from fusion.extraction import format_extract
 
     cfg = load_config(DemoConfig, args.config, args.overrides)
     result = run_demo(cfg)
@@ -72,7 +72,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     from fusion.config.load import load_config
     from fusion.config.schema import ExtractConfig
-    from fusion.extract import extract, format_extract
+    from fusion.extraction import extract, format_extract
 
     cfg = load_config(ExtractConfig, args.config, args.overrides)
     result = extract(cfg, only=args.only or None)
@@ -88,6 +88,8 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from fusion.config.load import load_config
     from fusion.config.schema import TrainConfig
+    from fusion.protocols.base import PROTOCOLS
+    from fusion.training import train
 
     overrides = list(args.overrides)
     if args.verbose:
@@ -97,23 +99,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.split:
         overrides.append(f"cv.scheme={args.split}")
     cfg = load_config(TrainConfig, args.config, overrides)
-    if cfg.protocol == "trimodal-paper":
-        from fusion.baselines.trimodal_paper import format_paper, run_trimodal_paper
-
-        result = run_trimodal_paper(cfg)
-        print(format_paper(result))
-        return result
-    from fusion.evaluation.tables import format_summary
-    from fusion.train import train
-    from fusion.train_multilabel import format_multilabel, is_multilabel
-
     result = train(cfg)
-    print(f"{result['model']} on {', '.join(result['feature_sets'])}")
-    if is_multilabel(cfg):
-        print(format_multilabel(result))
-        return result
-    print(format_summary(result))
-    print(f"outputs: {result['outputs']['dir']}")
+    print(f"{result['model']} on {', '.join(result['feature_sets'])} ({result['protocol']} protocol)")
+    print(PROTOCOLS.get(result["protocol"])().format(result))
     return result
 
 
@@ -137,7 +125,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
-    from fusion.compare import compare
+    from fusion.comparison import compare
 
     result = compare(args.tracking_uri, args.experiment, Path(args.out), args.metric, args.runs or (),
                      args.filter or "", args.force, args.n_bootstrap, args.include_failed)
@@ -299,8 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="cross-validate a model on cached features")
     _common(p, DEFAULT_CONFIGS["train"])
-    p.add_argument("--protocol", choices=["ours", "trimodal-paper"],
-                   help="trimodal-paper reproduces the tri-modal paper's public-code setup (optimistic)")
+    p.add_argument("--protocol", metavar="NAME",
+                   help="a registered evaluation protocol (default auto: official-multilabel for multi-label "
+                        "targets, nested-cv otherwise; trimodal-paper reproduces the tri-modal paper's public-code "
+                        "setup, optimistic); an unknown name is an error listing them")
     p.add_argument("--split", choices=["grouped-kfold", "loso", "official", "holdout", "turn-level"],
                    help="shortcut for --set cv.scheme=…; turn-level is leaky, for demonstration only")
     p.add_argument("--verbose", action="store_true",

@@ -6,9 +6,9 @@ import time
 from typing import Any
 
 from fusion.config.schema import DemoConfig
-from fusion.extract import extract
+from fusion.extraction import extract
 from fusion.synthetic.demo_corpus import generate_demo_corpus
-from fusion.train import train
+from fusion.training import train
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:

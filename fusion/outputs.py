@@ -1,5 +1,6 @@
 """Where a run's results go: a folder `outputs/<experiment>/<run id>/` written atomically, and
-the same files, parameters, metrics and tags in the MLflow run (`fusion.tracking`)."""
+the same files, parameters, metrics and tags in the MLflow run (`fusion.tracking`).
+`write_run` is the one output path of every protocol (`fusion.protocols`)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,47 @@ class RunOutput:
             self.tracker.log_artifact(path)
         for folder in folders:
             self.tracker.log_artifact(folder)
+
+
+def write_run(cfg, protocol: str, result, t0: float) -> dict[str, Any]:
+    """Write a protocol's `RunResult` — tables, figures, JSON files, the resolved config, the
+    final models (when `evaluation.save_model`), the summary as metrics.json — to a new run
+    folder and the MLflow run, and return the summary with the protocol, flags, commit,
+    seconds, run id and output paths added."""
+    from fusion.config.load import flatten, to_yaml
+    from fusion.evaluation.flags import flag_tags, run_flags
+    from fusion.tracking import git_info
+
+    summary = {"protocol": protocol, **result.summary}
+    with RunOutput(cfg.tracking, cfg.output_dir, run_name=f"{cfg.model.name}-{'+'.join(cfg.targets)}") as out:
+        for name, table in result.tables.items():
+            out.table(name, table)
+        for name, fig in result.figures:
+            out.figure(name, fig)
+        if result.figures:
+            import matplotlib.pyplot as plt
+
+            plt.close("all")
+        for name, payload in result.jsons.items():
+            out.json(name, payload)
+        out.text("config.yaml", to_yaml(cfg))
+        folders = []
+        if cfg.evaluation.save_model and result.save_models is not None:
+            folder = cfg.evaluation.model_dir or out.dir / "model"
+            result.save_models(folder)
+            folders.append(folder)
+            summary["model_dir"] = str(folder)
+        summary["flags"] = run_flags(summary)
+        summary["git"] = git_info()
+        summary["seconds"] = round(time.perf_counter() - t0, 3)
+        summary["run_id"] = out.run_id
+        summary["tracking_uri"] = cfg.tracking.uri if cfg.tracking.enabled else None
+        summary["outputs"] = {"dir": str(out.dir),
+                              "files": [str(f) for f in out.files] + [str(out.dir / "metrics.json")]}
+        out.json("metrics", summary)
+        out.track(tags={**git_info(), "model": cfg.model.name, "targets": ",".join(cfg.targets),
+                        "cv.scheme": cfg.cv.scheme, "protocol": protocol, **result.tags,
+                        **flag_tags(summary["flags"])},
+                  params=flatten(cfg.model_dump(mode="json")), metrics=result.metrics, steps=result.steps,
+                  folders=folders)
+    return summary

@@ -92,3 +92,48 @@ def model_file(folder: Path, name: Any) -> Path:
         raise ValueError(f"{Path(folder) / MANIFEST}: model file entry {name!r} points outside the "
                          f"model folder {root}")
     return path
+
+
+class SavedRecogniser:
+    """A classifier saved by `fusion train`, as the `emotion` extractor reads it
+    (`features.emotion.Recogniser`): class names, input columns and recipes from its manifest,
+    the model loaded when first used (and again in each worker process it is sent to)."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
+        target = manifest.get("target") or {}
+        if manifest.get("task") != "classification" or not target.get("classes"):
+            raise ValueError(f"{folder} is not a classifier saved with its class names (retrain it with this "
+                             "version of `fusion train`)")
+        self.folder = folder
+        self.classes = [str(c) for c in target["classes"]]
+        self.columns = manifest["columns"]
+        self.inputs = manifest.get("inputs") or {}
+        self._model: FusionModel | None = None
+
+    @property
+    def model(self) -> FusionModel:
+        if self._model is None:
+            self._model = load_model(self.folder)
+        return self._model
+
+    def predict_proba(self, blocks):
+        return self.model.predict_proba(blocks)
+
+    def embedding(self, blocks):
+        return self.model.embedding(blocks)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None}  # reloaded in the worker that needs it
+
+
+def open_recogniser(folder: str | Path) -> SavedRecogniser | None:
+    """The `features.emotion` provider (entry point `affect_fusion.recognisers`): a model folder
+    written by `save_model`, or None for a folder that has no manifest of this format.
+
+    Raises:
+        ValueError: a manifest of this format that does not describe a classifier.
+    """
+    folder = Path(folder)
+    if not (folder / MANIFEST).exists():
+        return None
+    return SavedRecogniser(folder, read_manifest(folder))

@@ -691,7 +691,7 @@ def run_sweep(sweep: SweepConfig, base: Path, config_name: str | None = None) ->
             tracker.log_artifact(f)
     summary["flags"] = []
     if sweep.evaluate_best:
-        from fusion.train import train
+        from fusion.training import train
 
         def evaluate(c: TrainConfig, tag: str) -> dict[str, Any]:
             return train(c.model_copy(update={"tracking": c.tracking.model_copy(

@@ -37,7 +37,7 @@ def test_edaic_has_no_speaker_column(tmp_path):
     assert [(s.start, s.end, s.speaker) for s in out.segments] == [(0.5, 1.5, None), (2.0, 3.0, None)]
 
 
-# --- the hardening issue, point 6 -----------------------------------------------------------
+# --- bad transcripts ---------------------------------------------------------------------------
 
 def test_without_a_speaker_column_the_participant_filter_is_an_error(tmp_path):
     with pytest.raises(ExtractionError, match=r"t.csv: .*no speaker column.*'Participant'.*speaker: all") as err:

@@ -96,7 +96,7 @@ def test_missing_media_role():
         OpenSmileExtractor().source_files(Sample("x", "x", {"transcript": "t.csv"}))
 
 
-# --- bad float audio and truncated files (the hardening issue, point 3) ----------------------
+# --- bad float audio and truncated files -------------------------------------------------------
 
 def test_float_audio_with_nan_or_inf_is_a_per_sample_error(tmp_path):
     x = tone(1.0)

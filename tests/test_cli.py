@@ -218,13 +218,13 @@ def test_turn_attention_trains_on_aligned_per_turn_sequences(severity_corpus, tm
 
 @pytest.mark.slow
 def test_atei_config_trains_end_to_end_with_its_ablation_tracked(severity_corpus, tmp_path, capsys):
-    """configs/train/atei.yaml on demo turns: eGeMAPS and MiniLM per participant turn, the joint
+    """configs/train/atei_full.yaml on demo turns: eGeMAPS and MiniLM per participant turn, the joint
     heads, every comparison on the same folds, the model saved and the run in MLflow."""
     root, store = severity_corpus
     assert main(["extract", "--config", str(ROOT / "configs/extract/demo_multimodal.yaml"),
                  "--set", f"dataset.root={root}", "--set", f"store={store}", "--set", "progress=false",
                  "--only", "egemaps_turn", "--only", "text_turn"]) == 0
-    assert main(["train", "--config", str(ROOT / "configs/train/atei.yaml"),
+    assert main(["train", "--config", str(ROOT / "configs/train/atei_full.yaml"),
                  "--set", f"extract.dataset.root={root}", "--set", f"extract.store={store}",
                  "--set", "cv.n_splits=2", "--set", "cv.n_repeats=1", "--set", "cv.inner_splits=2",
                  "--set", "model.params.max_epochs=3", "--set", "model.params.max_inner=1",
@@ -253,7 +253,7 @@ def test_atei_config_trains_end_to_end_with_its_ablation_tracked(severity_corpus
     assert run.data.tags["model"] == "atei"
 
 
-# --- the hardening issue, point 9: every failure is one `error:` line naming the file ------------
+# --- every failure is one `error:` line naming the file ------------------------------------------
 
 def _extract_args(corpus, store, *names):
     args = ["extract", "--config", str(ROOT / "configs/extract/demo.yaml"), "--set", f"dataset.root={corpus}",
@@ -305,12 +305,12 @@ def test_a_store_path_that_is_a_file_and_a_read_only_store(demo_corpus, tmp_path
 
 
 def test_an_unexpected_failure_is_one_line_unless_debug(tmp_path, capsys, monkeypatch):
-    import fusion.extract
+    import fusion.extraction
 
     def boom(*a, **k):
         raise RuntimeError("something unforeseen")
 
-    monkeypatch.setattr(fusion.extract, "extract", boom)
+    monkeypatch.setattr(fusion.extraction, "extract", boom)
     args = ["extract", "--config", str(ROOT / "configs/extract/demo.yaml")]
     assert main(args) == 2
     line = _one_error_line(capsys.readouterr().err)

@@ -215,7 +215,7 @@ def test_missing_root_and_empty_corpus(tmp_path):
         DaicWoz(tmp_path).samples()
 
 
-# --- the hardening issue, point 8: labels that are not what their column means ---------------
+# --- labels that are not what their column means ---------------------------------------------
 
 def _edit_daic_split(root, column, value, row=0):
     path = root / "train_split_Depression_AVEC2017.csv"

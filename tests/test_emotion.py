@@ -238,7 +238,7 @@ def test_a_recogniser_whose_inputs_cannot_be_recomputed_is_refused(trained, tmp_
     (bad / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="computed per turn and pooled per sample"):
         build_extractor("emotion", {"model": str(bad)})
-    with pytest.raises(ValueError, match="no saved model here"):
+    with pytest.raises(ValueError, match="no such model folder"):
         build_extractor("emotion", {"model": str(tmp_path / "nowhere")})
 
 

@@ -18,7 +18,7 @@ from features.store import FeatureStore
 from fusion.config.load import load_config
 from fusion.config.schema import ExtractConfig
 from fusion.datasets.daic_woz import DaicWoz
-from fusion.extract import extract
+from fusion.extraction import extract
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -163,7 +163,7 @@ def test_pyfeat_detector_runs_where_weights_exist(shared_data):
     assert out["valid_fraction"].iloc[0] == 1.0 and out.shape[1] == len(ext.feature_names)
 
 
-# --- the hardening issue: DAIC pose headers (4), py-feat pose units (5), timestamps (7) --------
+# --- DAIC pose headers, py-feat pose units, timestamps ---------------------------------------
 
 def daic_media(folder, pid):
     return {"face_au": folder / f"{pid}_CLNF_AUs.txt", "face_gaze": folder / f"{pid}_CLNF_gaze.txt",

@@ -235,7 +235,7 @@ def test_mlp_late_fusion_gets_permutation_attributions():
 
 
 def test_loading_opens_no_file_outside_the_model_folder(tmp_path):
-    """The hardening issue, point 11: a manifest entry pointing elsewhere is refused."""
+    """A manifest entry pointing outside the model folder is refused."""
     import json
 
     allb, y, g = blocks_data(n=120, seed=7)

@@ -247,7 +247,7 @@ def test_nan_values_are_kept_and_warned_about_per_sample(demo_corpus, tmp_path):
     assert warned["error"].str.contains("1 NaN/inf value\\(s\\) in 1 feature\\(s\\) \\(e.g. peak\\); kept as NaN").all()
 
 
-# --- two runs, torn streams, read-only stores, permissions, workers (the hardening issue) -----
+# --- two runs, torn streams, read-only stores, permissions, workers ----------------------------
 
 def _extract_script(corpus: Path, store_root: Path, delay: float, out: Path, scale: float = 1.0) -> str:
     return f"""

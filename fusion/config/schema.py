@@ -169,7 +169,7 @@ class TargetSpec(StrictModel):
     `kind: multilabel` (EMOTIC's 26 categories): `label` is a glob of 0/1 label columns (e.g.
     `cat_*`), each a label of its own; `continuous` names continuous labels trained jointly
     (valence, arousal, dominance); `vad_mixture` adds their VAD-mixture soft labels as a
-    third head (`VadMixtureSpec`). Such targets are trained by `fusion.train_multilabel`.
+    third head (`VadMixtureSpec`). Such targets are evaluated by the `official-multilabel` protocol.
     """
 
     label: str
@@ -272,7 +272,9 @@ class TrackingConfig(StrictModel):
 class TrainConfig(StrictModel):
     """`fusion train`: modalities (each one or more feature sets, pooled or as sequences),
     targets, a fusion model from the registry, the evaluation split, what to evaluate, and
-    tracking. `protocol` selects the runner (`fusion.cli`): ours, or a published baseline."""
+    tracking. `protocol` names a registered evaluation protocol (`fusion.protocols`): `auto`
+    (`official-multilabel` for multi-label targets, `nested-cv` otherwise), or one by name, e.g.
+    the published baseline `trimodal-paper`."""
 
     extract: ExtractConfig | None = None
     modalities: dict[str, Annotated[list[InputSpec], Field(min_length=1)]] = Field(min_length=1)
@@ -280,7 +282,7 @@ class TrainConfig(StrictModel):
     model: ComponentSpec
     cv: SplitConfig = Field(default_factory=SplitConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    protocol: Literal["ours", "trimodal-paper"] = "ours"
+    protocol: str = "auto"
     paper: PaperProtocolConfig = Field(default_factory=PaperProtocolConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     output_dir: Path = Path("outputs")

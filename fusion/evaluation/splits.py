@@ -64,7 +64,7 @@ class SplitConfig(BaseModel):
     most corpora, the dialogue for MELD), `subject`, `group` (the adapter's grouping) or any
     label column. "Subject" in the other settings means this group.
     val_splits: the corpus's own validation split(s), for a protocol that early-stops and
-    chooses thresholds on it (multi-label targets, `fusion.train_multilabel`); empty: a grouped
+    chooses thresholds on it (multi-label targets, the `official-multilabel` protocol); empty: a grouped
     fifth of the training samples.
     """
 

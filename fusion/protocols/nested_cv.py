@@ -1,22 +1,19 @@
-"""`fusion train`: cross-validate a fusion model on cached features, for every target.
+"""The `nested-cv` protocol: cross-validate a fusion model on cached features, for every target.
 
-`train(cfg) -> dict` is a pure function of its configuration: it reads the feature store
-(never extracts; `fusion.data.blocks`), evaluates the configured model on each target with
-repeated subject-grouped cross-validation (`fusion.evaluation.crossval`), writes tables and
-figures, optionally fits and saves the final model, tracks the run in MLflow
-(`fusion.outputs`) and returns the summary that `fusion train --json` writes.
+It reads the feature store (never extracts; `fusion.data.blocks`), evaluates the configured
+model on each target with repeated subject-grouped cross-validation and nested inner folds
+(`fusion.evaluation.crossval`), and gives the tables, figures, tracking and the final models'
+fitting to `fusion.outputs.write_run`.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fusion.config.load import flatten, to_yaml
 from fusion.config.schema import ConfigError, TrainConfig
 from fusion.data.blocks import ModelData, TargetData, load_model_data, provenance_tags, select_target
 from fusion.evaluation.crossval import (
@@ -28,11 +25,11 @@ from fusion.evaluation.crossval import (
     modality_availability,
     summarise,
 )
-from fusion.evaluation.flags import flag_tags, run_flags
 from fusion.evaluation.splits import SplitError, inner_folds, make_folds, rare_classes
 from fusion.evaluation.tables import (
     attribution_tables,
     chance_levels,
+    format_summary,
     metric_keys,
     mlflow_key,
     per_group_table,
@@ -40,8 +37,8 @@ from fusion.evaluation.tables import (
     tables,
 )
 from fusion.models.base import MODELS
-from fusion.outputs import RunOutput
 from fusion.persist import save_model
+from fusion.protocols.base import PROTOCOLS, Protocol, RunResult
 from fusion.tracking import git_info
 
 TURN_LEVEL_WARNING = ("WARNING: cv.scheme turn-level puts samples of one subject on both sides of the "
@@ -49,82 +46,61 @@ TURN_LEVEL_WARNING = ("WARNING: cv.scheme turn-level puts samples of one subject
                       "anything a model learned about the condition.")
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Evaluate `cfg.model` on every target; track and return a summary.
+@PROTOCOLS.register("nested-cv")
+class NestedCV(Protocol):
+    """Cross-validation of `cfg.model` on every target, by any split scheme (`cv.scheme`), with
+    nested inner folds for whatever the model fits on held-out data (calibration, stacking,
+    early stopping, grids); the ablation, robustness, decision curves and attributions the
+    config asks for; and the final model fitted on every sample when `evaluation.save_model`."""
 
-    Raises:
-        ConfigError: for a missing extract section, unknown features or labels, labels outside
-            0..n_classes-1, or a model that needs inner folds without them.
-    """
-    from fusion.train_multilabel import is_multilabel, train_multilabel
+    targets = "single"
 
-    if is_multilabel(cfg):
-        return train_multilabel(cfg)
-    t0 = time.perf_counter()
-    model_cls = MODELS.get(cfg.model.name)
-    if model_cls.needs_inner and cfg.cv.inner_splits < 2:
-        raise ConfigError(f"model {cfg.model.name!r} fits calibration, stacking or early stopping on "
-                          "inner-validation data: set cv.inner_splits to 2 or more")
-    warnings = [TURN_LEVEL_WARNING] if cfg.cv.scheme == "turn-level" else []
-    for w in warnings:
-        print(w, file=sys.stderr)
-    data = load_model_data(cfg, sequence_ok="sequence" in model_cls.inputs)
-    summary: dict[str, Any] = {"dataset": data.dataset.name, "model": cfg.model.name,
-                               "modalities": list(data.blocks), "protocol": "ours", "cv": cfg.cv.model_dump(),
-                               "feature_sets": data.provenance, "warnings": warnings, "notes": data.notes,
-                               "targets": {}}
-    results: dict[str, TargetResult] = {}
-    artifacts, figures = {}, []
-    check_learners_fit_targets(cfg)
-    for tname, spec in cfg.targets.items():
-        target = select_target(tname, spec, data.labels, data.blocks, data.dataset, cfg.cv.group_by)
-        note = data.dataset.grouping_note
-        if note and target.group_by == data.dataset.group_by and note not in summary["notes"]:
-            summary["notes"].append(note)
-        rare = rare_classes(target.y, cfg.cv, target.classes)
-        if rare:
-            summary["notes"].append(f"{tname}: {rare}")
-        result = evaluate_target(cfg, target)
-        results[tname] = result
-        summary["targets"][tname] = target_summary(cfg, target, result)
-        artifacts.update(target_tables(cfg, target, result, data.columns))
-        if cfg.evaluation.plots:
-            from fusion.evaluation import plots
+    def check(self, cfg: TrainConfig) -> None:
+        super().check(cfg)
+        if MODELS.get(cfg.model.name).needs_inner and cfg.cv.inner_splits < 2:
+            raise ConfigError(f"model {cfg.model.name!r} fits calibration, stacking or early stopping on "
+                              "inner-validation data: set cv.inner_splits to 2 or more")
+        check_learners_fit_targets(cfg)
 
-            figures += plots.target_figures(tname, spec, result, target.y,
-                                            summary["targets"][tname].get("decision_curve"))
-    with RunOutput(cfg.tracking, cfg.output_dir, run_name=f"{cfg.model.name}-{'+'.join(cfg.targets)}") as out:
-        for name, table in artifacts.items():
-            out.table(name, table)
-        for name, fig in figures:
-            out.figure(name, fig)
-        if figures:
-            import matplotlib.pyplot as plt
+    def run(self, cfg: TrainConfig) -> RunResult:
+        warnings = [TURN_LEVEL_WARNING] if cfg.cv.scheme == "turn-level" else []
+        for w in warnings:
+            print(w, file=sys.stderr)
+        data = load_model_data(cfg, sequence_ok="sequence" in MODELS.get(cfg.model.name).inputs)
+        summary: dict[str, Any] = {"dataset": data.dataset.name, "model": cfg.model.name,
+                                   "modalities": list(data.blocks), "cv": cfg.cv.model_dump(),
+                                   "feature_sets": data.provenance, "warnings": warnings, "notes": data.notes,
+                                   "targets": {}}
+        results: dict[str, TargetResult] = {}
+        files, figures = {}, []
+        for tname, spec in cfg.targets.items():
+            target = select_target(tname, spec, data.labels, data.blocks, data.dataset, cfg.cv.group_by)
+            note = data.dataset.grouping_note
+            if note and target.group_by == data.dataset.group_by and note not in summary["notes"]:
+                summary["notes"].append(note)
+            rare = rare_classes(target.y, cfg.cv, target.classes)
+            if rare:
+                summary["notes"].append(f"{tname}: {rare}")
+            result = evaluate_target(cfg, target)
+            results[tname] = result
+            summary["targets"][tname] = target_summary(cfg, target, result)
+            files.update(target_tables(cfg, target, result, data.columns))
+            if cfg.evaluation.plots:
+                from fusion.evaluation import plots
 
-            plt.close("all")
-        out.json("fitted_per_fold", {t: r.fitted for t, r in results.items()})
-        out.text("config.yaml", to_yaml(cfg))
-        folders = []
-        if cfg.evaluation.save_model:
-            folders.append(fit_final_models(cfg, data, cfg.evaluation.model_dir or out.dir / "model"))
-            summary["model_dir"] = str(folders[0])
-        summary["flags"] = run_flags(summary)
-        summary["git"] = git_info()
-        summary["seconds"] = round(time.perf_counter() - t0, 3)
-        summary["run_id"] = out.run_id
-        summary["tracking_uri"] = cfg.tracking.uri if cfg.tracking.enabled else None
-        summary["outputs"] = {"dir": str(out.dir),
-                              "files": [str(f) for f in out.files] + [str(out.dir / "metrics.json")]}
-        out.json("metrics", summary)
-        out.track(tags={**git_info(), "model": cfg.model.name, "targets": ",".join(cfg.targets),
-                        "cv.scheme": cfg.cv.scheme, **provenance_tags(data.provenance), **flag_tags(summary["flags"])},
-                  params=flatten(cfg.model_dump(mode="json")),
-                  metrics={k: v for t, ts in summary["targets"].items()
-                           for k, v in metric_keys(t, ts["metrics"]).items()},
-                  steps=[(i, {mlflow_key(f"{t}.fold.{k}"): v for k, v in row.items() if k not in ("repeat", "fold")})
-                         for t, r in results.items() for i, row in enumerate(r.per_fold)],
-                  folders=folders)
-    return summary
+                figures += plots.target_figures(tname, spec, result, target.y,
+                                                summary["targets"][tname].get("decision_curve"))
+        return RunResult(
+            summary, tables=files, figures=figures,
+            jsons={"fitted_per_fold": {t: r.fitted for t, r in results.items()}},
+            save_models=lambda folder: fit_final_models(cfg, data, folder),
+            metrics={k: v for t, ts in summary["targets"].items() for k, v in metric_keys(t, ts["metrics"]).items()},
+            steps=[(i, {mlflow_key(f"{t}.fold.{k}"): v for k, v in row.items() if k not in ("repeat", "fold")})
+                   for t, r in results.items() for i, row in enumerate(r.per_fold)],
+            tags=provenance_tags(data.provenance))
+
+    def format(self, summary: dict[str, Any]) -> str:
+        return f"{format_summary(summary)}\noutputs: {summary['outputs']['dir']}"
 
 
 def check_learners_fit_targets(cfg: TrainConfig) -> None:

@@ -1,5 +1,5 @@
-"""`fusion train` for multi-label targets (EMOTIC's 26 categories with valence, arousal and
-dominance): the context model on the corpus's official train / val / test split.
+"""The `official-multilabel` protocol: multi-label targets (EMOTIC's 26 categories with valence,
+arousal and dominance) on the corpus's official train / val / test split.
 
 Per seed (`cv.seeds`, default `[cv.seed]`) the model is fitted on the training split with
 early stopping on the validation split (`cv.val_splits`, or a grouped fifth of the training
@@ -19,13 +19,11 @@ the same way (the body-only ablation of Kosti et al.).
 from __future__ import annotations
 
 import fnmatch
-import time
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fusion.config.load import flatten, to_yaml
 from fusion.config.schema import ConfigError, TargetSpec, TrainConfig
 from fusion.data.blocks import load_model_data, provenance_tags
 from fusion.data.sequences import available
@@ -40,20 +38,7 @@ from fusion.evaluation.multilabel import (
 )
 from fusion.evaluation.progress import steps
 from fusion.evaluation.splits import inner_folds
-from fusion.outputs import RunOutput
-from fusion.tracking import git_info
-
-
-def is_multilabel(cfg: TrainConfig) -> bool:
-    """True when the config's targets are multi-label (all of them must be).
-
-    Raises:
-        ConfigError: multi-label and single-label targets mixed in one config.
-    """
-    kinds = {spec.kind == "multilabel" for spec in cfg.targets.values()}
-    if len(kinds) > 1:
-        raise ConfigError("a config's targets are either all multilabel or none: train them in separate runs")
-    return kinds == {True}
+from fusion.protocols.base import PROTOCOLS, Protocol, RunResult
 
 
 def label_columns(name: str, spec: TargetSpec, labels: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -212,13 +197,32 @@ def evaluate(cfg: TrainConfig, blocks, Y: np.ndarray, V: np.ndarray | None,
     return out
 
 
-def train_multilabel(cfg: TrainConfig) -> dict[str, Any]:
-    """Evaluate the context model on every multi-label target; track and return a summary.
+@PROTOCOLS.register("official-multilabel")
+class OfficialMultilabel(Protocol):
+    """Multi-label targets on the official split: fitted once per seed on train, early-stopped and
+    thresholded on val, scored once on test (see the module docstring)."""
+
+    targets = "multilabel"
+
+    def check(self, cfg: TrainConfig) -> None:
+        super().check(cfg)
+        if cfg.cv.scheme != "official":
+            raise ConfigError(f"multi-label targets are evaluated on the corpus's official split (cv.scheme: "
+                              f"official), not {cfg.cv.scheme!r}")
+
+    def run(self, cfg: TrainConfig) -> RunResult:
+        return run_multilabel(cfg)
+
+    def format(self, summary: dict[str, Any]) -> str:
+        return format_multilabel(summary)
+
+
+def run_multilabel(cfg: TrainConfig) -> RunResult:
+    """Evaluate the model on every multi-label target.
 
     Raises:
-        ConfigError: a protocol other than official, unknown label columns, or empty splits.
+        ConfigError: unknown label columns, or empty splits.
     """
-    t0 = time.perf_counter()
     from fusion.models.context_fusion import MULTILABEL_MODELS
 
     seeds = list(cfg.cv.seeds or [cfg.cv.seed])
@@ -231,7 +235,7 @@ def train_multilabel(cfg: TrainConfig) -> dict[str, Any]:
         has_input = np.column_stack([available(b) for b in data.blocks.values()]).any(1)
     streams = list(cfg.modalities)
     summary: dict[str, Any] = {"dataset": dataset.name, "model": cfg.model.name, "modalities": streams,
-                               "protocol": "official", "cv": cfg.cv.model_dump(), "seeds": seeds,
+                               "cv": cfg.cv.model_dump(), "seeds": seeds,
                                "feature_sets": provenance, "notes": notes, "warnings": [], "targets": {}}
     tables: dict[str, pd.DataFrame] = {}
     saved = []
@@ -303,35 +307,18 @@ def train_multilabel(cfg: TrainConfig) -> dict[str, Any]:
         tables[f"{tname}_predictions"] = pd.DataFrame(columns)
         if cfg.evaluation.save_model:
             saved.append((tname, full["models"][0], cols, cont))
-    with RunOutput(cfg.tracking, cfg.output_dir, run_name=f"{cfg.model.name}-{'+'.join(cfg.targets)}") as out:
-        for name, table in tables.items():
-            out.table(name, table)
-        out.text("config.yaml", to_yaml(cfg))
-        folders = []
-        if saved:
-            root = cfg.evaluation.model_dir or out.dir / "model"
-            for tname, model, cols, cont in saved:
-                model.save(root / tname, extra={"target": {"name": tname, "labels": cols, "continuous": cont},
-                                                "feature_sets": provenance, "seed": seeds[0]})
-            folders.append(root)
-            summary["model_dir"] = str(root)
-        summary["git"] = git_info()
-        summary["seconds"] = round(time.perf_counter() - t0, 3)
-        summary["run_id"] = out.run_id
-        summary["tracking_uri"] = cfg.tracking.uri if cfg.tracking.enabled else None
-        summary["outputs"] = {"dir": str(out.dir), "files": [str(f) for f in out.files]
-                              + [str(out.dir / "metrics.json")]}
-        out.json("metrics", summary)
-        out.track(tags={**git_info(), "model": cfg.model.name, "targets": ",".join(cfg.targets),
-                        "cv.scheme": "official",
-                        **(provenance_tags(provenance) if all("param_hash" in v for v in provenance.values())
-                           else {})},
-                  params=flatten(cfg.model_dump(mode="json")),
-                  metrics={f"{t}.{v}.{k}.{stat}": val for t, ts in summary["targets"].items()
-                           for v, ms in ts["metrics"].items() for k, st in ms.items() for stat, val in st.items()
-                           if v == "model" or v.startswith("only:")},
-                  folders=folders)
-    return summary
+
+    def save_models(root):
+        for tname, model, cols, cont in saved:
+            model.save(root / tname, extra={"target": {"name": tname, "labels": cols, "continuous": cont},
+                                            "feature_sets": provenance, "seed": seeds[0]})
+
+    return RunResult(
+        summary, tables=tables, save_models=save_models if saved else None,
+        metrics={f"{t}.{v}.{k}.{stat}": val for t, ts in summary["targets"].items()
+                 for v, ms in ts["metrics"].items() for k, st in ms.items() for stat, val in st.items()
+                 if v == "model" or v.startswith("only:")},
+        tags=provenance_tags(provenance) if all("param_hash" in v for v in provenance.values()) else {})
 
 
 def format_multilabel(summary: dict[str, Any]) -> str:

@@ -1,1 +1,0 @@
-"""Published protocols reproduced for comparison, selected on the command line (`--protocol`)."""
