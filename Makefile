@@ -7,7 +7,7 @@ CONFIG ?=
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo extract train test test-fast lint notebooks bench bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-sweep bench-report bench-emotic bench-gpu bench-commands sweep compare report clean
+.PHONY: help setup demo extract train test test-fast lint notebooks docs bench bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-sweep bench-report bench-emotic bench-gpu bench-commands sweep compare report clean
 
 help: ## Show this help
 	@echo "Usage: make <target> [CONFIG=path/to/config.yaml] [ARGS='--set key=value ...']"
@@ -49,6 +49,9 @@ test-fast: $(STAMP) ## Run the tests without the slow end-to-end ones
 
 notebooks: $(STAMP) ## Run notebooks/*.ipynb top to bottom; executed copies with outputs in notebooks/work/
 	$(BIN)/python notebooks/execute.py
+
+docs: $(STAMP) ## The documentation site (MkDocs, strict) into site/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .

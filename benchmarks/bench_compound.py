@@ -59,6 +59,7 @@ def main() -> None:
     from fusion.config.schema import TrainConfig
     from fusion.data.blocks import load_model_data, select_target
     from fusion.evaluation.splits import grouped_kfold
+    from fusion.models.targets import Targets
     from fusion.models.window_fusion import WindowFusionModel
 
     cfg = load_config(TrainConfig, TRAIN, [f"extract.dataset.root={root}", f"extract.store={store}"])
@@ -75,12 +76,12 @@ def main() -> None:
     print("|---|---|---|---|---|")
     # one untimed epoch first: the first fit of a process pays for Lightning's and torch's set-up
     WindowFusionModel(**{**cfg.model.params, "max_epochs": 1, "refit": False, "max_inner": 1}).fit(
-        blocks, y, task="classification", n_classes=spec.n_classes, inner=[grouped_kfold(y, target.groups, 5, 0)[0]])
+        blocks, Targets.classes(y, spec.n_classes), inner=[grouped_kfold(y, target.groups, 5, 0)[0]])
     for fusion in ("late", "early", "cross"):
         params = {**cfg.model.params, "fusion": fusion, "device": args.device, "max_epochs": args.epochs,
                   "patience": args.epochs, "refit": False, "max_inner": 1}
         t0 = time.perf_counter()
-        model = WindowFusionModel(**params).fit(blocks, y, task="classification", n_classes=spec.n_classes,
+        model = WindowFusionModel(**params).fit(blocks, Targets.classes(y, spec.n_classes),
                                                 inner=[grouped_kfold(y, target.groups, 5, 0)[0]])
         t_train = time.perf_counter() - t0
         epochs = model.best_epochs_  # the fit ran every epoch (patience = epochs); best one kept

@@ -106,12 +106,13 @@ def bare_training(X: dict, Y: np.ndarray, V: np.ndarray, epochs: int, batch: int
 def train_once(engine: str | None, X: dict, Y: np.ndarray, V: np.ndarray, epochs: int, device: str = "cpu") -> None:
     """The bare loop (engine None), or `ContextFusion` with the engine named."""
     from fusion.models.context_fusion import ContextFusion
+    from fusion.models.targets import Targets
 
     if engine is None:
         bare_training(X, Y, V, epochs, 64, 128, device)
     else:
         ContextFusion(hidden=128, max_epochs=epochs, patience=epochs, batch_size=64, engine=engine,
-                      device=device).fit(X, Y, V)
+                      device=device).fit(X, Targets.multilabel(Y, V))
     sync(device)
 
 
@@ -119,6 +120,7 @@ def finetune_epoch(root: Path, backbone: str, size: int, device: str) -> None:
     """One timed epoch of end-to-end fine-tuning of both streams' backbones on the images."""
     from fusion.datasets.emotic import Emotic
     from fusion.models.context_finetune import ContextFinetune, ImageRows
+    from fusion.models.targets import Targets
 
     ds = Emotic(root)
     lab, samples = ds.labels(), ds.samples()
@@ -129,7 +131,7 @@ def finetune_epoch(root: Path, backbone: str, size: int, device: str) -> None:
     model = ContextFinetune(backbone=backbone, image_size=size, batch_size=32, max_epochs=1, patience=1,
                             num_workers=2, device=device)
     t0 = time.perf_counter()
-    model.fit(rows, Y, V)
+    model.fit(rows, Targets.multilabel(Y, V))
     sync(device)
     t = time.perf_counter() - t0
     print(f"end-to-end fine-tuning, one epoch: {len(rows)} persons × 2 streams ({backbone} at {size} px, "

@@ -167,7 +167,7 @@ def cmd_data_describe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_data_init(args: argparse.Namespace) -> dict[str, Any]:
-    from fusion.datasets.init import init_folder
+    from fusion.scaffold import init_folder
 
     result = init_folder(args.folder, name=args.name, subject_pattern=args.subject_pattern, configs=args.configs,
                          label=args.label)

@@ -331,7 +331,7 @@ class Objective:
         import optuna
         from optuna.trial import TrialState
 
-        from fusion.evaluation.crossval import ModelSpec, auxiliary_targets, rows
+        from fusion.evaluation.crossval import ModelSpec, rows, targets_of
         from fusion.evaluation.metrics import multiclass_metrics
         from fusion.evaluation.splits import grouped_kfold, inner_folds, make_folds
 
@@ -367,9 +367,7 @@ class Objective:
             token = PROGRESS.set(hook)
             try:
                 model = ModelSpec(cfg.model.name, cfg.model.params).build()
-                binary = (t.y >= t.spec.positive_from).astype(float) if t.spec.positive_from is not None else None
-                model.fit(rows(t.blocks, a), t.y[a], task="classification", n_classes=t.spec.n_classes,
-                          inner=inner, seed=seed, **auxiliary_targets(model, a, t.score, binary))
+                model.fit(rows(t.blocks, a), targets_of(t).rows(a), inner=inner, seed=seed)
             finally:
                 PROGRESS.reset(token)
             proba = model.predict_proba(rows(t.blocks, b))

@@ -6,7 +6,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 # Nothing may be fetched from a model hub during tests; plots render off-screen.
@@ -14,22 +13,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-def write_wav(path: Path, signal: np.ndarray, sr: int = 16_000, subtype: str = "PCM_16") -> Path:
-    import soundfile as sf
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, signal, sr, subtype=subtype)
-    return path
-
-
-def tone(seconds: float, f0: float = 150.0, sr: int = 16_000, seed: int = 0) -> np.ndarray:
-    """A harmonic-rich voiced-like tone with a little noise (openSMILE finds its pitch)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 12))
-    return (0.2 * x / np.max(np.abs(x)) + 0.001 * rng.normal(size=t.size)).astype(np.float32)
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,7 @@ def test_infinite_stop_times_and_rows_with_missing_fields_are_warnings_with_line
 
 
 def test_turns_past_the_end_of_the_audio_are_cut_for_every_modality_alike(tmp_path):
-    from conftest import tone, write_wav
+    from fixtures import tone, write_wav
 
     audio = write_wav(tmp_path / "a.wav", tone(6.0))
     path = tmp_path / "t.csv"

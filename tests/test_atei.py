@@ -10,6 +10,7 @@ import pytest
 from fusion.data.sequences import SequenceBlock
 from fusion.evaluation.splits import grouped_kfold
 from fusion.models.atei import ATEIFusion, js_divergence
+from fusion.models.targets import Targets
 from fusion.synthetic.inconsistency import inconsistency_sessions
 
 FAST = {"hidden": 16, "heads": 2, "max_epochs": 40, "patience": 8, "batch_size": 32, "lr": 3e-3,
@@ -31,8 +32,8 @@ def mechanism():
     """600 sessions whose label is only the turn-by-turn (dis)agreement of the streams."""
     blocks, y = inconsistency_sessions(600, 12, seed=0, min_turns=8)
     btr, bte, ytr, yte, inner = split(blocks, y, 400)
-    atei = ATEIFusion(**FAST).fit(btr, ytr, task="classification", n_classes=2, inner=inner)
-    off = ATEIFusion(**{**FAST, "fusion": "none"}).fit(btr, ytr, task="classification", n_classes=2, inner=inner)
+    atei = ATEIFusion(**FAST).fit(btr, Targets.classes(ytr, 2), inner=inner)
+    off = ATEIFusion(**{**FAST, "fusion": "none"}).fit(btr, Targets.classes(ytr, 2), inner=inner)
     return atei, off, bte, yte
 
 
@@ -78,8 +79,8 @@ def test_joint_heads_predict_the_score_and_survive_save_and_load(tmp_path):
     score[::17] = np.nan  # unknown scores are left out of the score loss
     sev = (np.nan_to_num(score, nan=9.0) // 5).clip(0, 3).astype(int)
     btr, bte, ytr, _, inner = split(blocks, sev, 400)
-    aux = {"score": score[:400], "binary": (sev[:400] >= 2).astype(float)}
-    model = ATEIFusion(**FAST).fit(btr, ytr, task="classification", n_classes=4, inner=inner, aux=aux)
+    targets = Targets.classes(ytr, 4, ordinal=True, score=score[:400], binary=(sev[:400] >= 2).astype(float))
+    model = ATEIFusion(**FAST).fit(btr, targets, inner=inner)
     assert model.scores_jointly() and set(model.heads_out_) == {"y", "binary", "score"}
     pred = model.predict_score(bte)
     ok = ~np.isnan(score[400:])
@@ -101,25 +102,23 @@ def test_posterior_divergence_maps_emotion_names_across_corpora():
     blocks = {m: SequenceBlock(b.values, b.starts, b.ends, b.lengths, tuple(rename.get(c, c) for c in b.columns))
               for m, b in blocks.items()}
     btr, bte, ytr, yte, inner = split(blocks, y, 80)
-    model = ATEIFusion(**{**FAST, "max_epochs": 3, "posteriors": "*/p_*"}).fit(
-        btr, ytr, task="classification", n_classes=2, inner=inner)
+    model = ATEIFusion(**{**FAST, "max_epochs": 3, "posteriors": "*/p_*"}).fit(btr, Targets.classes(ytr, 2), inner=inner)
     assert model.summary()["shared_emotions"] == ["happy", "neutral", "sad"]
     div = model._divergence(bte)
     assert div.shape == bte["audio"].shape[:2] and np.isfinite(div).all() and (div >= 0).all() and (div <= 1).all()
     with pytest.raises(ValueError, match="emotion_map"):
-        ATEIFusion(**{**FAST, "posteriors": "*/p_[hj]*"}).fit(btr, ytr, task="classification", n_classes=2,
+        ATEIFusion(**{**FAST, "posteriors": "*/p_[hj]*"}).fit(btr, Targets.classes(ytr, 2),
                                                              inner=inner)
 
 
 def test_turn_order_positions_ignore_start_times():
     blocks, y = inconsistency_sessions(60, 5, seed=5)
     btr, bte, ytr, _, inner = split(blocks, y, 40)
-    model = ATEIFusion(**{**FAST, "max_epochs": 2, "positions": "order"}).fit(
-        btr, ytr, task="classification", n_classes=2, inner=inner)
+    model = ATEIFusion(**{**FAST, "max_epochs": 2, "positions": "order"}).fit(btr, Targets.classes(ytr, 2), inner=inner)
     shifted = {m: SequenceBlock(b.values, b.starts * 3 + 100, b.ends * 3 + 100, b.lengths, b.columns)
                for m, b in bte.items()}
     np.testing.assert_allclose(model.predict_proba(shifted), model.predict_proba(bte), atol=1e-6)
-    timed = ATEIFusion(**{**FAST, "max_epochs": 2}).fit(btr, ytr, task="classification", n_classes=2, inner=inner)
+    timed = ATEIFusion(**{**FAST, "max_epochs": 2}).fit(btr, Targets.classes(ytr, 2), inner=inner)
     assert not np.allclose(timed.predict_proba(shifted), timed.predict_proba(bte), atol=1e-6)
 
 
@@ -128,12 +127,12 @@ def test_configuration_errors_name_the_problem():
     inner = grouped_kfold(y, np.arange(40).astype(str), 2, 0)
     pooled = {"audio": np.nanmean(blocks["audio"].values, axis=1), "text": blocks["text"]}
     with pytest.raises(ValueError, match="two sequence modalities"):
-        ATEIFusion(**FAST).fit(pooled, y, task="classification", n_classes=2, inner=inner)
+        ATEIFusion(**FAST).fit(pooled, Targets.classes(y, 2), inner=inner)
     with pytest.raises(ValueError, match="must be a per-turn sequence"):
-        ATEIFusion(**FAST, acoustic="audio", textual="text").fit(pooled, y, task="classification", n_classes=2,
+        ATEIFusion(**FAST, acoustic="audio", textual="text").fit(pooled, Targets.classes(y, 2),
                                                                  inner=inner)
     with pytest.raises(ValueError, match="not a modality"):
-        ATEIFusion(**FAST, acoustic="voice").fit(blocks, y, task="classification", n_classes=2, inner=inner)
+        ATEIFusion(**FAST, acoustic="voice").fit(blocks, Targets.classes(y, 2), inner=inner)
     with pytest.raises(ValueError, match="fusion: none"):
         ATEIFusion(fusion="none", posteriors="*/p_*")
     with pytest.raises(ValueError, match="compare"):
@@ -171,8 +170,7 @@ def test_two_process_ddp_training_on_cpu():
     blocks, y = inconsistency_sessions(300, 10, seed=0, min_turns=8)
     btr, bte, ytr, yte, inner = split(blocks, y, 200)
     model = ATEIFusion(**{**FAST, "batch_size": 8, "patience": 15, "max_epochs": 30, "device": "cpu",
-                          "strategy": "ddp_fork", "devices": 2}).fit(btr, ytr, task="classification",
-                                                                      n_classes=2, inner=inner)
+                          "strategy": "ddp_fork", "devices": 2}).fit(btr, Targets.classes(ytr, 2), inner=inner)
     assert model.trained_on_ == "cpu (32-true) × 2 processes"
     assert model.best_epochs_ and model.best_epochs_[0] >= 1
     assert accuracy(model, bte, yte) > 0.8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tone, write_wav
+from fixtures import tone, write_wav
 
 from features.audio import OpenSmileExtractor, load_audio
 from features.base import ExtractionError, Sample, Segment

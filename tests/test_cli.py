@@ -108,7 +108,7 @@ def test_console_entry_point_help():
 
 
 def test_data_describe_with_folds(demo_corpus, tmp_path, capsys):
-    from corpora import write_daic_extras
+    from fixtures import write_daic_extras
 
     write_daic_extras(demo_corpus)
     out = tmp_path / "d.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import yaml
-from corpora import ravdess_tree, write_configs
+from fixtures import ravdess_tree, write_configs
 
 from fusion.cli import main
 

@@ -12,6 +12,7 @@ import pytest
 
 from fusion.cli import main
 from fusion.datasets.c_expr_db import COMPOUND, CexprDb
+from fusion.models.targets import Targets
 from fusion.synthetic.cexpr_corpus import COMPONENTS, generate_cexpr_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,11 +97,9 @@ def test_window_probabilities_cover_the_windows_a_modality_has():
 
     blocks, y = inconsistency_sessions(60, 6, seed=1, min_turns=3)
     inner = grouped_kfold(y, np.arange(60).astype(str), 3, 0)[:1]
-    model = WindowFusionModel(hidden=8, heads=2, max_epochs=3, refit=False).fit(
-        blocks, y, task="classification", n_classes=2, inner=inner)
+    model = WindowFusionModel(hidden=8, heads=2, max_epochs=3, refit=False).fit(blocks, Targets.classes(y, 2), inner=inner)
     proba = model.window_proba(blocks)
-    assert WindowFusionModel(hidden=8, heads=2, max_epochs=1, refit=False, window_weight=0).fit(
-        blocks, y, task="classification", n_classes=2, inner=inner).window_proba(blocks) is None
+    assert WindowFusionModel(hidden=8, heads=2, max_epochs=1, refit=False, window_weight=0).fit(blocks, Targets.classes(y, 2), inner=inner).window_proba(blocks) is None
     present = blocks["audio"].mask | blocks["text"].mask
     assert proba.shape == (60, 6, 2)
     assert np.allclose(proba[present].sum(-1), 1) and np.isnan(proba[~present]).all()

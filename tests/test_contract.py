@@ -1,6 +1,6 @@
-"""One contract, checked on every registered fusion model, every registered multi-label model
-and every registered network (timm style: a new model or network is covered by registering
-it)."""
+"""One contract, checked on every registered fusion model — single-label and multi-label, from
+the one registry, by the heads each declares — and on every network of `fusion.models.nets`
+(timm style: a new model is covered by registering it, a new network by subclassing `Net`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 from fusion.data.sequences import SequenceBlock, missing_like
 from fusion.evaluation.splits import grouped_kfold
 from fusion.models.base import MODELS, FusionModel
-from fusion.models.context_fusion import MULTILABEL_MODELS
-from fusion.models.nets.base import NETS
+from fusion.models.nets.base import Net
+from fusion.models.targets import Targets
 from fusion.persist import load_model, save_model
 
 N, K = 96, 3
@@ -55,6 +55,8 @@ def dataset(sequence: bool, seed: int = 0, pairs: bool = False):
 
 def cases():
     for name in MODELS.names():
+        if "classes" not in MODELS.get(name).heads:  # multi-label models: test_multilabel_model_contract
+            continue
         kinds = MODELS.get(name).inputs
         if kinds == {"sequence"}:  # two aligned streams (atei)
             yield pytest.param(name, "pairs", id=f"{name}-sequence-pairs")
@@ -71,8 +73,8 @@ def cases():
 
 def fit(name: str, blocks, y, groups, task="classification", seed=0) -> FusionModel:
     inner = grouped_kfold(np.arange(N) % K, groups, 3, 0)
-    n_classes = K if task == "classification" else 1
-    return MODELS.get(name)(**fast(name)).fit(blocks, y, task=task, n_classes=n_classes, inner=inner, seed=seed)
+    targets = Targets.classes(y, K) if task == "classification" else Targets.scores(y)
+    return MODELS.get(name)(**fast(name)).fit(blocks, targets, inner=inner, seed=seed)
 
 
 @pytest.mark.parametrize("name,sequence", list(cases()))
@@ -110,6 +112,9 @@ def test_fusion_model_contract(name, sequence, tmp_path):
     assert set(model.summary()["modalities"]) == {"a", "b", "c"}
     with pytest.raises(ValueError, match="has no parameter"):
         MODELS.get(name)(nonsense=1)
+    # multi-label targets are refused, naming the heads the model trains
+    with pytest.raises(ValueError, match="heads, not multilabel"):
+        MODELS.get(name)(**fast(name)).fit(blocks, Targets.multilabel(np.eye(K)[y]), inner=[])
 
 
 @pytest.mark.parametrize("name,sequence", list(cases()))
@@ -136,7 +141,7 @@ def test_a_model_that_cannot_drop_modalities_is_refitted_in_the_ablation():
     from fusion.models.early_fusion import EarlyFusion
 
     fold = folds[0]
-    alone = EarlyFusion().fit({"a": blocks["a"][fold.train]}, y[fold.train], task="classification", n_classes=K,
+    alone = EarlyFusion().fit({"a": blocks["a"][fold.train]}, Targets.classes(y[fold.train], K),
                               inner=[(np.flatnonzero(np.isin(fold.train, a)), np.flatnonzero(np.isin(fold.train, b)))
                                      for a, b in fold.inner], seed=fold.seed)
     np.testing.assert_allclose(res.variants["early:a"][0, fold.test], alone.predict_proba({"a": blocks["a"][fold.test]}))
@@ -159,10 +164,37 @@ def test_configured_baselines_are_fitted_on_the_same_folds_and_paired_with_the_m
     assert gain["mean"] == pytest.approx(model - other) and gain["ci_low"] <= gain["mean"] <= gain["ci_high"]
 
 
-@pytest.mark.parametrize("name", NETS.names())
+def networks() -> dict[str, type[Net]]:
+    """Every network of `fusion.models.nets` (each module imported)."""
+    import importlib
+    import pkgutil
+
+    import fusion.models.nets as package
+
+    for info in pkgutil.iter_modules(package.__path__, f"{package.__name__}."):
+        importlib.import_module(info.name)
+
+    def below(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from below(sub)
+
+    return {f"{c.__module__.rsplit('.', 1)[1]}.{c.__name__}": c for c in below(Net)}
+
+
+def test_every_network_module_holds_a_network():
+    import pkgutil
+
+    import fusion.models.nets as package
+
+    modules = {i.name for i in pkgutil.iter_modules(package.__path__)} - {"base", "layers"}
+    assert modules == {k.split(".")[0] for k in networks()}
+
+
+@pytest.mark.parametrize("name", sorted(networks()))
 def test_network_contract(name):
     torch.manual_seed(0)
-    net, inputs, shapes = NETS.get(name).example(batch=4)
+    net, inputs, shapes = networks()[name].example(batch=4)
     out = net(**inputs)
     out = out if isinstance(out, dict) else {"y": out}
     assert {k: tuple(v.shape) for k, v in out.items()} == shapes
@@ -208,7 +240,7 @@ def multilabel_inputs(name: str, tmp_path):
     first two rows, the second stream for none), or the images of a small synthetic EMOTIC
     corpus; with (n, k) labels, (n, 3) VAD on 1–10 and fast parameters."""
     rng = np.random.default_rng(0)
-    if getattr(MULTILABEL_MODELS.get(name), "inputs", "embeddings") == "images":
+    if "images" in MODELS.get(name).inputs:
         from fusion.datasets.emotic import Emotic
         from fusion.models.context_finetune import ImageRows
         from fusion.synthetic.emotic_corpus import generate_emotic_corpus
@@ -239,7 +271,7 @@ def without_any_stream(inputs, rows):
     return sub
 
 
-@pytest.mark.parametrize("name", MULTILABEL_MODELS.names())
+@pytest.mark.parametrize("name", [n for n in MODELS.names() if "multilabel" in MODELS.get(n).heads])
 def test_multilabel_model_contract(name, tmp_path):
     """Every registered multi-label model: fit with categories, VAD and VAD-mixture targets;
     predictions of the right shapes and ranges; thresholds; save / load gives the same
@@ -247,7 +279,7 @@ def test_multilabel_model_contract(name, tmp_path):
     parameters are refused by name."""
     from fusion.datasets.vad_mixture import VadMixture
 
-    cls = MULTILABEL_MODELS.get(name)
+    cls = MODELS.get(name)
     inputs, Y, V, params = multilabel_inputs(name, tmp_path)
     n = len(Y)
     mix = VadMixture.build("basic", scale=(1, 10))
@@ -257,21 +289,26 @@ def test_multilabel_model_contract(name, tmp_path):
     def take(rows):
         return inputs.take(rows) if not isinstance(inputs, dict) else {s: b[rows] for s, b in inputs.items()}
 
-    model = cls(hidden=8, max_epochs=3, patience=3, **params).fit(
-        take(tr), Y[tr], V[tr], val=(take(va), Y[va], V[va], M[va]), M=M[tr], mixture=mix.to_dict(), seed=0)
-    out = model.predict_all(take(va))
-    P, Vh, Mh = out["categories"], out["vad"], out["mixture"]
+    targets = Targets.multilabel(Y, V, M, mix.to_dict())
+    model = cls(hidden=8, max_epochs=3, patience=3, **params).fit(take(tr), targets.rows(tr),
+                                                                 val=(take(va), targets.rows(va)), seed=0)
+    out = model.predict_heads(take(va))
+    P, Vh, Mh = out["multilabel"], out["continuous"], out["distribution"]
     assert P.shape == Y[va].shape and Vh.shape == (len(va), 3) and Mh.shape == (len(va), len(mix.names))
     assert np.isfinite(P).all() and ((P >= 0) & (P <= 1)).all() and np.allclose(Mh.sum(1), 1)
-    np.testing.assert_allclose(model.predict(take(va))[0], P)
-    assert set(np.unique(model.predict_labels(take(va)))) <= {0, 1} and len(model.thresholds_) == Y.shape[1]
-    loaded = cls.load(model.save(tmp_path / "m"))
-    again = loaded.predict_all(take(va))
+    np.testing.assert_allclose(model.predict_proba(take(va)), P)
+    assert set(np.unique(model.predict(take(va)))) <= {0, 1} and len(model.thresholds_) == Y.shape[1]
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    again = loaded.predict_heads(take(va))
     for k in out:
         np.testing.assert_allclose(again[k], out[k], atol=1e-6)
-    assert loaded.mixture_["names"] == mix.names
+    assert loaded.mixture_["names"] == mix.names and loaded.task == "multilabel"
+    assert not [f for f in (tmp_path / "m").iterdir() if f.suffix in (".pkl", ".pickle", ".joblib")]
     with pytest.warns(UserWarning) if not isinstance(inputs, dict) else contextlib.nullcontext():
-        none = loaded.predict_all(without_any_stream(inputs, [0]))
+        none = loaded.predict_heads(without_any_stream(inputs, [0]))
     assert all(np.isnan(v).all() for v in none.values())
+    # a single-label target is refused, naming the heads the model trains
+    with pytest.raises(ValueError, match="trains multilabel heads, not classes"):
+        cls(hidden=8, max_epochs=1, **params).fit(take(tr), Targets.classes(np.zeros(len(tr), int), 2))
     with pytest.raises(ValueError, match="nonsense"):
         cls(nonsense=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from corpora import write_cexpr, write_daic_extras, write_edaic, write_emotic_csv, write_emotic_mat
+from fixtures import write_cexpr, write_daic_extras, write_edaic, write_emotic_csv, write_emotic_mat
 
 from fusion.datasets.base import DatasetError
 from fusion.datasets.c_expr_db import CexprDb
@@ -174,7 +174,7 @@ def test_cexpr_bad_annotations(tmp_path):
 
 
 def test_folder_adapter(tmp_path):
-    from conftest import tone, write_wav
+    from fixtures import tone, write_wav
     write_wav(tmp_path / "audio" / "a.wav", tone(1.0))
     write_wav(tmp_path / "audio" / "b.wav", tone(1.0))
     pd.DataFrame({"sample_id": ["a", "b", "c"], "subject_id": ["p1", "p1", "p2"],

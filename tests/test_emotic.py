@@ -14,6 +14,8 @@ import pytest
 
 from fusion.cli import main
 from fusion.datasets.emotic import CATEGORIES, Emotic, category_column
+from fusion.models.targets import Targets
+from fusion.persist import load_model, save_model
 from fusion.synthetic.emotic_corpus import generate_emotic_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,22 +163,27 @@ def test_context_model_saves_loads_and_masks_missing_streams(tmp_path):
     blocks = {"body": rng.normal(size=(n, 4)), "context": ctx}
     blocks["body"][:10] = np.nan  # persons without a body crop
     tr, va = np.arange(90), np.arange(90, n)
+    targets = Targets.multilabel(Y, V)
     model = ContextFusion(hidden=16, max_epochs=30, patience=5, batch_size=32, lr=3e-3, fusion="attention").fit(
-        {k: v[tr] for k, v in blocks.items()}, Y[tr], V[tr], val=({k: v[va] for k, v in blocks.items()}, Y[va], V[va]))
-    P, Vh = model.predict(blocks)
+        {k: v[tr] for k, v in blocks.items()}, targets.rows(tr),
+        val=({k: v[va] for k, v in blocks.items()}, targets.rows(va)))
+    heads = model.predict_heads(blocks)
+    P, Vh = heads["multilabel"], heads["continuous"]
     assert P.shape == (n, 3) and Vh.shape == (n, 3) and np.isfinite(P).all()
     assert ((P > 0) & (P < 1)).all() and model.thresholds_.shape == (3,)
-    loaded = ContextFusion.load(model.save(tmp_path / "m"))
-    P2, V2 = loaded.predict(blocks)
-    np.testing.assert_allclose(P2, P, atol=1e-6)
-    np.testing.assert_allclose(V2, Vh, atol=1e-5)
+    np.testing.assert_array_equal(model.predict(blocks), (model.thresholds_ <= P).astype(int))
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    again = loaded.predict_heads(blocks)
+    np.testing.assert_allclose(again["multilabel"], P, atol=1e-6)
+    np.testing.assert_allclose(again["continuous"], Vh, atol=1e-5)
     none = {k: v.copy() for k, v in blocks.items()}
     none["context"][0] = np.nan
     none["body"][0] = np.nan
-    assert np.isnan(loaded.predict(none)[0][0]).all()  # a person with no stream gets no estimate
-    with pytest.raises(FileNotFoundError, match="context_model.safetensors"):
-        (tmp_path / "m" / "context_model.safetensors").unlink()
-        ContextFusion.load(tmp_path / "m")
+    assert np.isnan(loaded.predict_proba(none)[0]).all()  # a person with no stream gets no estimate
+    (weights,) = (tmp_path / "m").glob("*.safetensors")
+    weights.unlink()
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "m")
 
 
 @pytest.mark.slow
@@ -205,10 +212,8 @@ def test_context_model_finds_the_scene_and_the_body_alone_does_not(corpus, tmp_p
     run = Path(s["outputs"]["dir"])
     per = pd.read_csv(run / "emotion_per_category.csv")
     assert len(per) == 26 and {"ap_mean", "chance_ap", "threshold", "f1_at_threshold"} <= set(per.columns)
-    from fusion.models.context_fusion import ContextFusion
-
-    model = ContextFusion.load(Path(s["model_dir"]) / "emotion")
-    assert model.streams_ == ["body", "context"] and len(model.thresholds_) == 26
+    model = load_model(Path(s["model_dir"]) / "emotion")
+    assert model.modalities == ["body", "context"] and len(model.thresholds_) == 26
 
     # VAD-mixture soft labels as a third head: the scene's VAD gives its distribution over
     # basic and compound emotions, learned well beyond the training mean distribution
@@ -226,7 +231,7 @@ def test_context_model_finds_the_scene_and_the_body_alone_does_not(corpus, tmp_p
     assert len(s["targets"]["emotion"]["vad_mixture"]["names"]) == 13
     pred = pd.read_csv(Path(s["outputs"]["dir"]) / "emotion_predictions.csv")
     assert {"mix_happy_seed0", "mix_happy_label", "mix_sadly angry_seed0"} <= set(pred.columns)
-    assert ContextFusion.load(Path(s["model_dir"]) / "emotion").mixture_["names"][0] == "happy"
+    assert load_model(Path(s["model_dir"]) / "emotion").mixture_["names"][0] == "happy"
     # ratings outside the declared scale stop the run before training, naming a sample
     assert main(["train", "--config", str(ROOT / "configs/train/emotic_vad_mixture.yaml"),
                  "--set", f"extract.dataset.root={corpus}", "--set", f"extract.store={store}",
@@ -242,7 +247,8 @@ def test_report_says_it_does_not_report_multilabel_models(tmp_path, capsys):
 
     rng = np.random.default_rng(0)
     X = {"context": rng.normal(size=(40, 3))}
-    ContextFusion(hidden=4, max_epochs=1).fit(X, (X["context"] > 0).astype(float)).save(tmp_path / "model" / "emotion")
+    model = ContextFusion(hidden=4, max_epochs=1).fit(X, Targets.multilabel((X["context"] > 0).astype(float)))
+    save_model(model, tmp_path / "model" / "emotion")
     assert main(["report", "--model", str(tmp_path / "model"), "--participant", "x", "--no-pdf"]) == 2
     assert "multi-label model" in capsys.readouterr().err
 
@@ -276,23 +282,24 @@ def test_end_to_end_model_fits_saves_loads_and_masks_unusable_crops(corpus, tmp_
 
     mix = VadMixture.build("basic", scale=(1, 10))
     M = mix(V)
-    model.fit(rows.take(range(40)), Y[:40], V[:40], val=(rows.take(range(40, 60)), Y[40:60], V[40:60], M[40:60]),
-              M=M[:40], mixture=mix.to_dict())
-    P, Vh = model.predict(rows)
+    targets = Targets.multilabel(Y[:60], V[:60], M[:60], mix.to_dict())
+    model.fit(rows.take(range(40)), targets.rows(np.arange(40)), val=(rows.take(range(40, 60)),
+                                                                    targets.rows(np.arange(40, 60))))
+    heads = model.predict_heads(rows)
+    P, Vh, Mh = heads["multilabel"], heads["continuous"], heads["distribution"]
     assert P.shape == (60, 26) and Vh.shape == (60, 3) and np.isfinite(P).all()
-    Mh = model.predict_all(rows)["mixture"]
     assert Mh.shape == (60, 6) and np.allclose(Mh.sum(1), 1)  # the VAD-mixture head, end to end too
-    loaded = ContextFinetune.load(model.save(tmp_path / "m"))
-    np.testing.assert_allclose(loaded.predict(rows)[0], P, atol=1e-6)
-    np.testing.assert_allclose(loaded.predict_all(rows)["mixture"], Mh, atol=1e-6)
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    np.testing.assert_allclose(loaded.predict_proba(rows), P, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_heads(rows)["distribution"], Mh, atol=1e-6)
     # a person whose image cannot be read has no stream: no estimate, and no crash
     bad = samples[0].media["image"]
     bad.write_bytes(b"not a jpeg")
     with pytest.warns(UserWarning, match=r"crop of sample .* left out \(masked\): .*not a readable image"):
-        assert np.isnan(loaded.predict(rows.take([0]))[0]).all()
+        assert np.isnan(loaded.predict_proba(rows.take([0]))).all()
     with pytest.raises(ValueError, match="weights given for stream 'face'"):
         ContextFinetune(backbone="test_resnet", image_size=32, max_epochs=1, weights={"face": str(w)}).fit(
-            rows.take(range(1, 10)), Y[1:10])
+            rows.take(range(1, 10)), Targets.multilabel(Y[1:10]))
 
 
 @pytest.mark.slow

@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import tone, write_wav
-from corpora import ravdess_tree, write_configs
+from fixtures import ravdess_tree, tone, write_configs, write_wav
 
 from features.align import SegmentationConfig, Segmenter
 from features.audio import LogMelStatsExtractor

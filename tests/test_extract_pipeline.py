@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import write_wav
+from fixtures import write_wav
 
 from features.align import SegmentationConfig, Segmenter
 from features.audio import OpenSmileExtractor

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from corpora import folder_configs, write_folder_study
+from fixtures import folder_configs, write_folder_study
 
 from fusion.cli import main
 from fusion.config.load import load_config

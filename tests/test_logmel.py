@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import write_wav
+from fixtures import write_wav
 
 from features.audio import LogMelStatsExtractor, deltas, mel_filterbank
 from features.base import Segment

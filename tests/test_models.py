@@ -13,6 +13,7 @@ from fusion.models.early_fusion import EarlyFusion
 from fusion.models.late_fusion import LateCalibratedFusion
 from fusion.models.learners.base import LEARNERS
 from fusion.models.stacking import LogLinearStacker
+from fusion.models.targets import Targets
 from fusion.persist import load_model, save_model
 
 
@@ -65,8 +66,7 @@ def test_calibration_repairs_overconfidence(method):
 
 def test_stacker_weights_the_informative_modality():
     blocks, y, groups = blocks_data(strengths=(1.2, 0.4, 0.0))
-    model = LateCalibratedFusion(learner={"name": "logreg", "params": {"C": 1.0}}).fit(
-        blocks, y, task="classification", n_classes=3, inner=inner(y, groups))
+    model = LateCalibratedFusion(learner={"name": "logreg", "params": {"C": 1.0}}).fit(blocks, Targets.classes(y, 3), inner=inner(y, groups))
     w = model.summary()["fusion_weights"]
     assert w["a"] > w["b"] > w["c"] - 1e-9 and w["c"] < 0.3
 
@@ -78,7 +78,7 @@ def test_late_fusion_beats_each_modality_and_masks_missing_ones():
     allb, yy, gg = blocks_data(n=1000, seed=4)
     tr = {m: X[:600] for m, X in allb.items()}
     te = {m: X[600:] for m, X in allb.items()}
-    model = LateCalibratedFusion().fit(tr, yy[:600], task="classification", n_classes=3,
+    model = LateCalibratedFusion().fit(tr, Targets.classes(yy[:600], 3),
                                        inner=inner(yy[:600], gg[:600]))
     f1 = lambda p: multiclass_metrics(yy[600:], p)["f1_weighted"]  # noqa: E731
     fused = f1(model.predict_proba(te))
@@ -113,7 +113,7 @@ def test_feature_contributions_add_up_to_the_modality_contributions_on_the_fused
     tr = {m: X[:200] for m, X in allb.items()}
     te = {m: X[200:].copy() for m, X in allb.items()}
     te["c"][:10] = np.nan  # some samples lack a modality
-    fitted = MODELS.get(model)(**params).fit(tr, y[:200], task="classification", n_classes=3,
+    fitted = MODELS.get(model)(**params).fit(tr, Targets.classes(y[:200], 3),
                                              inner=inner(y[:200], g[:200]))
     shares = fitted.modality_contributions(te)
     feats = fitted.feature_contributions(te)
@@ -132,7 +132,7 @@ def test_linear_contributions_are_the_closed_form_on_the_fused_scale():
     """Logistic regression, temperature calibration, log-linear fusion: a feature's contribution
     to class c's fused logit is w_m / T_m × (β_jc − mean_k β_jk) × its standardised deviation."""
     allb, y, g = blocks_data(n=240, seed=9)
-    fitted = LateCalibratedFusion(learner={"name": "logreg"}).fit(allb, y, task="classification", n_classes=3,
+    fitted = LateCalibratedFusion(learner={"name": "logreg"}).fit(allb, Targets.classes(y, 3),
                                                                   inner=inner(y, g))
     feats = fitted.feature_contributions(allb)
     st = fitted.stacker(["a", "b", "c"])
@@ -146,7 +146,7 @@ def test_linear_contributions_are_the_closed_form_on_the_fused_scale():
 def test_late_fusion_needs_inner_folds():
     blocks, y, _ = blocks_data(n=60)
     with pytest.raises(ValueError, match="inner folds"):
-        LateCalibratedFusion().fit(blocks, y, task="classification", n_classes=3, inner=[])
+        LateCalibratedFusion().fit(blocks, Targets.classes(y, 3), inner=[])
 
 
 def test_log_linear_stacker_recovers_known_weights():
@@ -162,8 +162,8 @@ def test_log_linear_stacker_recovers_known_weights():
 def test_regression_head_fuses_scores():
     allb, y, g = blocks_data(n=500, seed=6, strengths=(1.0, 1.0, 0.0))
     score = y * 5.0 + np.random.default_rng(0).normal(0, 1, 500)
-    model = LateCalibratedFusion().fit({m: X[:400] for m, X in allb.items()}, score[:400], task="regression",
-                                       n_classes=1, inner=inner(y[:400], g[:400]))
+    model = LateCalibratedFusion().fit({m: X[:400] for m, X in allb.items()}, Targets.scores(score[:400]),
+                                       inner=inner(y[:400], g[:400]))
     pred = model.predict({m: X[400:] for m, X in allb.items()})
     single = model.predict({m: X[400:] for m, X in allb.items()}, ["a"])
     mae = lambda p: np.abs(p - score[400:]).mean()  # noqa: E731
@@ -179,7 +179,7 @@ LEARNER_PARAMS = {"xgboost": {"n_estimators": 50}, "mlp": {"max_epochs": 5}}
 def test_save_and_load_give_the_same_predictions(tmp_path, model_name, learner):
     allb, y, g = blocks_data(n=200, seed=7)
     params = {"learner": {"name": learner, "params": LEARNER_PARAMS.get(learner, {})}}
-    model = MODELS.get(model_name)(**params).fit(allb, y, task="classification", n_classes=3,
+    model = MODELS.get(model_name)(**params).fit(allb, Targets.classes(y, 3),
                                                  inner=inner(y, g))
     save_model(model, tmp_path / "m", {m: [f"f{i}" for i in range(8)] for m in allb})
     loaded = load_model(tmp_path / "m")
@@ -189,7 +189,7 @@ def test_save_and_load_give_the_same_predictions(tmp_path, model_name, learner):
 
 def test_early_fusion_imputes_a_dropped_modality():
     allb, y, g = blocks_data(n=300, seed=8)
-    model = EarlyFusion().fit(allb, y, task="classification", n_classes=3, inner=inner(y, g))
+    model = EarlyFusion().fit(allb, Targets.classes(y, 3), inner=inner(y, g))
     p = model.predict_proba(allb, ["a", "b"])
     assert p.shape == (300, 3) and np.isfinite(p).all()
 
@@ -215,7 +215,7 @@ def test_permutation_importance_finds_the_informative_features():
     X = rng.normal(size=(300, 4))
     y = (X[:, 0] > 0).astype(int)
     blocks = {"a": X}
-    model = MODELS.get("late-fusion")().fit(blocks, y, task="classification", n_classes=2,
+    model = MODELS.get("late-fusion")().fit(blocks, Targets.classes(y, 2),
                                            inner=grouped_kfold(y, np.arange(300).astype(str), 3, 0))
     imp = permutation_importance(model, blocks, y, "a", rng)
     assert imp.argmax() == 0 and imp[0] > 0.2 and np.abs(imp[1:]).max() < 0.05
@@ -239,8 +239,7 @@ def test_loading_opens_no_file_outside_the_model_folder(tmp_path):
     import json
 
     allb, y, g = blocks_data(n=120, seed=7)
-    model = MODELS.get("late-fusion")(learner={"name": "xgboost", "params": {"n_estimators": 5}}).fit(
-        allb, y, task="classification", n_classes=3, inner=inner(y, g))
+    model = MODELS.get("late-fusion")(learner={"name": "xgboost", "params": {"n_estimators": 5}}).fit(allb, Targets.classes(y, 3), inner=inner(y, g))
     folder = save_model(model, tmp_path / "m", {})
     outside = tmp_path / "outside.xgb.json"
     outside.write_text((folder / "learner_a.xgb.json").read_text())
@@ -263,7 +262,7 @@ def test_a_modality_without_any_inner_validation_prediction_gets_no_fusion_weigh
     allb["c"][np.setdiff1d(np.arange(120), keep)] = np.nan  # c on two samples: no inner fold trains on two classes
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        model = LateCalibratedFusion(learner={"name": "logreg"}).fit(allb, y, task="classification", n_classes=3,
+        model = LateCalibratedFusion(learner={"name": "logreg"}).fit(allb, Targets.classes(y, 3),
                                                                      inner=inner(y, g))
         w = model.summary()["fusion_weights"]
     assert w["c"] == 0.0 and w["a"] > 0
@@ -272,5 +271,5 @@ def test_a_modality_without_any_inner_validation_prediction_gets_no_fusion_weigh
 
     only = {**allb, "c": np.where(np.isin(np.arange(120), np.flatnonzero(y == 0)[:4])[:, None], 1.0, np.nan)}
     with pytest.raises(ValueError, match=r"modality 'c': the 4 training samples with this input are all of class 0"):
-        LateCalibratedFusion(learner={"name": "logreg"}).fit(only, y, task="classification", n_classes=3,
+        LateCalibratedFusion(learner={"name": "logreg"}).fit(only, Targets.classes(y, 3),
                                                              inner=inner(y, g))

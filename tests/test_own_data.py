@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import tone, write_wav
+from fixtures import tone, write_wav
 
 from fusion.cli import main
 

@@ -8,11 +8,12 @@ from features.base import Extractor
 from features.registry import EXTRACTORS, Registry, UnknownNameError
 from fusion.datasets.base import DATASETS
 from fusion.models.base import MODELS
-from fusion.models.context_fusion import MULTILABEL_MODELS
+from fusion.models.learners.base import LEARNERS
+from fusion.protocols.base import PROTOCOLS
 
 
-@pytest.mark.parametrize("registry,kind", [(EXTRACTORS, "extractor"), (DATASETS, "dataset"),
-                                           (MODELS, "model"), (MULTILABEL_MODELS, "multi-label model")])
+@pytest.mark.parametrize("registry,kind", [(EXTRACTORS, "extractor"), (DATASETS, "dataset"), (MODELS, "model"),
+                                           (LEARNERS, "learner"), (PROTOCOLS, "protocol")])
 def test_unknown_name_lists_valid_names(registry, kind):
     with pytest.raises(UnknownNameError) as err:
         registry.get("no-such-thing")

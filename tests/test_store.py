@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import tone, write_wav
-from extractors import RmsExtractor
+from fixtures import RmsExtractor, tone, write_wav
 
 from features.align import SegmentationConfig, Segmenter
 from features.audio import OpenSmileExtractor
@@ -182,7 +181,7 @@ def test_resume_after_kill_recomputes_nothing_finished(demo_corpus, tmp_path):
     script = f"""
 import sys
 sys.path.insert(0, {str(TESTS)!r})
-from extractors import RmsExtractor
+from fixtures import RmsExtractor
 from features.runner import run_extraction
 from features.store import FeatureStore, read_journal
 from fusion.datasets.daic_woz import DaicWoz
@@ -253,7 +252,7 @@ def _extract_script(corpus: Path, store_root: Path, delay: float, out: Path, sca
     return f"""
 import json, sys
 sys.path.insert(0, {str(TESTS)!r})
-from extractors import RmsExtractor
+from fixtures import RmsExtractor
 from features.runner import run_extraction
 from features.store import FeatureStore
 from fusion.datasets.daic_woz import DaicWoz

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from corpora import ravdess_tree, write_configs
+from fixtures import ravdess_tree, write_configs
 
 from fusion.cli import main
 from fusion.config.load import load_config

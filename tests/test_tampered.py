@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from corpora import folder_configs, write_folder_study
+from fixtures import folder_configs, write_folder_study
 
 from fusion.cli import main
 

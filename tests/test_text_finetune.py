@@ -9,6 +9,7 @@ from features.base import Sample
 from features.registry import build_extractor
 from fusion.evaluation.splits import grouped_kfold
 from fusion.models.base import MODELS
+from fusion.models.targets import Targets
 from fusion.persist import load_model, save_model
 
 
@@ -56,7 +57,7 @@ def test_a_local_encoder_is_fine_tuned_calibrated_saved_and_reloaded(tiny_encode
     inner = grouped_kfold(y, groups, 3, 0)
     model = MODELS.get("text-finetune")(model=str(tiny_encoder), lr=3e-3, max_epochs=25, patience=5,
                                         batch_size=16, device="cpu", warmup_epochs=0)
-    model.fit(blocks, y, task="classification", n_classes=3, inner=inner, seed=0)
+    model.fit(blocks, Targets.classes(y, 3), inner=inner, seed=0)
     test, yt, _ = token_data(seed=1)
     proba = model.predict_proba(test)
     assert proba.shape == (120, 3) and np.allclose(proba.sum(1), 1)
@@ -75,8 +76,7 @@ def test_fine_tuning_refuses_real_valued_features_and_several_modalities(tiny_en
     model = MODELS.get("text-finetune")(model=str(tiny_encoder), device="cpu")
     inner = [(np.arange(10), np.arange(10, 20))]
     with pytest.raises(ValueError, match="needs token ids"):
-        model.fit({"text": np.random.default_rng(0).normal(size=(20, 4))}, np.arange(20) % 2,
-                  task="classification", n_classes=2, inner=inner)
+        model.fit({"text": np.random.default_rng(0).normal(size=(20, 4))}, Targets.classes(np.arange(20) % 2, 2),
+                  inner=inner)
     with pytest.raises(ValueError, match="one modality"):
-        model.fit({"a": np.ones((20, 4)), "b": np.ones((20, 4))}, np.arange(20) % 2, task="classification",
-                  n_classes=2, inner=inner)
+        model.fit({"a": np.ones((20, 4)), "b": np.ones((20, 4))}, Targets.classes(np.arange(20) % 2, 2), inner=inner)

@@ -118,18 +118,21 @@ def test_context_model_learns_planted_distributions(tmp_path):
     def sub(r):
         return {k: b[r] for k, b in blocks.items()}
 
+    from fusion.models.targets import Targets
+    from fusion.persist import load_model, save_model
+
+    targets = Targets.multilabel(Y, Vt, M, mix.to_dict())
     model = ContextFusion(hidden=32, max_epochs=60, patience=8, batch_size=64, lr=3e-3).fit(
-        sub(tr), Y[tr], Vt[tr], val=(sub(va), Y[va], Vt[va], M[va]), M=M[tr], mixture=mix.to_dict(), seed=0)
-    pred = model.predict_all(sub(te))
-    js_model = js_divergence(M[te], pred["mixture"]).mean()
+        sub(tr), targets.rows(tr), val=(sub(va), targets.rows(va)), seed=0)
+    pred = model.predict_heads(sub(te))
+    js_model = js_divergence(M[te], pred["distribution"]).mean()
     js_mean = js_divergence(M[te], np.tile(M[tr].mean(0), (len(te), 1))).mean()
     assert js_model < 0.5 * js_mean, (js_model, js_mean)
-    model.save(tmp_path / "m")
-    loaded = ContextFusion.load(tmp_path / "m")
+    loaded = load_model(save_model(model, tmp_path / "m"))
     assert loaded.mixture_["names"] == mix.names
-    np.testing.assert_allclose(loaded.predict_all(sub(te))["mixture"], pred["mixture"], atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_heads(sub(te))["distribution"], pred["distribution"], atol=1e-6)
     none = {k: np.full_like(b[:2], np.nan) for k, b in sub(te).items()}
-    assert np.isnan(loaded.predict_all(none)["mixture"]).all()
+    assert np.isnan(loaded.predict_heads(none)["distribution"]).all()
 
 
 def test_labels_command_writes_every_good_sample_and_names_the_bad(tmp_path, capsys):

@@ -313,13 +313,7 @@ def _components(cfg: BaseModel, prefix: tuple = ()):
     elif isinstance(cfg, TrainConfig):
         if cfg.extract is not None:
             yield from _components(cfg.extract, prefix + ("extract",))
-        multilabel = bool(cfg.targets) and all(t.kind == "multilabel" for t in cfg.targets.values())
-        if multilabel:
-            from fusion.models.context_fusion import MULTILABEL_MODELS
-
-            yield prefix + ("model",), MULTILABEL_MODELS, cfg.model
-        else:
-            yield prefix + ("model",), MODELS, cfg.model
+        yield prefix + ("model",), MODELS, cfg.model
         for tag, spec in cfg.evaluation.baselines.items():
             yield prefix + ("evaluation", "baselines", tag), MODELS, spec
     elif isinstance(cfg, DemoConfig):

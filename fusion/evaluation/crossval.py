@@ -36,6 +36,7 @@ from fusion.evaluation.metrics import (
 from fusion.evaluation.progress import steps
 from fusion.evaluation.splits import Fold
 from fusion.models.base import MODELS, FusionModel
+from fusion.models.targets import Targets
 
 CI_METRICS = ("accuracy", "balanced_accuracy", "uar", "f1_weighted", "f1_macro", "qwk", "auc_ovr", "ece",
               "brier")
@@ -76,16 +77,14 @@ class ModelSpec:
         return MODELS.get(self.name)(**self.params)
 
 
-def auxiliary_targets(model: FusionModel, idx: np.ndarray, score: np.ndarray | None,
-                      binary: np.ndarray | None) -> dict[str, Any]:
-    """`fit` keyword arguments giving `model` the auxiliary targets of rows `idx` it declares
-    (`FusionModel.auxiliary`): nothing for a model that declares none."""
-    aux = {}
-    if "score" in model.auxiliary and score is not None:
-        aux["score"] = score[idx]
-    if "binary" in model.auxiliary and binary is not None:
-        aux["binary"] = binary[idx]
-    return {"aux": aux} if aux else {}
+def targets_of(target) -> Targets:
+    """A selected target (`fusion.data.blocks.TargetData`) as the targets a model is fitted on:
+    its classes, with the score and the binary form (classes from `positive_from` up) that a
+    model training auxiliary heads uses."""
+    spec = target.spec
+    binary = (target.y >= spec.positive_from).astype(float) if spec.positive_from is not None else None
+    return Targets.classes(target.y, spec.n_classes, ordinal=spec.kind == "ordinal", score=target.score,
+                           binary=binary)
 
 
 def subsets(modalities: Sequence[str]) -> list[tuple[str, ...]]:
@@ -142,16 +141,15 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
     rng = np.random.default_rng(seed)
     if attributions:
         result.modality_contrib = np.full((n, len(mods)), np.nan)
-    fit_kw = {"task": "classification", "n_classes": n_classes}
     binary = (y >= positive_from).astype(float) if positive_from is not None else None
+    targets = Targets.classes(y, n_classes, ordinal=kind == "ordinal", score=score, binary=binary)
     with steps(len(folds), label) as tick:
         for fold in folds:
             tr, te, r = fold.train, fold.test, fold.repeat
             inner = local_inner(fold, n)
             btr, bte = rows(blocks, tr), rows(blocks, te)
             built = model.build()
-            fitted = built.fit(btr, y[tr], inner=inner, seed=fold.seed, **fit_kw,
-                               **auxiliary_targets(built, tr, score, binary))
+            fitted = built.fit(btr, targets.rows(tr), inner=inner, seed=fold.seed)
             put("model", r, te, fitted.predict_proba(bte))
             put("uncalibrated", r, te, fitted.uncalibrated_proba(bte))
             per_window = fitted.window_proba(bte)
@@ -169,16 +167,15 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                         put(name, r, te, variants["model"][r, te])
                     else:
                         sub_model = model.build()
-                        sub_model.fit(rows(btr, np.arange(len(tr)), sub), y[tr], inner=inner, seed=fold.seed,
-                                      **fit_kw, **auxiliary_targets(sub_model, tr, score, binary))
+                        sub_model.fit(rows(btr, np.arange(len(tr)), sub), targets.rows(tr), inner=inner,
+                                      seed=fold.seed)
                         put(name, r, te, sub_model.predict_proba(rows(bte, np.arange(len(te)), sub)))
                 for tag, spec in {**{k: ModelSpec(*v) for k, v in fitted.baselines().items()},
                                   **(baselines or {})}.items():
                     name = f"{tag}:{'+'.join(mods)}"
                     result.ablation[name] = (tag, "+".join(mods))
                     base = spec.build()
-                    base.fit(btr, y[tr], inner=inner, seed=fold.seed, **fit_kw,
-                             **auxiliary_targets(base, tr, score, binary))
+                    base.fit(btr, targets.rows(tr), inner=inner, seed=fold.seed)
                     put(name, r, te, base.predict_proba(bte))
             if robustness:
                 for m in mods:
@@ -191,8 +188,8 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                 regression[r, te] = fitted.predict_score(bte)  # the jointly trained score head
             elif score is not None:
                 has = ~np.isnan(score[tr])
-                reg = model.build().fit(rows(btr, np.flatnonzero(has)), score[tr][has], task="regression",
-                                        n_classes=1, inner=_restrict(inner, has), seed=fold.seed)
+                reg = model.build().fit(rows(btr, np.flatnonzero(has)), Targets.scores(score[tr][has]),
+                                        inner=_restrict(inner, has), seed=fold.seed)
                 regression[r, te] = reg.predict(bte)
             if attributions and r == 0:
                 contrib = fitted.modality_contributions(bte)

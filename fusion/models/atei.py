@@ -117,7 +117,6 @@ class ATEIFusion(NeuralFusionModel):
     Params = ATEIParams
     tag = "atei"
     inputs = frozenset({"sequence"})
-    net_name = "atei"
     auxiliary = frozenset({"score", "binary"})
 
     # --- set up from the training data ----------------------------------------------------------
@@ -185,18 +184,20 @@ class ATEIFusion(NeuralFusionModel):
         return np.nan_to_num(div).astype(np.float32)
 
     # --- the network and its heads ---------------------------------------------------------------
-    def net_kwargs(self, dims, sequence, n_out) -> dict[str, Any]:
-        p = self.params
-        return {"dims": dims, "sequence": sequence, "acoustic": self.streams_[0], "textual": self.streams_[1],
-                "heads_out": self.heads_out_, "hidden": p.hidden, "layers": p.layers, "heads": p.heads,
-                "dropout": p.dropout, "time_scale": p.time_scale, "fusion": p.fusion, "scale": p.scale,
-                "scale_init": p.scale_init, "aligned": p.aligned, "divergence": self.posterior_ is not None,
-                "atei_layers": p.atei_layers, "modality_dropout": p.modality_dropout}
+    def build_net(self, dims, sequence, n_out):
+        from fusion.models.nets.atei import ATEI
 
-    def heads(self, n_out: int) -> list:
+        p = self.params
+        return ATEI(dims=dims, sequence=sequence, acoustic=self.streams_[0], textual=self.streams_[1],
+                    heads_out=self.heads_out_, hidden=p.hidden, layers=p.layers, heads=p.heads,
+                    dropout=p.dropout, time_scale=p.time_scale, fusion=p.fusion, scale=p.scale,
+                    scale_init=p.scale_init, aligned=p.aligned, divergence=self.posterior_ is not None,
+                    atei_layers=p.atei_layers, modality_dropout=p.modality_dropout)
+
+    def lit_heads(self, n_out: int) -> list:
         from fusion.lit import Head
 
-        out = super().heads(n_out)
+        out = super().lit_heads(n_out)
         if "binary" in self.heads_out_:
             b = self._aux["binary"]
             out.append(Head("binary", "multiclass", 2, weight=self.params.binary_weight,
@@ -205,7 +206,7 @@ class ATEIFusion(NeuralFusionModel):
             out.append(Head("score", "regression", 1, weight=self.params.score_weight, loss="smooth_l1"))
         return out
 
-    def targets(self, y: np.ndarray, masks: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    def head_targets(self, y: np.ndarray, masks: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
         out = {"y": y}
         if "binary" in self.heads_out_:
             b = self._aux["binary"][rows].astype(float)

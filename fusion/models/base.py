@@ -18,16 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
 from features.base import Params, validate_params
 from features.registry import Registry
 from fusion.data.sequences import Block
+from fusion.models.targets import Targets, Task
 
 MODELS: Registry[type] = Registry("model", package="fusion.models")
-Task = Literal["classification", "regression"]
 Blocks = Mapping[str, Block]
 Inner = Sequence[tuple[np.ndarray, np.ndarray]]
 
@@ -44,11 +44,15 @@ class FusionModel:
             "tokens" (one (n, L) block of token ids, NaN past the text's end).
         needs_inner: True when it cannot be fitted without inner folds (calibration,
             stacking or early stopping on inner-validation data).
-        auxiliary: the auxiliary targets `fit(..., aux=...)` accepts and trains jointly with
-            the main one: "score" (the target's score, e.g. PHQ-8; NaN where unknown) and
-            "binary" (0/1, the target's positive classes). A model that takes "score" predicts
-            it with `predict_score` after a classification fit, so the evaluator does not fit a
-            separate regression model.
+        heads: the kinds of target it can be fitted on as its main output
+            (`fusion.models.targets`): "classes" (and "ordinal") and "score" for the
+            single-label models, "multilabel" with "continuous" and "distribution" for the
+            multi-label ones; targets of another kind are refused, naming them.
+        auxiliary: the auxiliary heads it trains jointly with the classes when the targets
+            carry them: "score" (the target's score, e.g. PHQ-8; NaN where unknown) and "binary"
+            (0/1, the target's positive classes). A model that takes "score" predicts it with
+            `predict_score` after a classification fit, so the evaluator does not fit a separate
+            regression model.
     """
 
     Params: ClassVar[type[Params]] = Params
@@ -56,17 +60,35 @@ class FusionModel:
     drops_modalities: ClassVar[bool] = False
     inputs: ClassVar[frozenset[str]] = frozenset({"pooled"})
     needs_inner: ClassVar[bool] = False
+    heads: ClassVar[frozenset[str]] = frozenset({"classes", "ordinal", "score"})
     auxiliary: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **params: Any) -> None:
         self.params = validate_params(type(self).__name__, self.Params, params)
 
     # --- the contract ------------------------------------------------------------------------
-    def fit(self, blocks: Blocks, y: np.ndarray, *, task: Task, n_classes: int, inner: Inner,
-            seed: int = 0) -> FusionModel:
-        """Fit on `blocks` (modality → block) and labels `y` (class indices, or scores when
-        `task` is "regression"); `inner` are (train, validation) index pairs into these rows
-        for whatever the model fits on held-out data."""
+    def fit(self, blocks: Blocks, targets: Targets, *, inner: Inner = (), seed: int = 0,
+            val: tuple[Blocks, Targets] | None = None) -> FusionModel:
+        """Fit on `blocks` (modality → block) and `targets` (`fusion.models.targets.Targets`:
+        class indices, a score, or multi-label heads). `inner` are (train, validation) index
+        pairs into these rows for whatever the model fits on held-out data (calibration,
+        stacking, early stopping); `val` a separate validation set (blocks and targets) for a
+        protocol that has one (an official split's).
+
+        Raises:
+            ValueError: targets of a kind the model does not train (its `heads`), or data the
+                model cannot be fitted on, naming what.
+        """
+        kinds = {h.kind for h in targets.heads[:1]}
+        wrong = kinds - set(self.heads)
+        if wrong:
+            raise ValueError(f"{type(self).__name__} trains {', '.join(sorted(self.heads))} heads, not "
+                             f"{', '.join(sorted(wrong))}")
+        return self._fit(blocks, targets, inner=inner, seed=seed, val=val)
+
+    def _fit(self, blocks: Blocks, targets: Targets, *, inner: Inner, seed: int,
+             val: tuple[Blocks, Targets] | None) -> FusionModel:
+        """The model's own fitting (`fit` has checked the targets' kinds)."""
         raise NotImplementedError
 
     def predict_proba(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
@@ -143,8 +165,8 @@ class FusionModel:
 
     # --- helpers -----------------------------------------------------------------------------
     def _start_fit(self, blocks: Blocks, task: Task, n_classes: int) -> None:
-        if task not in ("classification", "regression"):
-            raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
+        if task not in ("classification", "regression", "multilabel"):
+            raise ValueError(f"task must be 'classification', 'regression' or 'multilabel', got {task!r}")
         if not blocks:
             raise ValueError(f"{type(self).__name__}.fit needs at least one modality block")
         self.task, self.n_classes, self.modalities = task, n_classes, list(blocks)

@@ -6,7 +6,8 @@ Inputs are crops made as the `image` extractor makes them (`ImageRows`: each row
 one crop recipe per stream); decoded once per epoch by the data loader's workers, augmented in
 training (horizontal flip, brightness and contrast jitter, a small translation). Backbone
 weights come from local files (`weights: {stream: path}`), never downloaded. Same interface as
-`ContextFusion` (`fit`, `predict`, `save` / `load`), so `fusion train` evaluates it the same way.
+`ContextFusion` (the one model contract, its inputs `ImageRows` instead of embedding blocks), so
+`fusion train` evaluates it the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import numpy as np
 from pydantic import Field
 
 from features.base import Sample
-from fusion.models.context_fusion import MULTILABEL_MODELS, ContextParams, MultilabelModel
+from fusion.models.base import MODELS
+from fusion.models.context_fusion import ContextParams, MultilabelModel
+from fusion.models.targets import Targets
 
 
 class FinetuneParams(ContextParams):
@@ -98,23 +101,20 @@ def augment(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return arr[:, abs(dy) + dy:abs(dy) + dy + s, abs(dx) + dx:abs(dx) + dx + s].astype(np.float32)
 
 
-@MULTILABEL_MODELS.register("context-finetune")
+@MODELS.register("context-finetune")
 class ContextFinetune(MultilabelModel):
     """See the module docstring; parameters are `FinetuneParams` (`ContextParams` with the
     backbone, its weights per stream, the image size, augmentation and loader workers)."""
 
     Params = FinetuneParams
-    MANIFEST = "context_finetune.json"
-    WEIGHTS = "context_finetune.safetensors"
-    inputs = "images"
+    inputs = frozenset({"images"})
 
     def _net(self):
-        from fusion.models.nets.base import NETS
+        from fusion.models.nets.context_finetune import ContextFinetuneNet
 
         p = self.params
-        return NETS.get("context-finetune")({s: p.backbone for s in self.streams_}, self.n_labels_,
-                                             max(self.n_cont_, 1), hidden=p.hidden, dropout=p.dropout, fusion=p.fusion,
-                                             n_mix=self.n_mix_)
+        return ContextFinetuneNet({s: p.backbone for s in self.streams_}, self.n_labels_, max(self.n_cont_, 1),
+                                  hidden=p.hidden, dropout=p.dropout, fusion=p.fusion, n_mix=self.n_mix_)
 
     def _state(self) -> dict[str, Any]:
         return {"recipes": self.recipes_}
@@ -130,16 +130,17 @@ class ContextFinetune(MultilabelModel):
         return DataLoader(data, batch_size=self.params.batch_size, shuffle=train, num_workers=self.params.num_workers,
                           generator=torch.Generator().manual_seed(seed) if train else None)
 
-    def fit(self, rows: ImageRows, Y: np.ndarray, V: np.ndarray | None = None, *,
-            val: tuple | None = None, seed: int = 0, M: np.ndarray | None = None,
-            mixture: dict | None = None) -> ContextFinetune:
-        """Fine-tune on the rows' images (targets as `ContextFusion.fit`'s, VAD-mixture `M`
-        included); early stopping and thresholds on `val` (rows, Y, V[, M]).
+    def _fit(self, rows: ImageRows, targets: Targets, *, inner=(), seed: int = 0,
+             val: tuple[ImageRows, Targets] | None = None) -> ContextFinetune:
+        """Fine-tune on the rows' images (multi-label targets as `ContextFusion`'s, VAD-mixture
+        included); early stopping and thresholds on `val`.
 
         Raises:
             ValueError: weights named for a stream the model does not have.
             ExtractionError: a weights file that is missing or does not fit the backbone.
         """
+        Y, V, M, mixture = targets.labels, targets.continuous, targets.distribution, targets.mixture
+        val = None if val is None else (val[0], val[1].labels, val[1].continuous, val[1].distribution)
         unknown = [s for s in self.params.weights if s not in rows.streams]
         if unknown:
             raise ValueError(f"weights given for stream {unknown[0]!r}, the model has {list(rows.streams)}")
@@ -173,3 +174,9 @@ class ContextFinetune(MultilabelModel):
                     outs.setdefault(k, []).append(v)
                 present.append(torch.stack(list(inputs["mask"].values()), 1).any(1).numpy())
         return {k: torch.cat(v) for k, v in outs.items()}, np.concatenate(present)
+
+    def _keep(self, inputs: ImageRows, modalities=None) -> ImageRows:
+        if modalities is None or set(modalities) >= set(self.modalities):
+            return inputs
+        raise ValueError(f"{type(self).__name__} predicts from every stream's images ({self.modalities}); "
+                         "fit it on a subset instead")

@@ -8,30 +8,26 @@ validation data only; features standardised with the
 training rows' statistics; per-category thresholds chosen on validation where precision equals
 recall and kept with the model.
 
-A multi-label target does not fit the single-label model contract (`fusion.models.base`), so
-this model has its own small interface: `fit(blocks, Y, V, val=..., M=...)`, `predict(blocks)`
-→ (category probabilities, VAD), `predict_all(blocks)` → those and the emotion distribution,
-`save(folder)` / `ContextFusion.load(folder)`.
+It keeps the one model contract (`fusion.models.base`): `fit(blocks, Targets.multilabel(labels,
+continuous, distribution), val=(blocks, targets))`, `predict_proba(blocks)` → the category
+probabilities, `predict(blocks)` → 0/1 decisions at the thresholds, `predict_heads(blocks)` →
+every head's predictions, persistence through `fusion.persist`.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
-from features.base import validate_params
-from features.files import atomic_write_text
-from features.registry import Registry
-from fusion.data.sequences import available
+from fusion.data.sequences import available, missing_like
 from fusion.evaluation.multilabel import equal_pr_thresholds
+from fusion.models.base import MODELS, FusionModel
 from fusion.models.neural import Scaler, TrainingParams
-
-# Models of multi-label targets (configs whose targets are `kind: multilabel`).
-MULTILABEL_MODELS: Registry[type] = Registry("multi-label model", package="fusion.models")
+from fusion.models.targets import Targets
 
 
 class ContextParams(TrainingParams):
@@ -46,18 +42,15 @@ class ContextParams(TrainingParams):
     mixture_weight: float = Field(0.5, gt=0)
 
 
-class MultilabelModel:
-    """What the multi-label models share: the category and VAD heads and their targets, the
-    validation thresholds, and persistence as a JSON manifest plus the network's weights in
-    safetensors (no pickle). A subclass sets `Params`, `MANIFEST`, `WEIGHTS`, builds its network
-    in `_net()` and adds its own fitted state in `_state()` / `_restore()`."""
+class MultilabelModel(FusionModel):
+    """What the multi-label models share: the category, VAD and VAD-mixture heads and their
+    targets, the validation thresholds, and persistence of the network's weights in safetensors
+    (no pickle). A subclass sets `Params`, builds its network in `_net()`, adds its own fitted
+    state in `_state()` / `_restore()` and its inputs in `_forward()`."""
 
-    Params: type[ContextParams] = ContextParams
-    MANIFEST = "model.json"
-    WEIGHTS = "model.safetensors"
-
-    def __init__(self, **params: Any) -> None:
-        self.params = validate_params(type(self).__name__, self.Params, params)
+    Params = ContextParams
+    heads = frozenset({"multilabel"})
+    tag = "context"
 
     # --- what a subclass defines ---------------------------------------------------------------
     def _net(self):
@@ -73,14 +66,18 @@ class MultilabelModel:
         """The network's outputs {head: tensor} on `inputs` and (n,) whether any stream is present."""
         raise NotImplementedError
 
-    def predict(self, inputs) -> tuple[np.ndarray, np.ndarray | None]:
-        """(n, k) category probabilities and (n, 3) continuous predictions (None without a VAD
-        head); NaN rows for samples with no stream."""
-        return self._outputs(*self._forward(inputs))
+    def predict_proba(self, inputs, modalities: Sequence[str] | None = None) -> np.ndarray:
+        """(n, k) category probabilities; NaN rows for samples with no stream."""
+        return self._outputs(*self._forward(self._keep(inputs, modalities)))[0]
 
-    def predict_all(self, inputs) -> dict[str, np.ndarray | None]:
-        """{"categories": (n, k), "vad": (n, 3) or None, "mixture": (n, emotions) or None (no
-        VAD-mixture head)}; NaN rows for samples with no stream."""
+    def predict(self, inputs, modalities: Sequence[str] | None = None) -> np.ndarray:
+        """(n, k) 0/1 decisions at the per-category validation thresholds."""
+        return (self.thresholds_[None, :] <= self.predict_proba(inputs, modalities)).astype(int)
+
+    def predict_heads(self, inputs) -> dict[str, np.ndarray | None]:
+        """Every head's predictions: {"multilabel": (n, k) probabilities, "continuous": (n, 3)
+        VAD or None, "distribution": (n, emotions) or None (no VAD-mixture head)}; NaN rows for
+        samples with no stream."""
         import torch
 
         out, present = self._forward(inputs)
@@ -89,13 +86,21 @@ class MultilabelModel:
         if self.n_mix_:
             M = torch.softmax(out["mix"].float(), 1).numpy().astype(float)
             M[~present] = np.nan
-        return {"categories": P, "vad": V, "mixture": M}
+        return {"multilabel": P, "continuous": V, "distribution": M}
+
+    def _keep(self, inputs, modalities: Sequence[str] | None):
+        """The inputs with the streams outside `modalities` missing."""
+        keep = self._selected(modalities)
+        if len(keep) == len(self.modalities):
+            return inputs
+        return {s: b if s in keep else missing_like(b) for s, b in inputs.items()}
 
     # --- shared ----------------------------------------------------------------------------------
     def _start(self, streams: list[str], Y: np.ndarray, V: np.ndarray | None, M: np.ndarray | None = None,
                mixture: dict | None = None) -> None:
-        self.streams_ = list(streams)
-        self.n_labels_ = int(Y.shape[1])
+        self.streams_ = self.modalities = list(streams)
+        self.task, self.n_labels_ = "multilabel", int(Y.shape[1])
+        self.n_classes = self.n_labels_
         self.n_cont_ = 0 if V is None else int(V.shape[1])
         if M is not None and (M.ndim != 2 or len(M) != len(Y)):
             raise ValueError(f"mixture targets of shape {M.shape} for {len(Y)} samples")
@@ -105,7 +110,7 @@ class MultilabelModel:
             self.v_mean_ = np.nanmean(V, 0)
             self.v_sd_ = np.where(np.nanstd(V, 0) > 0, np.nanstd(V, 0), 1.0)
 
-    def _heads(self) -> list:
+    def lit_heads(self) -> list:
         from fusion.lit import Head
 
         p = self.params
@@ -138,13 +143,14 @@ class MultilabelModel:
 
         p = self.params
         torch.manual_seed(seed)
-        module = LitModule((build or self._net)(), self._heads(), **p.module_kwargs())
+        module = LitModule((build or self._net)(), self.lit_heads(), **p.module_kwargs())
         result = fit_module(module, train, val_loader, seed=seed, max_epochs=p.max_epochs, **p.trainer_kwargs())
         self.net_ = module.net.cpu().eval()
         self.best_epoch_ = result.best_epoch
         self.thresholds_ = np.full(self.n_labels_, 0.5)
+        self.fitted_ = True
         if val is not None:
-            P, _ = self.predict(val[0])
+            P = self.predict_proba(val[0])
             known = ~np.isnan(val[1]).any(1)
             th = equal_pr_thresholds(val[1][known], P[known])
             self.thresholds_ = np.where(np.isnan(th), 0.5, th)
@@ -160,67 +166,50 @@ class MultilabelModel:
             V[~present] = np.nan
         return P, V
 
-    def predict_labels(self, inputs) -> np.ndarray:
-        """(n, k) 0/1 decisions with the per-category validation thresholds."""
-        P, _ = self.predict(inputs)
-        return (self.thresholds_[None, :] <= P).astype(int)
+    def summary(self) -> dict[str, Any]:
+        return {"modalities": self.modalities, "best_epoch": getattr(self, "best_epoch_", None),
+                "thresholds": self.thresholds_.tolist()}
 
-    def save(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    def save_state(self, folder: Path) -> dict[str, Any]:
         from safetensors.torch import save_file
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (self.WEIGHTS + ".tmp")
+        weights = f"{folder.name or 'model'}.net.safetensors"
+        tmp = folder / (weights + ".tmp")
         save_file({k: v.contiguous() for k, v in self.net_.state_dict().items()}, str(tmp))
-        tmp.replace(folder / self.WEIGHTS)
-        state = {"params": self.params.model_dump(mode="json"), "streams": self.streams_,
-                 "n_labels": self.n_labels_, "n_cont": self.n_cont_, "thresholds": self.thresholds_.tolist(),
-                 "v_mean": getattr(self, "v_mean_", np.zeros(0)).tolist(),
-                 "v_sd": getattr(self, "v_sd_", np.zeros(0)).tolist(), "n_mix": self.n_mix_,
-                 "mixture": self.mixture_, **self._state(), **(extra or {})}
-        atomic_write_text(json.dumps(state, indent=1), folder / self.MANIFEST)
-        return folder
+        tmp.replace(folder / weights)
+        return {"net_file": weights, "n_labels": self.n_labels_, "n_cont": self.n_cont_,
+                "thresholds": self.thresholds_.tolist(), "v_mean": getattr(self, "v_mean_", np.zeros(0)).tolist(),
+                "v_sd": getattr(self, "v_sd_", np.zeros(0)).tolist(), "n_mix": self.n_mix_, "mixture": self.mixture_,
+                **self._state()}
 
-    @classmethod
-    def load(cls, folder: str | Path):
-        """Rebuild a saved model (its predictions equal the saved one's).
-
-        Raises:
-            FileNotFoundError: the folder lacks the manifest or the weights, naming the file.
-        """
+    def load_state(self, state: dict[str, Any], folder: Path) -> None:
         from safetensors.torch import load_file
 
-        folder = Path(folder)
-        for name in (cls.MANIFEST, cls.WEIGHTS):
-            if not (folder / name).exists():
-                raise FileNotFoundError(f"{folder / name}: missing; not a saved {cls.__name__} model")
-        state = json.loads((folder / cls.MANIFEST).read_text())
-        model = cls(**state["params"])
-        model.streams_, model.n_labels_, model.n_cont_ = state["streams"], state["n_labels"], state["n_cont"]
-        model.thresholds_ = np.array(state["thresholds"])
-        model.v_mean_, model.v_sd_ = np.array(state["v_mean"]), np.array(state["v_sd"])
-        model.n_mix_, model.mixture_ = int(state.get("n_mix", 0)), state.get("mixture")
-        model._restore(state)
-        net = model._net()
-        net.load_state_dict(load_file(str(folder / cls.WEIGHTS)))
-        model.net_ = net.eval()
-        return model
+        from fusion.persist import model_file
+
+        self.streams_ = list(self.modalities)
+        self.n_labels_, self.n_cont_ = int(state["n_labels"]), int(state["n_cont"])
+        self.thresholds_ = np.array(state["thresholds"])
+        self.v_mean_, self.v_sd_ = np.array(state["v_mean"]), np.array(state["v_sd"])
+        self.n_mix_, self.mixture_ = int(state.get("n_mix", 0)), state.get("mixture")
+        self._restore(state)
+        net = self._net()
+        net.load_state_dict(load_file(str(model_file(folder, state["net_file"]))))
+        self.net_ = net.eval()
 
 
-@MULTILABEL_MODELS.register("context-fusion")
+@MODELS.register("context-fusion")
 class ContextFusion(MultilabelModel):
     """See the module docstring. Args are `ContextParams` (plus `TrainingParams`: lr,
     weight_decay, max_epochs, patience, batch_size, device, precision, …)."""
 
     Params = ContextParams
-    MANIFEST = "context_model.json"
-    WEIGHTS = "context_model.safetensors"
 
     def _net(self):
-        from fusion.models.nets.base import NETS
+        from fusion.models.nets.context_fusion import ContextFusionNet
 
         p = self.params
-        return NETS.get("context-fusion")(self.dims_, self.n_labels_, max(self.n_cont_, 1), hidden=p.hidden,
+        return ContextFusionNet(self.dims_, self.n_labels_, max(self.n_cont_, 1), hidden=p.hidden,
                                           dropout=p.dropout, fusion=p.fusion, n_mix=self.n_mix_)
 
     def _state(self) -> dict[str, Any]:
@@ -239,18 +228,19 @@ class ContextFusion(MultilabelModel):
             x[s], mask[s] = torch.as_tensor(z), torch.as_tensor(m)
         return {"x": x, "mask": mask}
 
-    def fit(self, blocks: dict[str, np.ndarray], Y: np.ndarray, V: np.ndarray | None = None, *,
-            val: tuple | None = None, seed: int = 0, M: np.ndarray | None = None,
-            mixture: dict | None = None) -> ContextFusion:
-        """Fit on (n, d_s) stream blocks (NaN rows: the stream is missing), (n, k) 0/1 labels
-        `Y` (NaN: unknown), (n, 3) continuous targets `V` (NaN: unknown) and, optionally,
-        (n, emotions) distributions `M` (VAD-mixture soft labels; NaN rows: unknown; `mixture`
-        describes them and is saved with the model); early stopping and the thresholds on `val`
-        (blocks, Y, V[, M]), never on the training rows.
+    def _fit(self, blocks: dict[str, np.ndarray], targets: Targets, *, inner=(), seed: int = 0,
+             val: tuple[dict[str, np.ndarray], Targets] | None = None) -> ContextFusion:
+        """Fit on (n, d_s) stream blocks (NaN rows: the stream is missing) and multi-label
+        targets: (n, k) 0/1 labels (NaN: unknown), optionally (n, 3) continuous values (VAD;
+        NaN: unknown) and (n, emotions) distributions (VAD-mixture soft labels; NaN rows:
+        unknown; `targets.mixture` describes them and is saved with the model); early stopping
+        and the thresholds on `val`, never on the training rows.
 
         Raises:
             ValueError: no streams, shapes that disagree, or a training row with no stream.
         """
+        Y, V, M, mixture = targets.labels, targets.continuous, targets.distribution, targets.mixture
+        val = None if val is None else (val[0], val[1].labels, val[1].continuous, val[1].distribution)
         import torch
 
         from fusion.lit import TensorDictDataset, loaders

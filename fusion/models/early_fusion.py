@@ -16,9 +16,10 @@ from pydantic import Field
 
 from features.base import Params
 from fusion.data.sequences import missing_like
-from fusion.models.base import MODELS, Blocks, FusionModel, Inner, Task
+from fusion.models.base import MODELS, Blocks, FusionModel, Inner
 from fusion.models.calibration import Calibrator
 from fusion.models.learners.base import LearnerSpec, cross_fit, load_learner, save_learner
+from fusion.models.targets import Targets
 
 
 class EarlyFusionParams(Params):
@@ -43,8 +44,8 @@ class EarlyFusion(FusionModel):
         keep = self._selected(modalities)
         return np.hstack([blocks[m] if m in keep else missing_like(blocks[m]) for m in self.modalities])
 
-    def fit(self, blocks: Blocks, y: np.ndarray, *, task: Task, n_classes: int, inner: Inner,
-            seed: int = 0) -> EarlyFusion:
+    def _fit(self, blocks: Blocks, targets: Targets, *, inner: Inner, seed: int, val=None) -> EarlyFusion:
+        y, task, n_classes = targets.main
         self._start_fit(blocks, task, n_classes)
         self.widths_ = {m: blocks[m].shape[1] for m in self.modalities}
         X = self._concat(blocks)

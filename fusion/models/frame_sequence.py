@@ -1,14 +1,12 @@
 """Frame-sequence emotion recognition: a convolutional network over each sample's frames
 (log-Mel frames from `logmel` with `level: frames`, or openSMILE low-level descriptors with
 `level: lld`), given as `pool: sequence` inputs, with attention pooling and augmentation
-(`fusion.models.nets.frame_cnn`); early stopping on inner folds and temperature calibration as
+(`fusion.models.nets.frame_sequence`); early stopping on inner folds and temperature calibration as
 for every neural model (`fusion.models.neural`). For users with more data or a GPU; the
 pooled-functional learners are the stronger choice on small corpora.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -47,10 +45,10 @@ class FrameSequenceModel(NeuralFusionModel):
     Params = FrameSequenceParams
     tag = "frame-sequence"
     inputs = frozenset({"pooled", "sequence"})
-    net_name = "frame-cnn"
+    def build_net(self, dims, sequence, n_out):
+        from fusion.models.nets.frame_sequence import FrameCNN
 
-    def net_kwargs(self, dims, sequence, n_out) -> dict[str, Any]:
         p = self.params
-        return {"dims": dims, "sequence": sequence, "n_out": n_out, "hidden": p.hidden, "layers": p.layers,
-                "kernel": p.kernel, "dropout": p.dropout, "modality_dropout": p.modality_dropout,
-                "time_mask": p.time_mask, "feature_mask": p.feature_mask, "gain": p.gain}
+        return FrameCNN(dims=dims, sequence=sequence, n_out=n_out, hidden=p.hidden, layers=p.layers,
+                        kernel=p.kernel, dropout=p.dropout, modality_dropout=p.modality_dropout,
+                        time_mask=p.time_mask, feature_mask=p.feature_mask, gain=p.gain)

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from features.base import Params
 from fusion.data.sequences import available
-from fusion.models.base import MODELS, Blocks, FusionModel, Inner, Task
+from fusion.models.base import MODELS, Blocks, FusionModel, Inner
 from fusion.models.calibration import Calibrator
 from fusion.models.learners.base import LearnerSpec, cross_fit, load_learner, save_learner
 from fusion.models.stacking import (
@@ -37,6 +37,7 @@ from fusion.models.stacking import (
     stack_probs,
     stacker_from_dict,
 )
+from fusion.models.targets import Targets
 
 
 class LateFusionParams(Params):
@@ -65,8 +66,8 @@ class LateCalibratedFusion(FusionModel):
     drops_modalities = True
     needs_inner = True
 
-    def fit(self, blocks: Blocks, y: np.ndarray, *, task: Task, n_classes: int, inner: Inner,
-            seed: int = 0) -> LateCalibratedFusion:
+    def _fit(self, blocks: Blocks, targets: Targets, *, inner: Inner, seed: int, val=None) -> LateCalibratedFusion:
+        y, task, n_classes = targets.main
         if not inner:
             raise ValueError("late fusion needs inner folds (cv.inner_splits ≥ 2) to calibrate and stack "
                              "on inner-validation data")

@@ -1,5 +1,5 @@
 """Neural calibrated late fusion: per-modality heads trained jointly under the availability
-mask with log-linear pooling (`fusion.models.nets.late_fusion_heads`), calibrated on inner
+mask with log-linear pooling (`fusion.models.nets.late_fusion_nn`), calibrated on inner
 folds like `late-fusion`.
 
 The fused output and each modality's own head are trained together (each head on the samples
@@ -9,8 +9,6 @@ pool, never zero-filled; any subset of modalities is predicted without refitting
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -42,21 +40,21 @@ class NeuralLateFusion(NeuralFusionModel):
 
     Params = LateFusionNNParams
     tag = "late-nn"
-    net_name = "late-fusion-heads"
+    def build_net(self, dims, sequence, n_out):
+        from fusion.models.nets.late_fusion_nn import LateFusionHeads
 
-    def net_kwargs(self, dims, sequence, n_out) -> dict[str, Any]:
         p = self.params
-        return {"dims": dims, "n_out": n_out, "task": self.task, "hidden": p.hidden, "layers": p.layers,
-                "dropout": p.dropout, "modality_dropout": p.modality_dropout}
+        return LateFusionHeads(dims=dims, n_out=n_out, task=self.task, hidden=p.hidden, layers=p.layers,
+                               dropout=p.dropout, modality_dropout=p.modality_dropout)
 
-    def heads(self, n_out: int) -> list:
+    def lit_heads(self, n_out: int) -> list:
         from fusion.lit import Head
 
-        main = super().heads(n_out)[0]
+        main = super().lit_heads(n_out)[0]
         return [main, *(Head(f"y@{m}", main.task, n_out, weight=self.params.aux_weight,
                              class_weights=main.class_weights) for m in self.modalities)]
 
-    def targets(self, y: np.ndarray, masks: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    def head_targets(self, y: np.ndarray, masks: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
         missing = -1 if self.task == "classification" else np.nan
         return {"y": y, **{f"y@{m}": np.where(masks[m], y, missing).astype(y.dtype) for m in self.modalities}}
 

@@ -14,17 +14,18 @@ the median best number of epochs (`refit`), or is the first inner fold's network
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from features.base import Params
 from fusion.data.sequences import SequenceBlock, available
-from fusion.models.base import Blocks, FusionModel, Inner, Task
+from fusion.models.base import Blocks, FusionModel, Inner
 from fusion.models.calibration import Calibrator, softmax
+from fusion.models.targets import Targets
 
 
 class TrainingParams(Params):
@@ -152,36 +153,40 @@ def nonempty_subsets(items: Sequence[str]) -> list[tuple[str, ...]]:
 class NeuralFusionModel(FusionModel):
     """Base of the neural fusion models (see the module docstring for how they are fitted).
 
-    Subclasses set `net_name` and implement `net_kwargs`; they may add auxiliary heads.
+    Subclasses implement `build_net` (their network, from `fusion.models.nets`); they may add
+    auxiliary heads.
     """
 
     Params = NeuralParams
     drops_modalities = True
     needs_inner = True
-    net_name: ClassVar[str]
 
     # --- what a subclass defines --------------------------------------------------------------
     def _prepare(self, blocks: Blocks, y: np.ndarray) -> None:
         """Anything fitted from all the training data before the networks (nothing by default)."""
-    def net_kwargs(self, dims: dict[str, int], sequence: list[str], n_out: int) -> dict[str, Any]:
+    def build_net(self, dims: dict[str, int], sequence: list[str], n_out: int):
+        """The model's network (an `nn.Module`) for modalities of `dims` features (`sequence`:
+        those given as segments) and `n_out` outputs of the main head."""
         raise NotImplementedError
 
-    def heads(self, n_out: int) -> list:
+    def lit_heads(self, n_out: int) -> list:
+        """The network's output heads as `fusion.lit` trains them (the main one, "y", by default)."""
         from fusion.lit import Head
 
         task = "multiclass" if self.task == "classification" else "regression"
         return [Head("y", task, n_out, class_weights=self._class_weights)]
 
-    def targets(self, y: np.ndarray, masks: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    def head_targets(self, y: np.ndarray, masks: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
         """Each head's targets for the training `rows` (`y` already encoded for the main head;
         `masks`: each modality's presence per row)."""
         return {"y": y}
 
     # --- fitting ------------------------------------------------------------------------------
-    def fit(self, blocks: Blocks, y: np.ndarray, *, task: Task, n_classes: int, inner: Inner,
-            seed: int = 0, aux: Mapping[str, np.ndarray] | None = None) -> NeuralFusionModel:
-        """See `FusionModel.fit`; `aux`: auxiliary targets of these rows for a model that
-        declares them in `auxiliary` (e.g. "score", "binary"), trained jointly."""
+    def _fit(self, blocks: Blocks, targets: Targets, *, inner: Inner, seed: int, val=None) -> NeuralFusionModel:
+        """See `FusionModel.fit`: the auxiliary heads the model declares in `auxiliary` (e.g.
+        "score", "binary") are trained jointly when the targets carry them."""
+        y, task, n_classes = targets.main
+        aux = targets.auxiliary(self.auxiliary)
         if not inner:
             raise ValueError(f"{type(self).__name__} early-stops and calibrates on inner-validation data: "
                              "it needs inner folds (cv.inner_splits ≥ 2)")
@@ -230,23 +235,22 @@ class NeuralFusionModel(FusionModel):
         import torch
 
         from fusion.lit import LitModule, TensorDictDataset, fit_module, loaders
-        from fusion.models.nets.base import NETS
 
         p = self.params
         scalers = {m: Scaler.fit(blocks[m][tr]) for m in self.modalities}
         torch.manual_seed(seed)
-        net = NETS.get(self.net_name)(**self.net_kwargs(self.dims_, self.sequence_, self.n_out_))
+        net = self.build_net(self.dims_, self.sequence_, self.n_out_)
 
         def dataset(rows):
             inputs = self._tensors(scalers, {m: blocks[m][rows] for m in self.modalities})
             masks = {m: inputs["mask"][m].numpy() for m in self.modalities}
             if self.sequence_:
                 masks.update({m: masks[m].any(axis=1) for m in self.sequence_})
-            targets = self.targets(self._target(y[rows]), masks, rows)
+            targets = self.head_targets(self._target(y[rows]), masks, rows)
             return TensorDictDataset(inputs, {k: torch.as_tensor(v) for k, v in targets.items()})
 
         train, val = loaders(dataset(tr), dataset(va) if va is not None else None, p.batch_size, seed)
-        module = LitModule(net, self.heads(self.n_out_), **p.module_kwargs())
+        module = LitModule(net, self.lit_heads(self.n_out_), **p.module_kwargs())
         result = fit_module(module, train, val, seed=seed, max_epochs=epochs or p.max_epochs,
                             **p.trainer_kwargs())
         return module.net, scalers, result
@@ -337,7 +341,6 @@ class NeuralFusionModel(FusionModel):
     def load_state(self, state: dict[str, Any], folder: Path) -> None:
         from safetensors.torch import load_file
 
-        from fusion.models.nets.base import NETS
         from fusion.persist import model_file
 
         self.dims_, self.sequence_, self.n_out_ = dict(state["dims"]), list(state["sequence"]), state["n_out"]
@@ -346,6 +349,6 @@ class NeuralFusionModel(FusionModel):
         self.best_epochs_ = list(state["best_epochs"])
         if self.task == "regression":
             self.y_mean_, self.y_sd_ = state["y_mean"], state["y_sd"]
-        self.net_ = NETS.get(self.net_name)(**self.net_kwargs(self.dims_, self.sequence_, self.n_out_))
+        self.net_ = self.build_net(self.dims_, self.sequence_, self.n_out_)
         self.net_.load_state_dict(load_file(str(model_file(folder, state["net_file"]))))
         self.net_.eval()

@@ -23,7 +23,8 @@ from pydantic import Field
 from features.base import Params
 from features.registry import ComponentRef
 from fusion.data.sequences import SequenceBlock
-from fusion.models.base import MODELS, Blocks, FusionModel, Inner, Task
+from fusion.models.base import MODELS, Blocks, FusionModel, Inner
+from fusion.models.targets import Targets
 
 Stat = Literal["mean", "sd", "min", "max"]
 
@@ -66,16 +67,17 @@ class PooledSequences(FusionModel):
         if "pooled" not in type(self.inner_model).inputs:
             raise ValueError(f"pooled: model {self.params.model.name!r} does not take pooled inputs")
         self.tag = f"pooled-{self.inner_model.tag}"
+        self.heads = self.inner_model.heads
         self.drops_modalities = self.inner_model.drops_modalities
 
     def _pool(self, blocks: Blocks) -> dict[str, np.ndarray]:
         return {m: pool_sequence(b, self.params.stats) if isinstance(b, SequenceBlock) else b
                 for m, b in blocks.items()}
 
-    def fit(self, blocks: Blocks, y: np.ndarray, *, task: Task, n_classes: int, inner: Inner,
-            seed: int = 0) -> PooledSequences:
+    def _fit(self, blocks: Blocks, targets: Targets, *, inner: Inner, seed: int, val=None) -> PooledSequences:
+        _, task, n_classes = targets.main
         self._start_fit(blocks, task, n_classes)
-        self.inner_model.fit(self._pool(blocks), y, task=task, n_classes=n_classes, inner=inner, seed=seed)
+        self.inner_model.fit(self._pool(blocks), targets, inner=inner, seed=seed)
         self.fitted_ = True
         return self
 

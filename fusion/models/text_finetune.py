@@ -19,9 +19,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from fusion.models.base import MODELS, Blocks, FusionModel, Inner, Task
+from fusion.models.base import MODELS, Blocks, FusionModel, Inner
 from fusion.models.calibration import Calibrator, softmax
 from fusion.models.neural import TrainingParams, capture_input
+from fusion.models.targets import Targets
 
 
 class TextFinetuneParams(TrainingParams):
@@ -57,10 +58,11 @@ class TextFinetune(FusionModel):
     Params = TextFinetuneParams
     tag = "text-finetune"
     needs_inner = True
+    heads = frozenset({"classes", "ordinal"})
     inputs = frozenset({"tokens"})
 
-    def fit(self, blocks: Blocks, y: np.ndarray, *, task: Task, n_classes: int, inner: Inner,
-            seed: int = 0) -> TextFinetune:
+    def _fit(self, blocks: Blocks, targets: Targets, *, inner: Inner, seed: int, val=None) -> TextFinetune:
+        y, task, n_classes = targets.main
         if task != "classification":
             raise ValueError("text-finetune predicts classes only")
         if len(blocks) != 1:
@@ -114,11 +116,11 @@ class TextFinetune(FusionModel):
         import torch
 
         from fusion.lit import Head, LitModule, TensorDictDataset, fit_module, loaders
-        from fusion.models.nets.base import NETS
+        from fusion.models.nets.text_finetune import HFEncoder
 
         p = self.params
         torch.manual_seed(seed)
-        net = NETS.get("hf-encoder")(self.modality_, self.n_classes, model=source, dropout=p.dropout)
+        net = HFEncoder(self.modality_, self.n_classes, model=source, dropout=p.dropout)
 
         def dataset(rows):
             return TensorDictDataset(self._tensors(X[rows]), {"y": torch.as_tensor(y[rows])})
@@ -179,11 +181,11 @@ class TextFinetune(FusionModel):
     def load_state(self, state: dict[str, Any], folder: Path) -> None:
         from safetensors.torch import load_file
 
-        from fusion.models.nets.base import NETS
+        from fusion.models.nets.text_finetune import HFEncoder
         from fusion.persist import model_file
 
         self.modality_, self.temperature_ = state["modality"], float(state["temperature"])
         self.best_epoch_, self.trained_on_ = state["best_epoch"], state.get("trained_on")
-        self.net_ = NETS.get("hf-encoder")(self.modality_, self.n_classes, config=state["encoder_config"])
+        self.net_ = HFEncoder(self.modality_, self.n_classes, config=state["encoder_config"])
         self.net_.load_state_dict(load_file(str(model_file(folder, state["net_file"]))))
         self.net_.eval()

@@ -8,8 +8,6 @@ pooled are used as they are. A missing modality, or a turn one modality lacks, i
 
 from __future__ import annotations
 
-from typing import Any
-
 from fusion.models.base import MODELS
 from fusion.models.neural import AttentionParams, NeuralFusionModel
 
@@ -35,10 +33,10 @@ class TurnAttentionFusion(NeuralFusionModel):
     Params = TurnAttentionParams
     tag = "turn-attention"
     inputs = frozenset({"pooled", "sequence"})
-    net_name = "turn-attention"
+    def build_net(self, dims, sequence, n_out):
+        from fusion.models.nets.turn_attention import TurnAttention
 
-    def net_kwargs(self, dims, sequence, n_out) -> dict[str, Any]:
         p = self.params
-        return {"dims": dims, "sequence": sequence, "n_out": n_out, "hidden": p.hidden, "layers": p.layers,
-                "heads": p.heads, "dropout": p.dropout, "modality_dropout": p.modality_dropout,
-                "time_scale": p.time_scale}
+        return TurnAttention(dims=dims, sequence=sequence, n_out=n_out, hidden=p.hidden, layers=p.layers,
+                             heads=p.heads, dropout=p.dropout, modality_dropout=p.modality_dropout,
+                             time_scale=p.time_scale)

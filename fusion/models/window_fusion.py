@@ -44,29 +44,29 @@ class WindowFusionModel(NeuralFusionModel):
     Params = WindowFusionParams
     tag = "window"
     inputs = frozenset({"pooled", "sequence"})
-    net_name = "window-fusion"
-
     def _prepare(self, blocks: Blocks, y: np.ndarray) -> None:
         seq = [blocks[m] for m in self.sequence_]
         self.window_head_ = bool(seq) and self.params.window_weight > 0
         # the windows some modality has, per training row (their targets are the row's label)
         self._windows = np.logical_or.reduce([b.mask for b in seq]) if seq else None
 
-    def net_kwargs(self, dims, sequence, n_out) -> dict[str, Any]:
-        p = self.params
-        return {"dims": dims, "sequence": sequence, "n_out": n_out, "fusion": p.fusion,
-                "window_head": self.window_head_, "hidden": p.hidden, "layers": p.layers, "heads": p.heads,
-                "dropout": p.dropout, "time_scale": p.time_scale, "modality_dropout": p.modality_dropout}
+    def build_net(self, dims, sequence, n_out):
+        from fusion.models.nets.window_fusion import WindowFusion
 
-    def heads(self, n_out: int) -> list:
+        p = self.params
+        return WindowFusion(dims=dims, sequence=sequence, n_out=n_out, fusion=p.fusion,
+                            window_head=self.window_head_, hidden=p.hidden, layers=p.layers, heads=p.heads,
+                            dropout=p.dropout, time_scale=p.time_scale, modality_dropout=p.modality_dropout)
+
+    def lit_heads(self, n_out: int) -> list:
         from dataclasses import replace
 
-        out = super().heads(n_out)
+        out = super().lit_heads(n_out)
         if self.window_head_:
             out.append(replace(out[0], name="window", weight=self.params.window_weight))
         return out
 
-    def targets(self, y: np.ndarray, masks: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    def head_targets(self, y: np.ndarray, masks: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
         out = {"y": y}
         if self.window_head_:
             windows = self._windows[rows]

@@ -58,6 +58,8 @@ class Protocol:
         Raises:
             ConfigError: naming the key at fault.
         """
+        from fusion.models.base import MODELS
+
         kinds = {t.kind == "multilabel" for t in cfg.targets.values()}
         want = self.targets == "multilabel"
         if kinds != {want}:
@@ -65,6 +67,11 @@ class Protocol:
             raise ConfigError(f"protocol {name!r} evaluates {'multi-label' if want else 'single-label'} targets; "
                               f"the config's targets are {'multi-label' if True in kinds else 'single-label'}"
                               + (" and single-label: train them in separate runs" if len(kinds) > 1 else ""))
+        heads = MODELS.get(cfg.model.name).heads
+        need = "multilabel" if want else "classes"
+        if need not in heads:
+            raise ConfigError(f"model {cfg.model.name!r} trains {', '.join(sorted(heads))} targets, not the config's "
+                              f"{'multi-label' if want else 'class'} targets")
 
     def run(self, cfg: TrainConfig) -> RunResult:
         raise NotImplementedError

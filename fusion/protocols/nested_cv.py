@@ -19,11 +19,11 @@ from fusion.data.blocks import ModelData, TargetData, load_model_data, provenanc
 from fusion.evaluation.crossval import (
     ModelSpec,
     TargetResult,
-    auxiliary_targets,
     cross_validate,
     decision_curve,
     modality_availability,
     summarise,
+    targets_of,
 )
 from fusion.evaluation.splits import SplitError, inner_folds, make_folds, rare_classes
 from fusion.evaluation.tables import (
@@ -37,6 +37,7 @@ from fusion.evaluation.tables import (
     tables,
 )
 from fusion.models.base import MODELS
+from fusion.models.targets import Targets
 from fusion.persist import save_model
 from fusion.protocols.base import PROTOCOLS, Protocol, RunResult
 from fusion.tracking import git_info
@@ -271,9 +272,7 @@ def fit_final_models(cfg: TrainConfig, data: ModelData, folder: Path) -> Path:
         inner = (inner_folds(target.y, target.groups, rows, cfg.cv.inner_splits, cfg.cv.seed)
                  if cfg.cv.inner_splits > 1 else [])
         model = ModelSpec(cfg.model.name, cfg.model.params).build()
-        binary = (target.y >= spec.positive_from).astype(float) if spec.positive_from is not None else None
-        model.fit(target.blocks, target.y, task="classification", n_classes=spec.n_classes, inner=inner,
-                  seed=cfg.cv.seed, **auxiliary_targets(model, rows, target.score, binary))
+        model.fit(target.blocks, targets_of(target), inner=inner, seed=cfg.cv.seed)
         tdir = folder / tname
         target_info = {"name": tname, "label": spec.label, "classes": target.classes, "kind": spec.kind,
                        "names": spec.names, "positive_from": spec.positive_from,
@@ -284,9 +283,9 @@ def fit_final_models(cfg: TrainConfig, data: ModelData, folder: Path) -> Path:
         if target.score is not None and not model.scores_jointly():
             has = ~np.isnan(target.score)
             reg = ModelSpec(cfg.model.name, cfg.model.params).build()
-            reg.fit({m: b[has] for m, b in target.blocks.items()}, target.score[has], task="regression",
-                    n_classes=1, inner=inner_folds(target.y[has], target.groups[has], np.arange(int(has.sum())),
-                                                   cfg.cv.inner_splits, cfg.cv.seed) if cfg.cv.inner_splits > 1 else [],
+            reg.fit({m: b[has] for m, b in target.blocks.items()}, Targets.scores(target.score[has]),
+                    inner=inner_folds(target.y[has], target.groups[has], np.arange(int(has.sum())),
+                                      cfg.cv.inner_splits, cfg.cv.seed) if cfg.cv.inner_splits > 1 else [],
                     seed=cfg.cv.seed)
             save_model(reg, tdir / "score", data.columns, target={**target_info, "label": spec.score},
                        inputs=input_recipes(cfg))

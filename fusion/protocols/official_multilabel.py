@@ -141,7 +141,8 @@ def evaluate(cfg: TrainConfig, blocks, Y: np.ndarray, V: np.ndarray | None,
              streams: list[str], cont: list[str], M: np.ndarray | None = None, mixture=None,
              mix_idx: list[int] | None = None) -> dict[str, Any]:
     """Fit on train (early stopping on val) once per seed with `streams`; score on test."""
-    from fusion.models.context_fusion import MULTILABEL_MODELS
+    from fusion.models.base import MODELS
+    from fusion.models.targets import Targets
 
     def sub(r):
         return take(blocks, r, streams)
@@ -150,14 +151,13 @@ def evaluate(cfg: TrainConfig, blocks, Y: np.ndarray, V: np.ndarray | None,
     P_all, V_all, M_all, models = [], [], [], []
     with steps(len(seeds), f"{cfg.model.name} on {'+'.join(streams)}", unit="seed") as tick:
         for seed in seeds:
-            model = MULTILABEL_MODELS.get(cfg.model.name)(**cfg.model.params).fit(
-                sub(tr), Y[tr], None if V is None else V[tr],
-                val=(sub(va), Y[va], None if V is None else V[va], None if M is None else M[va]), seed=seed,
-                M=None if M is None else M[tr], mixture=None if mixture is None else mixture.to_dict())
-            pred = model.predict_all(sub(te))
-            P_all.append(pred["categories"])
-            V_all.append(pred["vad"])
-            M_all.append(pred["mixture"])
+            targets = Targets.multilabel(Y, V, M, None if mixture is None else mixture.to_dict())
+            model = MODELS.get(cfg.model.name)(**cfg.model.params).fit(
+                sub(tr), targets.rows(tr), val=(sub(va), targets.rows(va)), seed=seed)
+            pred = model.predict_heads(sub(te))
+            P_all.append(pred["multilabel"])
+            V_all.append(pred["continuous"])
+            M_all.append(pred["distribution"])
             models.append(model)
             tick(f"seed {seed}")
     P = np.stack(P_all)
@@ -223,15 +223,17 @@ def run_multilabel(cfg: TrainConfig) -> RunResult:
     Raises:
         ConfigError: unknown label columns, or empty splits.
     """
-    from fusion.models.context_fusion import MULTILABEL_MODELS
+    from fusion.models.base import MODELS
 
     seeds = list(cfg.cv.seeds or [cfg.cv.seed])
-    if getattr(MULTILABEL_MODELS.get(cfg.model.name), "inputs", "embeddings") == "images":
+    if "images" in MODELS.get(cfg.model.name).inputs:
         dataset, labels, inputs, has_input, provenance = image_inputs(cfg)
         notes: list[str] = []
+        feature_columns = None
     else:
         data = load_model_data(cfg, sequence_ok=False)
         dataset, labels, inputs, provenance, notes = data.dataset, data.labels, data.blocks, data.provenance, data.notes
+        feature_columns = data.columns
         has_input = np.column_stack([available(b) for b in data.blocks.values()]).any(1)
     streams = list(cfg.modalities)
     summary: dict[str, Any] = {"dataset": dataset.name, "model": cfg.model.name, "modalities": streams,
@@ -309,9 +311,12 @@ def run_multilabel(cfg: TrainConfig) -> RunResult:
             saved.append((tname, full["models"][0], cols, cont))
 
     def save_models(root):
+        from fusion.persist import save_model
+
         for tname, model, cols, cont in saved:
-            model.save(root / tname, extra={"target": {"name": tname, "labels": cols, "continuous": cont},
-                                            "feature_sets": provenance, "seed": seeds[0]})
+            save_model(model, root / tname, feature_columns,
+                       target={"name": tname, "kind": "multilabel", "labels": cols, "continuous": cont},
+                       extra={"feature_sets": provenance, "seed": seeds[0]})
 
     return RunResult(
         summary, tables=tables, save_models=save_models if saved else None,

@@ -211,8 +211,9 @@ def load_targets(model_dir: Path, only: list[str] | None = None) -> dict[str, Ta
         folders = [model_dir]
     else:
         folders = sorted(p for p in model_dir.iterdir() if (p / MANIFEST).exists())
-    if not folders and (list(model_dir.glob("context_model.json")) or list(model_dir.glob("*/context_model.json"))):
-        raise ReportError(f"{model_dir}: a multi-label model (EMOTIC's context model); `fusion report` reports "
+    multilabel = [f for f in folders if _task(f) == "multilabel"]
+    if multilabel:
+        raise ReportError(f"{multilabel[0]}: a multi-label model (EMOTIC's context model); `fusion report` reports "
                           "single-label models (severity classes, emotion classes) only")
     if not folders:
         raise ReportError(f"{model_dir}: no saved model here (expected {MANIFEST}, or one folder per target with "
@@ -223,6 +224,13 @@ def load_targets(model_dir: Path, only: list[str] | None = None) -> dict[str, Ta
             raise ReportError(f"unknown target(s) {unknown}; the model folder has {sorted(f.name for f in folders)}")
         folders = [f for f in folders if f.name in only]
     return {t.name: t for t in map(load_target, folders)}
+
+
+def _task(folder: Path) -> str | None:
+    try:
+        return read_manifest(folder).get("task")
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def resolve_run(run: str | Path, tracking_uri: str | None = None) -> Run:

@@ -1,1 +1,1 @@
-"""Plain `nn.Module` networks, trained through `fusion.lit`; `NETS` in `base.py`."""
+"""Plain `nn.Module` networks (`Net` in `base.py`), built by the models that train them through `fusion.lit`."""

@@ -38,7 +38,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from fusion.models.nets.base import NETS, Net
+from fusion.models.nets.base import Net
 from fusion.models.nets.layers import MaskedAttentionPool, drop_modalities, padding_mask, transformer_encoder
 from fusion.models.nets.turn_attention import SequenceEncoder
 
@@ -80,7 +80,6 @@ class CrossAttention(nn.Module):
         return out
 
 
-@NETS.register("atei")
 class ATEI(Net):
     """`forward(x, mask, times, div=None)`: x {modality: (n, T, d) or (n, d)}, mask {modality:
     (n, T) or (n,) bool}, times {sequence modality: (n, T) turn starts in seconds}, div {"turn":

@@ -1,8 +1,10 @@
-"""The registry of networks and what every network offers the contract tests.
+"""What every network offers the contract tests.
 
-A network is a plain `nn.Module`: no loss, no optimiser (those live in `fusion.lit`). Each
-registered network also provides `example(batch)`: a small instance and inputs for it, so that
-one parametrised test checks every network (output shapes, masking, determinism).
+A network is a plain `nn.Module` (no loss, no optimiser: those live in `fusion.lit`), built by
+the model that trains it (`build_net`); a network that several models share is named for what
+it is, one that pairs with a model has the model's file name. Each `Net` also provides
+`example(batch)`: a small instance and inputs for it, so that one parametrised test checks
+every network in this package (output shapes, masking, determinism).
 """
 
 from __future__ import annotations
@@ -11,13 +13,9 @@ from typing import Any
 
 from torch import nn
 
-from features.registry import Registry
-
-NETS: Registry[type] = Registry("network", package="fusion.models.nets")
-
 
 class Net(nn.Module):
-    """Base of the registered networks."""
+    """Base of the networks."""
 
     @classmethod
     def example(cls, batch: int = 4) -> tuple[Net, dict[str, Any], dict[str, tuple[int, ...]]]:

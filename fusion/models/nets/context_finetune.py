@@ -9,11 +9,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from fusion.models.nets.base import NETS, Net
+from fusion.models.nets.base import Net
 from fusion.models.nets.context_fusion import ContextFusionNet
 
 
-@NETS.register("context-finetune")
 class ContextFinetuneNet(Net):
     """`forward(x, mask)`: x {stream: (n, 3, H, W) normalised images}, mask {stream: (n,)
     bool} → {"cat": (n, n_labels) logits, "vad": (n, n_cont)} (and "mix" with `n_mix`, as in

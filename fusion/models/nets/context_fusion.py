@@ -10,10 +10,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from fusion.models.nets.base import NETS, Net
+from fusion.models.nets.base import Net
 
 
-@NETS.register("context-fusion")
 class ContextFusionNet(Net):
     """`forward(x, mask)`: x {stream: (n, d_s)}, mask {stream: (n,) bool, the stream is
     present} → {"cat": (n, n_labels) logits, "vad": (n, n_cont)} and, with `n_mix`, "mix":

@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fusion.models.nets.base import NETS, Net
+from fusion.models.nets.base import Net
 
 
-@NETS.register("mlp")
 class MLP(Net):
     """`forward(x)`: (n, n_in) → (n, n_out)."""
 

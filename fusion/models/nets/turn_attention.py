@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from fusion.models.nets.base import NETS, Net
+from fusion.models.nets.base import Net
 from fusion.models.nets.layers import (
     MaskedAttentionPool,
     mean_of_available,
@@ -46,7 +46,6 @@ class SequenceEncoder(nn.Module):
         return self.pool(self.encode(x, mask, times), mask)
 
 
-@NETS.register("turn-attention")
 class TurnAttention(Net):
     """`forward(x, mask, times)`: x {modality: (n, T, d) or (n, d)}, mask {modality: (n, T) or
     (n,) bool}, times {modality: (n, T) segment starts in seconds} → (n, n_out).

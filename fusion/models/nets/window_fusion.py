@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from fusion.models.nets.atei import CrossAttention
-from fusion.models.nets.base import NETS, Net
+from fusion.models.nets.base import Net
 from fusion.models.nets.layers import drop_modalities
 from fusion.models.nets.turn_attention import SequenceEncoder
 
@@ -41,7 +41,6 @@ def _masked_mean(values: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     return (values * p).sum(1) / p.sum(1).clamp_min(1.0)
 
 
-@NETS.register("window-fusion")
 class WindowFusion(Net):
     """`forward(x, mask, times)`: x {modality: (n, T, d) or (n, d)}, mask {modality: (n, T) or
     (n,)}, times {sequence modality: (n, T) window starts} → {"y": (n, k), "window": (n, T, k)}.

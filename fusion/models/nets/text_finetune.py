@@ -9,10 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from fusion.models.nets.base import NETS, Net
+from fusion.models.nets.base import Net
 
 
-@NETS.register("hf-encoder")
 class HFEncoder(Net):
     """`forward(x, mask)`: x {modality: (n, L) token ids}, mask {modality: (n, L) bool} → (n, n_out).
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from fusion.models.nets.base import NETS, Net
+from fusion.models.nets.base import Net
 from fusion.models.nets.layers import MaskedAttentionPool, mean_of_available
 
 
@@ -65,7 +65,6 @@ def augment(x: torch.Tensor, mask: torch.Tensor, time_mask: float, feature_mask:
     return x, mask
 
 
-@NETS.register("frame-cnn")
 class FrameCNN(Net):
     """`forward(x, mask, times=None)`: x {modality: (n, T, d) frames or (n, d) pooled}, mask
     {modality: (n, T) or (n,) bool} → (n, n_out).

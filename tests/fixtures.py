@@ -1,17 +1,73 @@
-"""Writers of small corpora in the exact native layouts of licence-restricted datasets.
-
-Each writer reproduces the distribution's file names, separators, column spellings and its
-known quirks, with made-up content.
+"""Helpers the tests share (pytest fixtures are in conftest.py): audio writers, a tiny
+extractor for the store and runner, and writers of small corpora in the exact native layouts of
+licence-restricted datasets (each reproduces the distribution's file names, separators, column
+spellings and known quirks, with made-up content).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
-from conftest import tone, write_wav
+
+from features.audio import cut_segments, load_audio
+from features.base import Extractor, Params, feature_frame
+
+
+def write_wav(path: Path, signal: np.ndarray, sr: int = 16_000, subtype: str = "PCM_16") -> Path:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, signal, sr, subtype=subtype)
+    return path
+
+
+def tone(seconds: float, f0: float = 150.0, sr: int = 16_000, seed: int = 0) -> np.ndarray:
+    """A harmonic-rich voiced-like tone with a little noise (openSMILE finds its pitch)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 12))
+    return (0.2 * x / np.max(np.abs(x)) + 0.001 * rng.normal(size=t.size)).astype(np.float32)
+
+
+class RmsParams(Params):
+    scale: float = 1.0
+    delay: float = 0.0
+    nan_for: list[str] = []
+
+
+class RmsExtractor(Extractor):
+    """RMS level and peak of each segment, times `scale`; sleeps `delay` s per sample."""
+
+    name = "rms"
+    version = "1"
+    modality = "audio"
+    media = ("audio",)
+    Params = RmsParams
+
+    @property
+    def feature_names(self):
+        return ["rms", "peak"]
+
+    def library_versions(self):
+        return {"numpy": np.__version__}
+
+    def process_sample(self, sample, segments):
+        path = self.source_files(sample)["audio"]
+        signal, sr = load_audio(path)
+        spans, chunks, warnings = cut_segments(signal, sr, segments, path)
+        values = [[self.params.scale * float(np.sqrt(np.mean(c ** 2))),
+                   self.params.scale * float(np.max(np.abs(c)))] for c in chunks]
+        time.sleep(self.params.delay)
+        if sample.sample_id in self.params.nan_for:
+            values[0][1] = float("nan")
+        frame = feature_frame(sample.sample_id, spans, np.array(values), self.feature_names)
+        frame.attrs["warnings"] = warnings
+        return frame
+
 
 OPENFACE2_COLUMNS = (["frame", "face_id", "timestamp", "confidence", "success"]
                      + [f"gaze_{e}_{a}" for e in (0, 1) for a in "xyz"] + ["gaze_angle_x", "gaze_angle_y"]

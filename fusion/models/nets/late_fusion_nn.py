@@ -14,12 +14,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from fusion.models.nets.base import NETS, Net
+from fusion.models.nets.base import Net
 from fusion.models.nets.layers import drop_modalities
 from fusion.models.nets.mlp import MLP
 
 
-@NETS.register("late-fusion-heads")
 class LateFusionHeads(Net):
     """`forward(x, mask)`: x {modality: (n, d_m)}, mask {modality: (n,) bool} →
     {"y": fused (n, n_out), "y@<modality>": that head's own output}.
