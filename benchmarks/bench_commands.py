@@ -76,6 +76,8 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         rows.append((name, seconds, proc.returncode))
         print(f"{name:<40} {seconds:8.1f} s  exit {proc.returncode}", flush=True)
+        if name.startswith("notebooks"):  # each notebook's own time
+            print("".join(f"    {line}\n" for line in proc.stdout.splitlines() if " s → " in line), end="", flush=True)
         if proc.returncode:
             print(proc.stderr[-2000:], flush=True)
     print("\n| command | wall time | exit |\n|---|---|---|")

@@ -8,6 +8,7 @@ gives the same numbers whether it came from a file or from a signal.
 from __future__ import annotations
 
 import functools
+import warnings as warnings_module  # `warnings` names the per-sample notes below
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -230,12 +231,15 @@ class OpenSmileExtractor(Extractor):
             sampling_rate = self.params.sampling_rate
         smile = _smile(self.params.feature_set, self.params.level)
         spans, chunks, warnings = cut_segments(signal, sampling_rate, segments, Path(path))
-        rows, values, n_short = [], [], 0
+        rows, values, n_short, n_nan = [], [], 0, 0
         for (start, end), chunk in zip(spans, chunks, strict=True):
             if len(chunk) < int(0.02 * sampling_rate):
                 n_short += 1  # shorter than one analysis frame: openSMILE has nothing to measure
                 continue
-            out = smile.process_signal(chunk, sampling_rate)
+            with warnings_module.catch_warnings(record=True) as caught:
+                warnings_module.simplefilter("always")
+                out = smile.process_signal(chunk, sampling_rate)
+            n_nan += any("too short" in str(w.message) for w in caught)
             if self.params.level == "functionals":
                 rows.append((start, end))
             else:
@@ -245,6 +249,9 @@ class OpenSmileExtractor(Extractor):
             values.append(out.to_numpy(dtype=np.float32))
         if n_short:
             warnings.append(f"{path}: {n_short} segment(s) shorter than 20 ms skipped")
+        if n_nan:  # openSMILE's own warning, said once per file in the project's record
+            warnings.append(f"{path}: {n_nan} segment(s) too short for openSMILE's {self.params.feature_set} "
+                            f"{self.params.level}: their features are missing (NaN), not zero")
         if not values:
             raise ExtractionError(f"{path}: every segment is shorter than one 20 ms frame")
         frame = feature_frame(sample_id, rows, np.concatenate(values), smile.feature_names)

@@ -42,13 +42,9 @@ def fetch_runs(uri: str, experiment: str, run_ids: Sequence[str] = (), filter_st
     Raises:
         CompareError: no such experiment, a requested run not found, nothing left to compare.
     """
-    import os
+    from fusion.tracking import import_mlflow, store_errors_named
 
-    import mlflow
-
-    from fusion.tracking import store_errors_named
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow = import_mlflow()
     with store_errors_named(uri):
         mlflow.set_tracking_uri(uri)
         known = mlflow.get_experiment_by_name(experiment)
@@ -192,7 +188,9 @@ def metric_table(runs: Sequence[dict], metric: str) -> pd.DataFrame:
 
 
 def _predictions(run: dict, target: str) -> pd.DataFrame | None:
-    import mlflow
+    from fusion.tracking import import_mlflow
+
+    mlflow = import_mlflow()
 
     try:
         path = mlflow.artifacts.download_artifacts(run_id=run["run_id"], artifact_path=f"{target}_predictions.csv")

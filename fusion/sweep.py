@@ -41,8 +41,11 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from fusion.config.schema import ConfigError, StrictModel, TrainConfig
-from fusion.evaluation.progress import PROGRESS
+from fusion.evaluation.metrics import finite_mean
+from fusion.evaluation.progress import PROGRESS, silence_widget_notice
 from fusion.evaluation.splits import Seed
+
+silence_widget_notice()  # before Optuna is imported (its progress bar imports tqdm.auto)
 
 NOMINAL_METRICS = ("accuracy", "uar", "f1_weighted", "f1_macro", "auc_ovr", "ece", "brier")
 ORDINAL_METRICS = ("accuracy", "balanced_accuracy", "f1_weighted", "f1_macro", "qwk", "auc_ovr",
@@ -292,12 +295,6 @@ def suggest(trial, space: Mapping[str, SpaceSpec]) -> dict[str, Any]:
 def decode_params(space: Mapping[str, SpaceSpec], params: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's parameters as Optuna stores them → the values of the train config's keys."""
     return {k: json.loads(v) if k in space and space[k].encoded else v for k, v in params.items()}
-
-
-def finite_mean(values: list[float]) -> float:
-    """The mean of the finite values (NaN when there is none: a metric undefined on every fold)."""
-    v = np.asarray(values, dtype=float)
-    return float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else float("nan")
 
 
 class SurplusTrial(RuntimeError):

@@ -32,6 +32,18 @@ def git_info(cwd: str | Path | None = None) -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(dirty).lower()}
 
 
+def import_mlflow():
+    """The `mlflow` module, imported without its artifact progress bars and without the notebook
+    widget notice its `genai` package causes (`fusion.evaluation.progress.silence_widget_notice`)."""
+    from fusion.evaluation.progress import silence_widget_notice
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    silence_widget_notice()
+    import mlflow
+
+    return mlflow
+
+
 def _sqlite_path(uri: str) -> Path | None:
     if uri.startswith("sqlite:///"):
         return Path(uri.removeprefix("sqlite:///"))
@@ -49,7 +61,7 @@ def store_errors_named(uri: str):
     except ConfigError:
         raise
     except Exception as err:  # noqa: BLE001 - SQLAlchemy, the driver and MLflow raise many kinds
-        import mlflow
+        mlflow = import_mlflow()
 
         if isinstance(err, mlflow.exceptions.MlflowException) and "RESOURCE_DOES_NOT_EXIST" in str(err.error_code):
             raise
@@ -71,9 +83,8 @@ class Tracker:
     def __enter__(self) -> Tracker:
         if not self.cfg.enabled:
             return self
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         logging.getLogger("alembic").setLevel(logging.WARNING)
-        import mlflow
+        mlflow = import_mlflow()
 
         db = _sqlite_path(self.cfg.uri)
         guard = contextlib.nullcontext()

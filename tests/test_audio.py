@@ -69,6 +69,16 @@ def test_segments_beyond_the_audio_are_warned_about(tmp_path):
     assert any("cut at 2.00 s" in w for w in warnings)
 
 
+def test_a_segment_too_short_for_the_functionals_is_said_once_in_the_record(tmp_path, recwarn):
+    path = write_wav(tmp_path / "a.wav", tone(2.0))
+    segs = [Segment(0.0, 1.0), Segment(1.2, 1.23), Segment(1.5, 1.53)]  # 30 ms: one frame, no functionals
+    df = OpenSmileExtractor().process_file(path, segs, sample_id="a")
+    assert len(df) == 3 and df.iloc[1:].isna().all(axis=None) and df.iloc[0].notna().all()
+    notes = [w for w in df.attrs["warnings"] if "too short for openSMILE" in w]
+    assert len(notes) == 1 and notes[0].startswith(f"{path}: 2 segment(s)") and "missing (NaN), not zero" in notes[0]
+    assert not [w for w in recwarn if "too short" in str(w.message)]  # openSMILE's own warning is not repeated
+
+
 @pytest.mark.parametrize("content,match", [
     (b"", "cannot decode audio"),
     (b"RIFF$\x00\x00\x00WAVEfmt garbage", "cannot decode audio"),

@@ -77,6 +77,15 @@ def fit(name: str, blocks, y, groups, task="classification", seed=0) -> FusionMo
     return MODELS.get(name)(**fast(name)).fit(blocks, targets, inner=inner, seed=seed)
 
 
+def test_every_registered_model_is_under_a_contract_test():
+    """One registry, every model in a contract test: single-label ones here (text-finetune, which
+    reads token ids, in tests/test_text_finetune.py), multi-label ones below."""
+    single = {p.values[0] for p in cases()}
+    multi = {n for n in MODELS.names() if "multilabel" in MODELS.get(n).heads}
+    assert set(MODELS.names()) - single - multi == {"text-finetune"}
+    assert {"context-fusion", "context-finetune"} <= multi and "late-fusion" in single
+
+
 @pytest.mark.parametrize("name,sequence", list(cases()))
 def test_fusion_model_contract(name, sequence, tmp_path):
     blocks, y, groups = dataset(bool(sequence), pairs=sequence == "pairs")

@@ -118,3 +118,20 @@ def test_on_a_terminal_long_steps_show_a_bar_with_the_epoch_in_training(monkeypa
         tick("repeat 0, fold 1")
     shown = term.getvalue()
     assert "atei on depression" in shown and "2/2" in shown and "fold 1" in shown
+
+
+def test_a_class_rarer_than_the_folds_is_one_note_not_a_warning_per_fold():
+    import warnings
+
+    from fusion.evaluation.splits import rare_classes
+
+    y = np.array([0] * 30 + [1] * 27 + [2] * 3)
+    groups = np.arange(60).astype(str)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's "The least populated class in y has only 3 members"
+        for seed in range(5):
+            grouped_kfold(y, groups, 5, seed)
+    note = rare_classes(y, SplitConfig(n_splits=5, inner_splits=4), ["none", "mild", "severe"])
+    assert note == ("class(es) severe (3 samples) have fewer samples than the 5 folds: some folds test none of "
+                    "them, and a training fold may lack them")
+    assert rare_classes(y[:57], SplitConfig(n_splits=5)) is None

@@ -336,3 +336,19 @@ def test_a_swept_best_that_loses_to_the_start_on_the_test_is_flagged():
     low = sweep.model_copy(update={"objective": "ece", "direction": "minimize"})
     assert start_flags(low, "emotion", ev(0.1, "ece"), ev(0.2, "ece")) == []
     assert start_flags(low, "emotion", ev(0.3, "ece"), ev(0.2, "ece"))
+
+
+def test_the_printed_summary_names_a_binary_target_its_seeds_and_no_chance_where_there_is_none():
+    from fusion.evaluation.tables import format_summary
+
+    t = summary_with()
+    t["metrics"]["model"]["qwk"] = {"mean": 0.3, "sd": 0.01}
+    t.update(label="PHQ8_Binary", n_classes=2, kind="ordinal", class_counts=[43, 17], n_samples=60, n_subjects=60)
+    cv = {"scheme": "grouped-kfold", "n_splits": 5, "n_repeats": 1, "inner_splits": 1, "train_splits": [],
+          "test_splits": []}
+    text = format_summary({"targets": {"depression": t}, "cv": cv, "model": "early-fusion"})
+    assert "depression: PHQ8_Binary (binary, 2 classes: 0 43, 1 17)" in text and "ordinal" not in text
+    assert "qwk" not in text  # an order of two classes says nothing the other metrics do not
+    ece = next(line for line in text.splitlines() if line.strip().startswith("ece"))
+    assert ece.rstrip().endswith("–") and "nan" not in text  # ECE has no chance level
+    assert "× 1 seed;" in text

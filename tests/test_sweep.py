@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from fixtures import ravdess_tree, write_configs
@@ -440,3 +441,24 @@ def test_the_step_pruner_compares_like_with_like():
     # another fit of the same fold has no values yet: nothing to compare with
     assert not judged([(epoch_step(1, 1, 4), -5.0)])
     assert judged([(epoch_step(1, 0, 4), float("nan"))])  # a diverged fit
+
+
+def test_a_metric_undefined_on_every_fold_is_nan_without_a_numpy_warning():
+    import warnings
+
+    from fusion.evaluation.metrics import bootstrap_intervals, finite_mean
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice", "All-NaN slice"
+        assert np.isnan(finite_mean([float("nan"), float("nan")])) and np.isnan(finite_mean([]))
+        assert finite_mean([0.5, float("nan"), 0.7]) == pytest.approx(0.6)
+        # a metric undefined on some resamples (one class drawn) and one undefined on all
+        y = np.array([0, 0, 0, 1])
+        scores = np.array([[0.1, 0.2, 0.3, 0.9], [0.2, 0.1, 0.4, 0.8]])
+
+        def metrics(yy, ss):
+            return {"auc": float(ss[yy == 1].mean() - ss[yy == 0].mean()) if len(set(yy)) == 2 else float("nan"),
+                    "never": float("nan")}
+
+        ci = bootstrap_intervals(metrics, y, scores, np.arange(4), 200, 0)
+        assert np.isfinite(ci["auc"]).all() and np.isnan(ci["never"]).all()

@@ -6,6 +6,7 @@ with a subject-level bootstrap 95 % interval, never as the best of several runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -52,10 +53,22 @@ def bootstrap_intervals(metrics: Callable[[np.ndarray, np.ndarray], dict[str, fl
         idx = np.concatenate([members[k] for k in pick])
         per_rep = [metrics(y[idx], s[idx]) for s in scores]
         for name in per_rep[0]:
-            draws.setdefault(name, []).append(float(np.nanmean([m[name] for m in per_rep])))
+            draws.setdefault(name, []).append(finite_mean([m[name] for m in per_rep]))
     alpha = (1 - level) / 2
-    return {name: tuple(float(v) for v in np.nanquantile(vals, [alpha, 1 - alpha]))
-            for name, vals in draws.items()}
+    out = {}
+    for name, vals in draws.items():
+        v = np.asarray(vals, float)
+        v = v[~np.isnan(v)]  # a resample on which the metric is undefined (e.g. AUC of one class)
+        out[name] = tuple(float(q) for q in np.quantile(v, [alpha, 1 - alpha])) if v.size else (math.nan, math.nan)
+    return out
+
+
+def finite_mean(values: Sequence[float]) -> float:
+    """The mean of the finite values; NaN, without numpy's empty-slice warning, when there is
+    none (a metric undefined on every fold, repeat or resample)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
 
 
 def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray,

@@ -23,6 +23,21 @@ from contextvars import ContextVar
 PROGRESS: ContextVar[Callable[[float, int], None] | None] = ContextVar("training_progress", default=None)
 
 
+def silence_widget_notice() -> None:
+    """Import `tqdm.autonotebook` once with its `TqdmWarning` silenced. MLflow (its `genai`
+    package) and Optuna (its progress bar) import `tqdm.auto`, which in a Jupyter kernel without
+    ipywidgets warns that the progress widget is missing; nothing here shows that widget
+    (progress is tqdm text), so the notice is not about anything a user runs. Once imported, the
+    module is cached and no later import warns."""
+    import warnings
+
+    from tqdm import TqdmWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmWarning)
+        import tqdm.autonotebook  # noqa: F401
+
+
 def watching() -> bool:
     return PROGRESS.get() is not None
 

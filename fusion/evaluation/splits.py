@@ -5,7 +5,9 @@ that no subject is ever on two sides of a split.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -83,6 +85,15 @@ class SplitConfig(BaseModel):
     seeds: list[Seed] | None = Field(None, min_length=1)
 
 
+@contextlib.contextmanager
+def rare_class_warning_said_elsewhere() -> Iterator[None]:
+    """scikit-learn's "The least populated class in y has only …" silenced: a class rarer than
+    the folds is said once per target, in the project's words (`rare_classes`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class in y has only")
+        yield
+
+
 def grouped_kfold(y: np.ndarray, groups: np.ndarray, n_splits: int,
                   seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Subject-grouped, label-stratified K-fold (deterministic for a seed).
@@ -99,8 +110,7 @@ def grouped_kfold(y: np.ndarray, groups: np.ndarray, n_splits: int,
     if counts.max() < n_splits:  # scikit-learn's own check, said in terms of the data
         raise SplitError(f"cannot make {n_splits} class-stratified folds: no class has {n_splits} samples "
                          f"(the largest has {counts.max()}); use fewer folds (cv.n_splits, cv.inner_splits)")
-    with warnings.catch_warnings():  # a class rarer than the folds: said once per target (`rare_classes`)
-        warnings.filterwarnings("ignore", message="The least populated class in y has only")
+    with rare_class_warning_said_elsewhere():
         folds = list(cv.split(np.zeros(len(y)), y, groups))
     for i, (tr, te) in enumerate(folds):
         check_disjoint(groups, tr, te, f"fold {i} (seed {seed})")
@@ -182,7 +192,9 @@ def make_folds(cfg: SplitConfig, y: np.ndarray, groups: np.ndarray,
 
         for r in range(cfg.n_repeats):
             cv = StratifiedKFold(cfg.n_splits, shuffle=True, random_state=cfg.seed + r)
-            for f, (tr, te) in enumerate(cv.split(np.zeros(len(y)), y)):
+            with rare_class_warning_said_elsewhere():
+                split = list(cv.split(np.zeros(len(y)), y))
+            for f, (tr, te) in enumerate(split):
                 outer.append((r, f, cfg.seed + r, tr, te))
     if cfg.seeds and cfg.scheme in ("loso", "official", "holdout"):
         outer = [(r, f, s, tr, te) for r, s in enumerate(cfg.seeds) for _, f, _, tr, te in outer]
@@ -196,7 +208,8 @@ def make_folds(cfg: SplitConfig, y: np.ndarray, groups: np.ndarray,
             from sklearn.model_selection import StratifiedKFold
 
             cv = StratifiedKFold(cfg.inner_splits, shuffle=True, random_state=seed + 1000)
-            inner = [(tr[a], tr[b]) for a, b in cv.split(np.zeros(len(tr)), y[tr])]
+            with rare_class_warning_said_elsewhere():
+                inner = [(tr[a], tr[b]) for a, b in cv.split(np.zeros(len(tr)), y[tr])]
         elif cfg.inner_splits > 1:
             inner = inner_folds(y, groups, tr, cfg.inner_splits, seed + 1000)
             for i, (itr, iva) in enumerate(inner):

@@ -45,6 +45,7 @@ class FrameSequenceModel(NeuralFusionModel):
     Params = FrameSequenceParams
     tag = "frame-sequence"
     inputs = frozenset({"pooled", "sequence"})
+
     def build_net(self, dims, sequence, n_out):
         from fusion.models.nets.frame_sequence import FrameCNN
 

@@ -40,6 +40,7 @@ class NeuralLateFusion(NeuralFusionModel):
 
     Params = LateFusionNNParams
     tag = "late-nn"
+
     def build_net(self, dims, sequence, n_out):
         from fusion.models.nets.late_fusion_nn import LateFusionHeads
 

@@ -33,6 +33,7 @@ class TurnAttentionFusion(NeuralFusionModel):
     Params = TurnAttentionParams
     tag = "turn-attention"
     inputs = frozenset({"pooled", "sequence"})
+
     def build_net(self, dims, sequence, n_out):
         from fusion.models.nets.turn_attention import TurnAttention
 

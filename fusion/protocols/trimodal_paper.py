@@ -13,7 +13,6 @@ fold, which isolates what scoring-fold early stopping alone adds.
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from fusion.data.blocks import load_input, select_target
 from fusion.datasets.base import build_dataset
 from fusion.evaluation.metrics import bootstrap_ci, multiclass_metrics
 from fusion.evaluation.progress import steps
-from fusion.evaluation.splits import grouped_kfold
+from fusion.evaluation.splits import grouped_kfold, rare_class_warning_said_elsewhere
 from fusion.evaluation.tables import mlflow_key
 from fusion.models.learners.base import balanced_weights
 from fusion.models.learners.xgboost import fit_all_classes
@@ -132,8 +131,7 @@ def run_trimodal_paper(cfg: TrainConfig) -> dict[str, Any]:
                                                                                    np.nan)}
         cv = StratifiedKFold(n_splits=p.n_splits, shuffle=True, random_state=min(seeds))
         with steps(p.n_splits, f"trimodal-paper on {tname}") as tick:
-            with warnings.catch_warnings():  # a class rarer than the folds: the paper's split, as it is
-                warnings.filterwarnings("ignore", message="The least populated class in y has only")
+            with rare_class_warning_said_elsewhere():  # the paper's split, as it is
                 partition = list(cv.split(X, y))
             for f, (tr, te) in enumerate(partition):
                 scaler = StandardScaler().fit(X[tr])

@@ -290,7 +290,9 @@ def make_reports(req: ReportRequest) -> ReportResult:
 
 def _track(run: Run, files: list[Path]) -> None:
     """Log the reports to the MLflow run under `reports/`."""
-    import mlflow
+    from fusion.tracking import import_mlflow
+
+    mlflow = import_mlflow()
 
     client = mlflow.tracking.MlflowClient(tracking_uri=run.tracking_uri)
     for f in files:

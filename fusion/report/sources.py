@@ -249,11 +249,9 @@ def resolve_run(run: str | Path, tracking_uri: str | None = None) -> Run:
     if tracking_uri is None:
         raise ReportError(f"{run}: no such run folder; to read an MLflow run give --tracking-uri "
                           "(e.g. sqlite:///mlruns/mlflow.db)")
-    import os
+    from fusion.tracking import import_mlflow
 
-    import mlflow
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow = import_mlflow()
     try:
         local = mlflow.artifacts.download_artifacts(run_id=str(run), tracking_uri=tracking_uri)
     except Exception as err:  # noqa: BLE001 - MLflow raises several kinds for an unknown run
