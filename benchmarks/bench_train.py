@@ -4,7 +4,9 @@ tri-modal paper's protocol side by side.
 1. A 275-session corpus (the E-DAIC size): `fusion train` with
    configs/train/severity_late_fusion.yaml (full ablation, robustness, decision curves,
    attributions, MLflow) timed with its peak memory; late fusion of all three modalities
-   against the best single modality (weighted F1, mean ± sd over 3 seeds, 95 % CI, paired gain).
+   against the best single modality (weighted F1, mean ± sd over 3 seeds, 95 % CI, paired gain);
+   the conformal prediction sets of that run (coverage and set size per level and score, per
+   gender, score intervals; `evaluation.conformal`).
 2. The same corpus under `--protocol trimodal-paper`.
 3. A 1,000-session corpus: calibrated against uncalibrated fusion, top-label ECE.
 4. The neural models on the 275-session corpus: neural late fusion (`late-fusion-nn`) as a
@@ -128,6 +130,24 @@ def main() -> None:
         for tname, t in res["targets"].items():
             mets = t["metrics"]
             print(f"| {label} | {tname} | {ci(mets['uncalibrated']['ece'])} | {ci(mets['model']['ece'])} |")
+
+    print(f"\n### Conformal prediction sets ({args.sessions} sessions, the same run: out-of-fold, 5 folds × 3 seeds)")
+    print("| target | α | score | coverage, mean ± sd [95% CI] | mean set size (of K) | single class | "
+          "adjacent classes | coverage per group [95% CI] |")
+    print("|---|---|---|---|---|---|---|---|")
+    for tname, t in ours["targets"].items():
+        c = t.get("conformal") or {}
+        for alpha, by_score in c.get("sets", {}).items():
+            for score, e in by_score.items():
+                groups = "; ".join(f"{g} {ci(ge['coverage'])} (n {ge['n']})"
+                                   for g, ge in e.get("per_group", {}).items())
+                print(f"| {tname} | {alpha} | {score} | {ci(e['coverage'])} | {e['size']['mean']:.2f} (of "
+                      f"{c['n_classes']}) | {e['singleton']['mean']:.3f} | {e['contiguous']['mean']:.3f} | {groups} |")
+        for alpha, e in c.get("intervals", {}).items():
+            print(f"| {tname} | {alpha} | score interval | {ci(e['coverage'])} | "
+                  f"width {e['width']['mean']:.2f} | | | |")
+        for note in c.get("notes", []):
+            print(f"note: {tname}: {note}")
 
     from fusion.synthetic.leakage import leakage_probe
 

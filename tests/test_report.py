@@ -107,11 +107,15 @@ def test_participant_and_cohort_reports_in_a_real_browser(severity_run, tmp_path
     assert "dimensions together" in text and "words (embedding) dimensions" not in text
     assert "Model card and intended use" in text and "Known failure modes" in text
     assert "Gender: female = " in text  # coded labels decoded (DAIC-WOZ: 0 female, 1 male)
+    # the conformal set and score interval beside the probabilities, with what the guarantee means
+    assert re.search(r"With 90% confidence: \S.*; PHQ8_Score \d+–\d+\n", text), text
+    assert "exchangeable with the training cohort" in text and "not about this participant" in text
 
-    # the PDF: the estimate and the evidence flow on from page 1 (no half-empty first page), the
+    # the PDF: the estimates and the evidence flow on from page 1 (no half-empty first page), the
     # model card from a new page; a table's header row is repeated on a page it continues on
     pp = pages(out / f"participant_{sid}.pdf")
-    assert f"Participant {sid}" in pp[0] and "Research use only" in pp[0] and "What the estimate rests on" in pp[0]
+    assert f"Participant {sid}" in pp[0] and "Research use only" in pp[0]
+    assert "What the estimate rests on" in pp[0] + pp[1]  # right after the estimates, not on a page of its own
     starts = [p.strip().splitlines()[0].strip() for p in pp]
     assert "Model card and intended use" in starts
     assert filled_height(out / f"participant_{sid}.pdf") > 0.8  # the first page image is not half empty
@@ -123,6 +127,10 @@ def test_participant_and_cohort_reports_in_a_real_browser(severity_run, tmp_path
     assert f"{f1['mean']:.2f} ± {f1['sd']:.2f} [{f1['ci_low']:.2f}, {f1['ci_high']:.2f}]" in c
     assert "Reading the decision curve" in c and "Gender = " in c and "Provenance" in c
     assert s["run_id"] in c and "Research use only" in c
+    assert "this person" not in c and "performed on a research cohort" in c  # the cohort's own disclaimer
+    chance = s["targets"]["depression"]["chance"]["f1_weighted"]
+    assert "Chance level" in c and f"{chance:.2f}" in c  # every metric beside its chance level
+    assert "Conformal prediction sets" in c and "Gender = female" in c and "PHQ8_Score interval" in c
     cohort_html = (out / "cohort.html").read_text()
     assert cohort_html.count('src="data:image/png;base64,') >= 4  # reliability + decision curve per target
     cp = pages(out / "cohort.pdf")
@@ -135,6 +143,32 @@ def test_participant_and_cohort_reports_in_a_real_browser(severity_run, tmp_path
     client = mlflow.tracking.MlflowClient(tracking_uri=s["tracking_uri"])
     arts = {a.path for a in client.list_artifacts(s["run_id"], "reports")}
     assert f"reports/participant_{sid}.pdf" in arts and "reports/cohort.html" in arts
+
+
+@pytest.mark.slow
+def test_the_run_carries_its_conformal_sets_everywhere_a_reader_looks(severity_run):
+    """The summary, the printed report, the per-sample CSV, the figure, MLflow and the saved
+    model (the thresholds a report applies) all carry the conformal sets."""
+    import mlflow
+
+    s, _ = severity_run
+    run_dir = Path(s["outputs"]["dir"])
+    for target, k in (("depression", 5), ("ptsd", 3)):
+        c = s["targets"][target]["conformal"]
+        assert c["group_by"] == "Gender" and c["scores"] == ["lac", "aps", "ordinal"] and c["n_classes"] == k
+        e = c["sets"]["0.1"]["ordinal"]
+        assert 0 <= e["coverage"]["mean"] <= 1 and 1 <= e["size"]["mean"] <= k and set(e["per_group"]) == {
+            "female", "male"}
+        table = pd.read_csv(run_dir / f"{target}_conformal.csv", dtype={"sample_id": str})
+        assert {"set_ordinal_alpha0.1", "set_lac_alpha0.2", "Gender"} <= set(table.columns)
+        man = json.loads((run_dir / "model" / target / "manifest.json").read_text())["conformal"]
+        assert man["report_alpha"] == 0.1 and man["codes"] == {"0": "female", "1": "male"}
+        assert {(t["score"], t["alpha"]) for t in man["sets"]} == {(sc, a) for sc in ("lac", "aps", "ordinal")
+                                                                   for a in (0.1, 0.2)}
+    assert s["targets"]["depression"]["conformal"]["intervals"]["0.1"]["width"]["mean"] > 0
+    metrics = mlflow.tracking.MlflowClient(tracking_uri=s["tracking_uri"]).get_run(s["run_id"]).data.metrics
+    assert "depression.conformal.ordinal.alpha0.1.coverage" in metrics
+    assert "depression.conformal.interval.alpha0.1.width" in metrics
 
 
 def report_inputs(run_dir: Path):

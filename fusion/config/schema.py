@@ -230,12 +230,51 @@ class TargetSpec(StrictModel):
         return list(self.classes) if self.classes is not None else [str(k) for k in range(self.n_classes)]
 
 
+class ConformalConfig(StrictModel):
+    """Conformal prediction sets for classification targets and intervals for score heads,
+    calibrated on predictions of training samples by models that did not see them
+    (`fusion.evaluation.conformal`): coverage and set size at each level `alphas` (the true
+    class is in the set for at least 1 − α of exchangeable people), per `group_by` group with
+    its own threshold where the group has enough calibration samples.
+
+    Attributes:
+        scores: `lac`, `aps`, `ordinal` (contiguous sets of adjacent classes), or `auto`: all
+            three for an ordinal target, `lac` and `aps` for a nominal one.
+        group_by: a labels column for group-conditional (Mondrian) thresholds; `auto`: a
+            column named gender or sex when the labels have one; null: none.
+        randomise: randomised `aps` / `ordinal` sets as in their papers (exact coverage, may
+            be empty), seeded; otherwise the conservative deterministic ones (never empty).
+        calibration_fold: for a model without held-out predictions of its training samples
+            (only late and early fusion keep them), fit one more model per fold without its
+            first inner fold and calibrate on that fold; otherwise such a model gets no sets.
+        max_size: abstain when a set holds more classes than this (selective accuracy reported
+            for every size).
+        report_alpha: the level a report's sets and intervals use (one of `alphas`).
+    """
+
+    enabled: bool = True
+    alphas: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.1, 0.2], min_length=1)
+    scores: list[Literal["lac", "aps", "ordinal"]] | Literal["auto"] = "auto"
+    group_by: str | None = "auto"
+    randomise: bool = False
+    calibration_fold: bool = False
+    max_size: int | None = Field(None, ge=1)
+    report_alpha: float = 0.1
+
+    @model_validator(mode="after")
+    def _report_alpha_is_evaluated(self) -> ConformalConfig:
+        if self.report_alpha not in self.alphas:
+            raise ValueError(f"report_alpha {self.report_alpha} is not one of alphas {self.alphas}")
+        return self
+
+
 class EvaluationConfig(StrictModel):
     """What is evaluated besides the model: `ablation` (every modality subset, and the
     model's own baselines plus `baselines`, each a registered model by name and params),
     `robustness` (each modality dropped or noised), decision curves, attributions, plots.
     `save_model` fits the model on all the data and saves it under `model_dir/<target>`
-    (default: the run's output folder `model/`), e.g. for the `emotion` extractor."""
+    (default: the run's output folder `model/`), e.g. for the `emotion` extractor. `conformal`:
+    prediction sets with guaranteed coverage (`ConformalConfig`)."""
 
     ablation: bool = False
     baselines: dict[str, ComponentSpec] = Field(default_factory=dict)
@@ -245,6 +284,7 @@ class EvaluationConfig(StrictModel):
     attributions: bool = False
     plots: bool = False
     n_bootstrap: int = Field(1000, ge=0)
+    conformal: ConformalConfig = Field(default_factory=ConformalConfig)
     save_model: bool = False
     model_dir: Path | None = None
 

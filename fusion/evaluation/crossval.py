@@ -42,6 +42,52 @@ CI_METRICS = ("accuracy", "balanced_accuracy", "uar", "f1_weighted", "f1_macro",
               "brier")
 
 
+ALPHA_GRID = tuple(round(a, 2) for a in np.arange(0.05, 0.51, 0.05))  # for the coverage-against-nominal plot
+
+
+@dataclass(frozen=True)
+class ConformalSpec:
+    """What the conformal evaluation computes (`fusion.evaluation.conformal`).
+
+    Attributes:
+        alphas: the miscoverage levels reported (sets are also computed on `ALPHA_GRID` for
+            the coverage plot).
+        scores: conformity scores (`lac`, `aps`, `ordinal`).
+        groups: each sample's value of the grouping column (Mondrian thresholds), or None.
+        randomise: randomised `aps` / `ordinal` scores and sets (seeded); otherwise the
+            conservative deterministic ones (never empty).
+        calibration_fold: for a model without held-out predictions of its training samples
+            (`FusionModel.held_out`), fit one more model per fold without its first inner
+            fold and calibrate on that fold; otherwise such a model gets no sets.
+        max_size: abstain when a set holds more classes (reported for every size besides).
+        score_range: the score's scale, to clip its intervals to.
+    """
+
+    alphas: tuple[float, ...] = (0.1, 0.2)
+    scores: tuple[str, ...] = ("lac", "aps")
+    groups: np.ndarray | None = field(default=None, compare=False)
+    group_by: str | None = None
+    randomise: bool = False
+    calibration_fold: bool = False
+    max_size: int | None = None
+    score_range: tuple[float, float] | None = None
+    seed: int = 0
+
+
+@dataclass
+class ConformalResult:
+    """Out-of-fold conformal sets and score intervals, by key "score@alpha" / "alpha"."""
+
+    sets: dict[str, np.ndarray] = field(default_factory=dict)       # (repeats, n, K): 1 in, 0 out, NaN unset
+    intervals: dict[str, np.ndarray] = field(default_factory=dict)  # (repeats, n, 2)
+    source: set[str] = field(default_factory=set)
+    fallback: dict[str, list[int]] = field(default_factory=dict)   # group → its sizes where it fell back
+    n_folds: int = 0
+    skipped: str | None = None
+    spec: ConformalSpec | None = None
+    summary: dict[str, Any] | None = None  # `conformal_metrics`, set by `summarise`
+
+
 @dataclass
 class TargetResult:
     """Out-of-fold predictions of every variant and condition, and their metrics.
@@ -64,6 +110,7 @@ class TargetResult:
     kind: str = "ordinal"
     per_class: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # stat → mean, sd per class
     confusion: np.ndarray | None = None         # (K, K) counts, true × predicted, mean over repeats
+    conformal: ConformalResult | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +159,7 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                    ablation: bool = False, baselines: Mapping[str, ModelSpec] | None = None,
                    robustness: bool = False, noise_levels: Sequence[float] = (), attributions: bool = False,
                    seed: int = 0, kind: str = "ordinal", positive_from: int | None = None,
-                   label: str = "cross-validation") -> TargetResult:
+                   conformal: ConformalSpec | None = None, label: str = "cross-validation") -> TargetResult:
     """Fit and score `model` on every fold; see the module docstring for what is scored. The
     folds' progress is shown under `label` (`fusion.evaluation.progress.steps`).
 
@@ -123,6 +170,10 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
     Ablation scores the model on every subset of modalities — by prediction when the model
     can drop modalities, by a refit on the subset otherwise — and each baseline (the model's
     own `baselines()` plus `baselines`) fitted on all modalities.
+
+    `conformal` adds split-conformal prediction sets (and score intervals) for every test
+    sample, calibrated on predictions of training samples by models that did not see them
+    (`conformal_fold`).
     """
     mods = list(blocks)
     n = len(y)
@@ -143,6 +194,8 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
         result.modality_contrib = np.full((n, len(mods)), np.nan)
     binary = (y >= positive_from).astype(float) if positive_from is not None else None
     targets = Targets.classes(y, n_classes, ordinal=kind == "ordinal", score=score, binary=binary)
+    if conformal is not None:
+        result.conformal = ConformalResult(spec=conformal)
     with steps(len(folds), label) as tick:
         for fold in folds:
             tr, te, r = fold.train, fold.test, fold.repeat
@@ -184,6 +237,7 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                     for level in noise_levels:
                         noised = {**bte, m: noisy(bte[m], level, sd, rng)}
                         put(f"noise:{m}:{level:g}", r, te, fitted.predict_proba(noised))
+            reg = None
             if score is not None and fitted.scores_jointly():
                 regression[r, te] = fitted.predict_score(bte)  # the jointly trained score head
             elif score is not None:
@@ -191,6 +245,10 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                 reg = model.build().fit(rows(btr, np.flatnonzero(has)), Targets.scores(score[tr][has]),
                                         inner=_restrict(inner, has), seed=fold.seed)
                 regression[r, te] = reg.predict(bte)
+                reg = (reg, np.flatnonzero(has))
+            if conformal is not None:
+                conformal_fold(result.conformal, conformal, fold, fitted, model, btr, bte, targets.rows(tr), inner,
+                               n, n_rep, n_classes, reg)
             if attributions and r == 0:
                 contrib = fitted.modality_contributions(bte)
                 if contrib is not None:
@@ -208,6 +266,151 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
             result.fitted.append({"repeat": r, "fold": fold.fold, **fitted.summary()})
             tick(f"repeat {r}, fold {fold.fold}")
     return result
+
+
+def conformal_fold(out: ConformalResult, spec: ConformalSpec, fold: Fold, fitted: FusionModel, model: ModelSpec,
+                   btr: Mapping[str, Block], bte: Mapping[str, Block], targets_tr: Targets, inner, n: int,
+                   n_rep: int, n_classes: int, reg: tuple[FusionModel, np.ndarray] | None) -> None:
+    """Conformal sets (and score intervals) for one fold's test samples.
+
+    The conformity scores come from training samples' predictions by models that did not see
+    them: the fitted model's own cross-fitted predictions (`FusionModel.held_out`: late and
+    early fusion), whose thresholds then apply to the fitted model's test probabilities; or,
+    with `spec.calibration_fold`, a second model fitted without the first inner fold, which
+    that fold calibrates and which predicts the test samples itself (split conformal).
+    """
+    from fusion.evaluation.conformal import (
+        conformity,
+        interval_threshold,
+        prediction_sets,
+        score_intervals,
+        thresholds,
+    )
+
+    tr, te, r = fold.train, fold.test, fold.repeat
+    y_tr = np.asarray(targets_tr.y, int)
+    held = fitted.held_out()
+    sub = None
+    if held is not None:
+        cal_rows, p_cal, p_test = np.arange(len(tr)), held, fitted.predict_proba(bte)
+        out.source.add("the fitted model's cross-fitted predictions of its training samples")
+    elif spec.calibration_fold and inner:
+        fit_rows, cal_rows = inner[0]
+        keep = np.zeros(len(tr), bool)
+        keep[fit_rows] = True
+        sub = model.build().fit(rows(btr, fit_rows), targets_tr.rows(fit_rows), inner=_restrict(inner[1:], keep),
+                                seed=fold.seed)
+        p_cal, p_test = sub.predict_proba(rows(btr, cal_rows)), sub.predict_proba(bte)
+        out.source.add("a model fitted without the first inner fold, calibrated on that fold")
+    else:
+        out.skipped = (f"{model.name} keeps no held-out predictions of its training samples; set "
+                       "evaluation.conformal.calibration_fold: true to fit one more model per fold for them"
+                       if inner else "conformal sets need inner folds (cv.inner_splits ≥ 2)")
+        return
+    ok = ~np.isnan(p_cal).any(1)
+    p_cal, y_cal = p_cal[ok], y_tr[cal_rows][ok]
+    g_all = spec.groups
+    g_cal = g_all[tr][cal_rows][ok] if g_all is not None else None
+    g_te = g_all[te] if g_all is not None else None
+    rng = np.random.default_rng([spec.seed, r, fold.fold])
+    u_cal = rng.random(len(y_cal)) if spec.randomise else None
+    u_te = rng.random(len(te)) if spec.randomise else None
+    for score in spec.scores:
+        cal_scores = conformity(p_cal, y_cal, score, u_cal)
+        for alpha in sorted(set(spec.alphas) | set(ALPHA_GRID)):
+            t = thresholds(cal_scores, alpha, score, g_cal)
+            key = f"{score}@{alpha:g}"
+            if key not in out.sets:
+                out.sets[key] = np.full((n_rep, n, n_classes), np.nan)
+            out.sets[key][r, te] = prediction_sets(p_test, t.for_groups(g_te, len(te)), score, u_te)
+            if alpha == min(spec.alphas) and score == spec.scores[0]:  # the strictest level, once per fold
+                for g, size in t.fallback.items():
+                    out.fallback.setdefault(g, []).append(size)
+    out.n_folds += 1
+    # score intervals: held-out score predictions of the training samples
+    predicted_cal = predicted_te = None
+    if reg is not None:
+        reg_model, reg_rows = reg
+        held_score = reg_model.held_out()
+        if held_score is not None:
+            predicted_cal, score_cal = held_score, np.asarray(targets_tr.score)[reg_rows]
+            predicted_te = reg_model.predict(bte)
+    elif sub is not None and sub.scores_jointly():
+        predicted_cal, score_cal = sub.predict_score(rows(btr, cal_rows)), np.asarray(targets_tr.score)[cal_rows]
+        predicted_te = sub.predict_score(bte)
+    if predicted_cal is not None:
+        low, high = spec.score_range if spec.score_range is not None else (None, None)
+        for alpha in spec.alphas:
+            q = interval_threshold(score_cal, predicted_cal, alpha)
+            key = f"{alpha:g}"
+            if key not in out.intervals:
+                out.intervals[key] = np.full((n_rep, n, 2), np.nan)
+            out.intervals[key][r, te] = score_intervals(predicted_te, q, low, high)
+
+
+def conformal_metrics(res: ConformalResult, spec: ConformalSpec, y: np.ndarray, groups: np.ndarray,
+                      score: np.ndarray | None, P: np.ndarray, n_bootstrap: int, seed: int) -> dict[str, Any]:
+    """Coverage, set size and the shares of singleton and empty sets — mean ± sd over repeats
+    with a subject-bootstrap interval — per level and score, overall and per group; the
+    selective accuracy when abstaining above each set size; score intervals' coverage and
+    width; the coverage on the whole `ALPHA_GRID` (for the plot). `P`: the model's
+    out-of-fold probabilities, whose most probable class is what abstention decides on."""
+    from fusion.evaluation.conformal import selective, set_summary
+
+    def stats(values: list[float], ci: tuple[float, float] | None = None) -> dict[str, float]:
+        finite = [v for v in values if np.isfinite(v)]  # e.g. no one decided at that set size
+        mean, sd = mean_sd(finite) if finite else (float("nan"), float("nan"))
+        out = {"mean": mean, "sd": sd}
+        if ci is not None:
+            out.update(ci_low=ci[0], ci_high=ci[1])
+        return out
+
+    def summary_of(S: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+        per_rep = [set_summary(S[r, mask] > 0.5, y[mask]) for r in range(len(S))]
+        cis = bootstrap_intervals(lambda yy, ss: set_summary(ss > 0.5, yy), y[mask], S[:, mask], groups[mask],
+                                  n_bootstrap, seed)
+        return {k: stats([m[k] for m in per_rep], cis.get(k)) for k in per_rep[0]} | {"n": int(mask.sum())}
+
+    k = next(iter(res.sets.values())).shape[2] if res.sets else 0
+    out: dict[str, Any] = {"source": sorted(res.source), "group_by": spec.group_by, "randomised": spec.randomise,
+                           "alphas": list(spec.alphas), "scores": list(spec.scores), "n_classes": k,
+                           "max_size": spec.max_size, "sets": {}, "intervals": {}, "grid": {}, "notes": []}
+    if res.skipped:
+        out["notes"].append(res.skipped)
+    for key, S in res.sets.items():
+        name, alpha = key.split("@")
+        scored = ~np.isnan(S[0]).any(1)
+        per_rep_cov = [set_summary(S[r, scored] > 0.5, y[scored])["coverage"] for r in range(len(S))]
+        out["grid"].setdefault(name, {})[alpha] = float(np.mean(per_rep_cov))
+        if float(alpha) not in spec.alphas:
+            continue
+        entry = summary_of(S, scored)
+        if spec.groups is not None:
+            entry["per_group"] = {str(g): summary_of(S, scored & (spec.groups == g))
+                                  for g in sorted(set(spec.groups[scored]))}
+        entry["abstention"] = []
+        for size in range(1, k):
+            sel = [selective(S[r, scored] > 0.5, np.nan_to_num(P[r, scored]), y[scored], size) for r in range(len(S))]
+            entry["abstention"].append({"max_size": size, "decided": stats([m["decided"] for m in sel]),
+                                        "accuracy": stats([m["accuracy"] for m in sel])})
+        out["sets"].setdefault(f"{float(alpha):g}", {})[name] = entry
+    if res.fallback:
+        from fusion.evaluation.conformal import min_group_size
+
+        low = min(spec.alphas)
+        which = ", ".join(f"{g} ({min(v)}–{max(v)} samples, {len(v)} of {res.n_folds} folds)"
+                          for g, v in sorted(res.fallback.items()))
+        out["notes"].append(f"{spec.group_by} groups with fewer than {min_group_size(low)} calibration samples, "
+                            f"too few for a threshold of their own at α = {low:g}: {which}; the marginal threshold "
+                            "was used for them there")
+    if score is not None:
+        for key, iv in res.intervals.items():
+            scored = ~np.isnan(iv[0]).any(1) & ~np.isnan(score)
+            inside = (score[scored] >= iv[:, scored, 0] - 1e-9) & (score[scored] <= iv[:, scored, 1] + 1e-9)
+            cov = [float(c) for c in inside.mean(1)]
+            width = [float((iv[r, scored, 1] - iv[r, scored, 0]).mean()) for r in range(len(iv))]
+            out["intervals"][key] = {"coverage": stats(cov), "width": stats(width), "n": int(scored.sum())}
+    return out
 
 
 def permutation_importance(model: FusionModel, blocks: Mapping[str, Block], y: np.ndarray, modality: str,
@@ -272,6 +475,9 @@ def summarise(result: TargetResult, y: np.ndarray, groups: np.ndarray, score: np
                                     for stat in ("recall", "precision", "f1", "support")}
             result.confusion = np.mean([confusion(y[scored], P[r, scored].argmax(1), k) for r in range(len(P))],
                                        axis=0)
+    if result.conformal is not None and result.conformal.spec is not None:
+        result.conformal.summary = conformal_metrics(result.conformal, result.conformal.spec, y, groups, score,
+                                                     result.variants["model"], n_bootstrap, seed)
     if result.windows is not None:
         result.metrics["per_window"] = window_metrics(result.windows, y, groups, result.kind, n_bootstrap, seed)
     if result.regression is not None and score is not None:

@@ -96,6 +96,30 @@ def ablation_figure(title: str, metrics: dict[str, dict[str, dict[str, float]]],
     return fig
 
 
+def conformal_figure(title: str, conformal: dict[str, Any]):
+    """Empirical coverage of the conformal sets against the nominal 1 − α, per score (left), and
+    the selective accuracy against the share of people decided when abstaining above each set
+    size, at each reported level (right)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    left.plot([0.5, 1], [0.5, 1], ls="--", c="grey", lw=1, label="nominal")
+    for score, grid in conformal.get("grid", {}).items():
+        alphas = sorted(grid, key=float)
+        left.plot([1 - float(a) for a in alphas], [grid[a] for a in alphas], marker="o", ms=3, label=score)
+    left.set_xlabel("nominal coverage 1 − α")
+    left.set_ylabel("empirical coverage (out of fold)")
+    left.legend(fontsize=8)
+    for alpha, by_score in conformal.get("sets", {}).items():
+        for score, e in by_score.items():
+            pts = [(a["decided"]["mean"], a["accuracy"]["mean"]) for a in e["abstention"]]
+            right.plot(*zip(*pts, strict=True), marker="o", ms=3, label=f"{score}, α = {alpha}")
+    right.set_xlabel("share of people decided (set ≤ k classes)")
+    right.set_ylabel("accuracy on them")
+    right.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def target_figures(tname: str, spec, result, y: np.ndarray, dc: dict[str, Any] | None):
     names = spec.class_names
     curves = {"model": result.variants["model"]}
@@ -107,6 +131,9 @@ def target_figures(tname: str, spec, result, y: np.ndarray, dc: dict[str, Any] |
     if dc is not None:
         figs.append((f"{tname}_decision_curve", decision_figure(
             f"{tname}: decision curve for {spec.positive_name or f'class ≥ {spec.positive_from}'}", dc)))
+    summary = result.conformal.summary if result.conformal is not None else None
+    if summary and summary.get("sets"):
+        figs.append((f"{tname}_conformal", conformal_figure(f"{tname}: conformal sets", summary)))
     fig = ablation_figure(f"{tname}: ablation", result.metrics, result.ablation)
     if fig is not None:
         figs.append((f"{tname}_ablation", fig))

@@ -121,6 +121,64 @@ def per_group_table(target: TargetData, result: TargetResult) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("accuracy", kind="stable").reset_index(drop=True)
 
 
+def conformal_table(target: TargetData, result: TargetResult) -> pd.DataFrame | None:
+    """Every sample's conformal sets (the classes in it, repeat 0) for each level and score,
+    and its score interval: `<target>_conformal.csv`."""
+    c = result.conformal
+    if c is None or not c.sets or c.spec is None:
+        return None
+    out = pd.DataFrame({"sample_id": target.index, "label": [target.classes[k] for k in target.y]})
+    if c.spec.groups is not None:
+        out[c.spec.group_by or "group"] = c.spec.groups
+    for alpha in c.spec.alphas:
+        for score in c.spec.scores:
+            S = c.sets.get(f"{score}@{alpha:g}")
+            if S is None:
+                continue
+            out[f"set_{score}_alpha{alpha:g}"] = ["" if np.isnan(row).any() else
+                                                  "|".join(target.classes[k] for k in np.flatnonzero(row > 0.5))
+                                                  for row in S[0]]
+        iv = c.intervals.get(f"{alpha:g}")
+        if iv is not None:
+            out[f"score_low_alpha{alpha:g}"], out[f"score_high_alpha{alpha:g}"] = iv[0, :, 0], iv[0, :, 1]
+    return out
+
+
+def conformal_keys(target: str, conformal: dict[str, Any]) -> dict[str, float]:
+    """The conformal summary's coverage and size as MLflow keys
+    `target.conformal.<score>.alpha<α>.<stat>` (and `.interval.` for scores)."""
+    flat = {}
+    for alpha, by_score in conformal.get("sets", {}).items():
+        for score, entry in by_score.items():
+            for stat in ("coverage", "size", "singleton", "empty", "contiguous"):
+                flat[mlflow_key(f"{target}.conformal.{score}.alpha{alpha}.{stat}")] = entry[stat]["mean"]
+            for g, e in entry.get("per_group", {}).items():
+                flat[mlflow_key(f"{target}.conformal.{score}.alpha{alpha}.group.{g}.coverage")] = e["coverage"]["mean"]
+    for alpha, entry in conformal.get("intervals", {}).items():
+        for stat in ("coverage", "width"):
+            flat[mlflow_key(f"{target}.conformal.interval.alpha{alpha}.{stat}")] = entry[stat]["mean"]
+    return flat
+
+
+def format_conformal(conformal: dict[str, Any]) -> list[str]:
+    """The printed lines of a target's conformal sets and intervals."""
+    lines = []
+    for alpha, by_score in conformal.get("sets", {}).items():
+        parts = [f"{score} coverage {fmt(e['coverage'])}, size {e['size']['mean']:.2f}"
+                 for score, e in by_score.items()]
+        lines.append(f"  conformal sets, α = {alpha} (target coverage ≥ {1 - float(alpha):.2f}; "
+                     f"all {conformal['n_classes']} classes is the trivial set):")
+        lines.extend(f"    {p}" for p in parts)
+        first = next(iter(by_score.values()))
+        if first.get("per_group"):
+            lines.append(f"    per {conformal['group_by']} ({next(iter(by_score))}): " + ", ".join(
+                f"{g} {e['coverage']['mean']:.3f} (n {e['n']})" for g, e in first["per_group"].items()))
+    for alpha, e in conformal.get("intervals", {}).items():
+        lines.append(f"  score interval, α = {alpha}: coverage {fmt(e['coverage'])}, mean width "
+                     f"{e['width']['mean']:.2f}")
+    return lines
+
+
 def metric_keys(target: str, metrics: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
     """Nested metrics → flat MLflow-safe keys `target.variant.metric.stat`."""
     flat = {}
@@ -234,6 +292,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         if "uncalibrated" in t["metrics"]:
             u = t["metrics"]["uncalibrated"]
             lines.append(f"  top-label ECE: calibrated {fmt(m['ece'])} vs uncalibrated {fmt(u['ece'])}")
+        if t.get("conformal"):
+            lines.extend(format_conformal(t["conformal"]))
     cv = summary["cv"]
     seeds = f"{cv['n_repeats']} seed{'s' if cv['n_repeats'] != 1 else ''}"
     scheme = {"grouped-kfold": f"{cv['n_splits']}-fold subject-grouped CV × {seeds}",

@@ -140,6 +140,13 @@ class FusionModel:
         windows the sample lacks, for a model that predicts windows; None otherwise."""
         return None
 
+    def held_out(self) -> np.ndarray | None:
+        """The training samples' own predictions from models that did not see them — (n_train,
+        n_classes) probabilities, or (n_train,) scores for a regression model, NaN where there is
+        none — for conformal thresholds (`fusion.evaluation.conformal`); None for a model that
+        keeps no such predictions (the evaluator then calibrates the sets on a held-out fold)."""
+        return None
+
     def scores_jointly(self) -> bool:
         """True when this fitted classification model predicts the target's score with
         `predict_score` from a head trained jointly (no separate regression model is needed)."""

@@ -51,6 +51,8 @@ class EarlyFusion(FusionModel):
         X = self._concat(blocks)
         y = np.asarray(y)
         oof, self.learner_ = cross_fit(self.params.learner, X, y, inner, task, n_classes, seed)
+        self.oof_, self.y_fit_ = oof, y
+        self.inner_ = [(np.asarray(a), np.asarray(b)) for a, b in inner]
         if task == "classification":
             has = ~np.isnan(oof).any(1)
             method = self.params.calibration if inner else "none"
@@ -58,6 +60,27 @@ class EarlyFusion(FusionModel):
                 Calibrator("none")
         self.fitted_ = True
         return self
+
+    def held_out(self) -> np.ndarray | None:
+        """The learner's inner out-of-fold outputs, each calibrated by a calibrator fitted
+        without the sample's inner fold (for conformal thresholds); NaN where no inner fold
+        predicted the sample."""
+        self.check_fitted()
+        if not getattr(self, "inner_", None):
+            return None
+        if self.task != "classification":
+            return np.asarray(self.oof_, float)
+        out = np.full_like(self.oof_, np.nan)
+        n = len(self.y_fit_)
+        for _, va in self.inner_:
+            fit = np.setdiff1d(np.arange(n), va)
+            has_fit, has_va = ~np.isnan(self.oof_[fit]).any(1), ~np.isnan(self.oof_[va]).any(1)
+            if not has_fit.any() or not has_va.any():
+                continue
+            cal = Calibrator(self.calibrator_.method).fit(self.oof_[fit][has_fit],
+                                                          self.y_fit_[fit][has_fit].astype(int))
+            out[va[has_va]] = cal.transform(self.oof_[va][has_va])
+        return out
 
     def predict_proba(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
         """Probabilities; modalities left out of `modalities` are imputed as missing."""

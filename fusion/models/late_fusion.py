@@ -73,7 +73,8 @@ class LateCalibratedFusion(FusionModel):
                              "on inner-validation data")
         self._start_fit(blocks, task, n_classes)
         p = self.params
-        self.learners_, self.calibrators_, self.oof_ = {}, {}, {}
+        self.learners_, self.calibrators_, self.oof_, self.raw_oof_ = {}, {}, {}, {}
+        self.inner_ = [(np.asarray(a), np.asarray(b)) for a, b in inner]
         y = np.asarray(y)
         for m in self.modalities:
             spec = p.learners.get(m, p.learner)
@@ -87,6 +88,7 @@ class LateCalibratedFusion(FusionModel):
                 # fit one inner fold): nothing to calibrate on, and the fusion layer gives it no weight
                 cal = Calibrator(p.calibration if has.any() else "none").fit(oof[has], y[has].astype(int))
                 self.calibrators_[m] = cal
+                self.raw_oof_[m] = oof
                 out = np.full_like(oof, np.nan)
                 out[has] = cal.transform(oof[has])
                 self.oof_[m] = out
@@ -97,6 +99,44 @@ class LateCalibratedFusion(FusionModel):
         self.fitted_ = True
         return self
 
+    def held_out(self) -> np.ndarray | None:
+        """The training samples' fused predictions, each by calibrators and a fusion layer
+        fitted without the sample's inner fold on the learners' inner out-of-fold outputs (which
+        are themselves held out): the model's own cross-fitted predictions, for conformal
+        thresholds. NaN for samples no inner fold predicted."""
+        self.check_fitted()
+        if not getattr(self, "inner_", None):
+            return None
+        n, y = len(self.y_fit_), self.y_fit_
+        classes = self.task == "classification"
+        out = np.full((n, self.n_classes), np.nan) if classes else np.full(n, np.nan)
+        for _, va in self.inner_:
+            fit = np.setdiff1d(np.arange(n), va)
+            inputs_fit, inputs_va = [], []
+            for m in self.modalities:
+                if not classes:
+                    inputs_fit.append(self.oof_[m][fit])
+                    inputs_va.append(self.oof_[m][va])
+                    continue
+                raw = self.raw_oof_[m]
+                has_fit, has_va = ~np.isnan(raw[fit]).any(1), ~np.isnan(raw[va]).any(1)
+                cal = Calibrator(self.params.calibration if has_fit.any() else "none")
+                if has_fit.any():
+                    cal.fit(raw[fit][has_fit], y[fit][has_fit].astype(int))
+                part_fit, part_va = np.full_like(raw[fit], np.nan), np.full_like(raw[va], np.nan)
+                part_fit[has_fit] = cal.transform(raw[fit][has_fit]) if has_fit.any() else np.nan
+                if has_fit.any() and has_va.any():
+                    part_va[has_va] = cal.transform(raw[va][has_va])
+                inputs_fit.append(part_fit)
+                inputs_va.append(part_va)
+            present = np.column_stack([~np.isnan(np.atleast_2d(v.T).T).any(1) for v in inputs_va]).any(1)
+            if present.any():
+                st = self._fit_stacker(inputs_fit, y[fit])
+                rows = va[present]
+                pieces = [v[present] for v in inputs_va]
+                out[rows] = st.predict_proba(pieces) if classes else st.predict(pieces)
+        return out
+
     def baselines(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """Early fusion of the same learner and calibration: what late fusion must beat."""
         return {"early": ("early-fusion", {"learner": self.params.learner.model_dump(),
@@ -106,21 +146,24 @@ class LateCalibratedFusion(FusionModel):
         """The fusion layer for a subset of modalities, fitted on the stored inner-OOF outputs."""
         key = tuple(self._selected(modalities))
         if key not in self._stackers:
-            inputs = [self.oof_[m] for m in key]
-            if self.task == "regression":
-                st = RegressionStacker().fit(inputs, self.y_fit_)
-            elif self.params.fusion == "stack":
-                st = LogLinearStacker(self.params.stack_l2).fit(inputs, self.y_fit_)
-            else:
-                st = LinearPoolStacker().fit(inputs, self.y_fit_)
-            unseen = [j for j, m in enumerate(key) if not np.isfinite(self.oof_[m]).any()]
-            if unseen and len(unseen) < len(key):  # no held-out evidence of how to weigh them: weight 0
-                st.weights_ = st.weights_.copy()
-                st.weights_[unseen] = 0.0
-                if isinstance(st, LinearPoolStacker):
-                    st.weights_ = st.weights_ / st.weights_.sum()
-            self._stackers[key] = st
+            self._stackers[key] = self._fit_stacker([self.oof_[m] for m in key], self.y_fit_)
         return self._stackers[key]
+
+    def _fit_stacker(self, inputs: list[np.ndarray], y: np.ndarray) -> Stacker:
+        """The fusion layer fitted on per-modality held-out outputs (NaN rows: missing)."""
+        if self.task == "regression":
+            st = RegressionStacker().fit(inputs, y)
+        elif self.params.fusion == "stack":
+            st = LogLinearStacker(self.params.stack_l2).fit(inputs, y)
+        else:
+            st = LinearPoolStacker().fit(inputs, y)
+        unseen = [j for j, v in enumerate(inputs) if not np.isfinite(v).any()]
+        if unseen and len(unseen) < len(inputs):  # no held-out evidence of how to weigh them: weight 0
+            st.weights_ = st.weights_.copy()
+            st.weights_[unseen] = 0.0
+            if isinstance(st, LinearPoolStacker):
+                st.weights_ = st.weights_ / st.weights_.sum()
+        return st
 
     def modality_outputs(self, blocks: Blocks, calibrated: bool = True,
                          modalities: Sequence[str] | None = None) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ import numpy as np
 from fusion.config.schema import ConfigError, TrainConfig
 from fusion.data.blocks import ModelData, TargetData, load_model_data, provenance_tags, select_target
 from fusion.evaluation.crossval import (
+    ConformalSpec,
     ModelSpec,
     TargetResult,
     cross_validate,
@@ -29,6 +30,8 @@ from fusion.evaluation.splits import SplitError, inner_folds, make_folds, rare_c
 from fusion.evaluation.tables import (
     attribution_tables,
     chance_levels,
+    conformal_keys,
+    conformal_table,
     format_summary,
     metric_keys,
     mlflow_key,
@@ -82,7 +85,9 @@ class NestedCV(Protocol):
             rare = rare_classes(target.y, cfg.cv, target.classes)
             if rare:
                 summary["notes"].append(f"{tname}: {rare}")
-            result = evaluate_target(cfg, target)
+            result = evaluate_target(cfg, target, data)
+            if result.conformal is not None and result.conformal.summary:
+                summary["notes"] += [f"{tname}: conformal: {n}" for n in result.conformal.summary["notes"]]
             results[tname] = result
             summary["targets"][tname] = target_summary(cfg, target, result)
             files.update(target_tables(cfg, target, result, data.columns))
@@ -95,7 +100,8 @@ class NestedCV(Protocol):
             summary, tables=files, figures=figures,
             jsons={"fitted_per_fold": {t: r.fitted for t, r in results.items()}},
             save_models=lambda folder: fit_final_models(cfg, data, folder),
-            metrics={k: v for t, ts in summary["targets"].items() for k, v in metric_keys(t, ts["metrics"]).items()},
+            metrics={k: v for t, ts in summary["targets"].items()
+                     for k, v in (metric_keys(t, ts["metrics"]) | conformal_keys(t, ts.get("conformal", {}))).items()},
             steps=[(i, {mlflow_key(f"{t}.fold.{k}"): v for k, v in row.items() if k not in ("repeat", "fold")})
                    for t, r in results.items() for i, row in enumerate(r.per_fold)],
             tags=provenance_tags(data.provenance))
@@ -129,7 +135,51 @@ def check_learners_fit_targets(cfg: TrainConfig) -> None:
                           "(kind: nominal); use logreg, xgboost or mlp")
 
 
-def evaluate_target(cfg: TrainConfig, target: TargetData) -> TargetResult:
+def conformal_group_column(cfg: TrainConfig, labels) -> str | None:
+    """The labels column whose groups get their own conformal thresholds (`group_by: auto`: one
+    named gender or sex, in any case, when the labels have one).
+
+    Raises:
+        ConfigError: a configured column the labels do not have.
+    """
+    wanted = cfg.evaluation.conformal.group_by
+    if wanted is None or labels is None:
+        return None
+    if wanted == "auto":
+        return next((c for c in labels.columns if str(c).lower() in ("gender", "sex")), None)
+    if wanted not in labels.columns:
+        raise ConfigError(f"evaluation.conformal.group_by: no labels column {wanted!r} (columns: "
+                          f"{', '.join(map(str, labels.columns))})")
+    return wanted
+
+
+def conformal_spec(cfg: TrainConfig, target: TargetData, data: ModelData | None) -> ConformalSpec | None:
+    """What the conformal evaluation of a target computes, from `evaluation.conformal`: its
+    scores (all three for an ordinal target under `auto`), its group column's values (decoded
+    by the dataset's codebook: DAIC-WOZ's Gender 0 / 1 as female / male) and the score's range
+    in the training data (the intervals are clipped to it)."""
+    from fusion.datasets.base import codebook_of, decode
+
+    c = cfg.evaluation.conformal
+    if not c.enabled:
+        return None
+    scores = c.scores if c.scores != "auto" else (
+        ["lac", "aps", "ordinal"] if target.spec.kind == "ordinal" else ["lac", "aps"])
+    column = conformal_group_column(cfg, data.labels if data is not None else None)
+    groups = None
+    if column is not None:
+        book = codebook_of(cfg.extract.dataset) if cfg.extract is not None else {}
+        values = data.labels.loc[target.index, column]
+        groups = np.array(["unknown" if v != v else decode(book, column, v) for v in values], dtype=object)
+    score_range = None
+    if target.score is not None and np.isfinite(target.score).any():
+        score_range = (float(np.nanmin(target.score)), float(np.nanmax(target.score)))
+    return ConformalSpec(alphas=tuple(c.alphas), scores=tuple(scores), groups=groups, group_by=column,
+                         randomise=c.randomise, calibration_fold=c.calibration_fold, max_size=c.max_size,
+                         score_range=score_range, seed=cfg.cv.seed)
+
+
+def evaluate_target(cfg: TrainConfig, target: TargetData, data: ModelData | None = None) -> TargetResult:
     """Cross-validate the configured model on one target and summarise its metrics."""
     try:
         folds = make_folds(cfg.cv, target.y, target.groups, target.splits)
@@ -141,7 +191,8 @@ def evaluate_target(cfg: TrainConfig, target: TargetData) -> TargetResult:
         n_classes=target.spec.n_classes, score=target.score, ablation=ev.ablation,
         baselines={tag: ModelSpec(s.name, s.params) for tag, s in ev.baselines.items()},
         robustness=ev.robustness, noise_levels=ev.noise_levels, attributions=ev.attributions, seed=cfg.cv.seed,
-        kind=target.spec.kind, positive_from=target.spec.positive_from, label=f"{cfg.model.name} on {target.name}")
+        kind=target.spec.kind, positive_from=target.spec.positive_from,
+        conformal=conformal_spec(cfg, target, data), label=f"{cfg.model.name} on {target.name}")
     summarise(result, target.y, target.groups, target.score, ev.n_bootstrap, cfg.cv.seed)
     return result
 
@@ -164,6 +215,8 @@ def target_summary(cfg: TrainConfig, target: TargetData, result: TargetResult) -
         "ablation": {v: list(fm) for v, fm in result.ablation.items()},
         "excluded_no_features": target.excluded_no_features,
     }
+    if result.conformal is not None and result.conformal.summary is not None:
+        tsum["conformal"] = result.conformal.summary
     if cfg.evaluation.decision_curves and target.spec.positive_from is not None:
         dc = decision_curve(result, target.y, target.spec.positive_from)
         tsum["decision_curve"] = {key: v.tolist() for key, v in dc.items()}
@@ -183,6 +236,9 @@ def target_tables(cfg: TrainConfig, target: TargetData, result: TargetResult,
         for name, table in attribution_tables(result, list(target.index), columns, list(target.blocks)).items():
             out[f"{target.name}_{name}"] = table
     out[f"{target.name}_predictions"] = predictions_table(target, result)
+    conformal = conformal_table(target, result)
+    if conformal is not None:
+        out[f"{target.name}_conformal"] = conformal
     out[f"{target.name}_per_group"] = per_group_table(target, result)
     out[f"{target.name}_folds"] = pd.DataFrame(result.per_fold)
     return out
@@ -280,6 +336,7 @@ def fit_final_models(cfg: TrainConfig, data: ModelData, folder: Path) -> Path:
         if target.score is not None:
             target_info["score_ranges"] = score_ranges(target.y, target.score, spec.n_classes)
         extra = {"reference": save_reference(target.blocks, tdir), "training": training_record(cfg, data, target)}
+        reg = None
         if target.score is not None and not model.scores_jointly():
             has = ~np.isnan(target.score)
             reg = ModelSpec(cfg.model.name, cfg.model.params).build()
@@ -290,5 +347,46 @@ def fit_final_models(cfg: TrainConfig, data: ModelData, folder: Path) -> Path:
             save_model(reg, tdir / "score", data.columns, target={**target_info, "label": spec.score},
                        inputs=input_recipes(cfg))
             extra["score_model"] = "score"
+        conformal = final_conformal(cfg, data, target, model, reg)
+        if conformal is not None:
+            extra["conformal"] = conformal
         save_model(model, tdir, data.columns, target=target_info, inputs=input_recipes(cfg), extra=extra)
     return folder
+
+
+def final_conformal(cfg: TrainConfig, data: ModelData, target: TargetData, model, reg) -> dict[str, Any] | None:
+    """What a report needs for a saved model's conformal sets: the thresholds (per level, score
+    and group) from the model's cross-fitted predictions of its own training samples — the
+    procedure the evaluation measured — and, with a score model, the intervals' thresholds and
+    the score's range. None when the model keeps no such predictions."""
+    from fusion.evaluation.conformal import conformity, interval_threshold, thresholds
+
+    spec = conformal_spec(cfg, target, data)
+    held = model.held_out() if spec is not None else None
+    if held is None:
+        return None
+    ok = ~np.isnan(held).any(1)
+    groups = spec.groups[ok] if spec.groups is not None else None
+    codes = {}
+    if spec.group_by is not None:
+        from fusion.datasets.base import codebook_of, decode
+
+        book = codebook_of(cfg.extract.dataset) if cfg.extract is not None else {}
+        for v in data.labels[spec.group_by].dropna().unique():
+            text = str(int(v)) if isinstance(v, float) and float(v).is_integer() else str(v)
+            codes[text] = decode(book, spec.group_by, v)
+    out: dict[str, Any] = {"group_by": spec.group_by, "codes": codes,
+                           "report_alpha": cfg.evaluation.conformal.report_alpha,
+                           "sets": [], "intervals": [], "score_range": spec.score_range,
+                           "n_calibration": int(ok.sum()), "randomised": False}
+    for score in spec.scores:
+        scores = conformity(held[ok], target.y[ok], score)
+        out["sets"] += [thresholds(scores, alpha, score, groups).to_dict() for alpha in spec.alphas]
+    if reg is not None:
+        held_score = reg.held_out()
+        has = ~np.isnan(target.score)
+        if held_score is not None:
+            for alpha in spec.alphas:
+                q = interval_threshold(target.score[has], held_score, alpha)
+                out["intervals"].append({"alpha": alpha, "q": q if np.isfinite(q) else "inf"})
+    return out

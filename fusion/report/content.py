@@ -238,12 +238,66 @@ def target_content(tm: TargetModel, blocks: Mapping[str, Any], labels: pd.DataFr
         c["recorded"] = _recorded(tm, labels, sid, names)
         c["headline"] = headline(p, names, tm.target.get("kind") or "ordinal", c["pos"], tm.target.get("positive_name"),
                                  c["score"], tm.target.get("score"), tm.target.get("score_ranges"))
+        c["conformal"] = conformal_content(tm, p, c["score"], labels, sid, names)
         c["modalities"], c["explained"], c["explained_note"] = _evidence(
             tm, blocks, mods, shares, feats, i, top, int(np.argmax(proba[i])), drops, top_features)
         c["features"] = [m for m in c["modalities"] if m.get("items") or m.get("opaque")]
         c["turns"], c["turns_note"] = (_turns(tm, blocks, turns, i, sid, dataset, provenance, hide_text, top_turns)
                                        if turns else (None, None))
         out.append(c)
+    return out
+
+
+def conformal_content(tm: TargetModel, p: np.ndarray, score, labels: pd.DataFrame, sid: str,
+                      names: list[str]) -> dict[str, Any] | None:
+    """The participant's conformal set at the saved model's report level (the contiguous
+    `ordinal` set for ordered classes, `aps` otherwise; conservative, never empty), with the
+    threshold of their group where the group had its own, and the score interval — from the
+    thresholds saved with the model (`fusion.protocols.nested_cv.final_conformal`).
+
+    Raises:
+        ReportError: damaged thresholds in the manifest, naming it.
+    """
+    saved = tm.manifest.get("conformal")
+    if not saved:
+        return None
+    try:
+        return _conformal_set(tm, saved, p, score, labels, sid, names)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise ReportError(f"{tm.folder / 'manifest.json'}: damaged conformal thresholds ({type(err).__name__}: "
+                          f"{err}); save the model again with `fusion train`") from None
+
+
+def _conformal_set(tm: TargetModel, saved: Mapping[str, Any], p: np.ndarray, score, labels: pd.DataFrame, sid: str,
+                   names: list[str]) -> dict[str, Any] | None:
+    from fusion.evaluation.conformal import Thresholds, describe_set, prediction_sets, score_intervals
+
+    alpha = float(saved["report_alpha"])
+    ordinal = (tm.target.get("kind") or "ordinal") == "ordinal"
+    wanted = "ordinal" if ordinal else "aps"
+    found = [Thresholds.from_dict(t) for t in saved.get("sets", []) if float(t["alpha"]) == alpha]
+    t = next((x for x in found if x.score == wanted), found[0] if found else None)
+    if t is None:
+        return None
+    group = None
+    column = saved.get("group_by")
+    if column and column in labels.columns and sid in labels.index.astype(str):
+        raw = labels.loc[labels.index.astype(str) == sid, column].iloc[0]
+        text = str(int(raw)) if isinstance(raw, float) and float(raw).is_integer() else str(raw)
+        group = saved.get("codes", {}).get(text, text)
+    own = group is not None and group in t.groups
+    q = t.groups[group] if own else t.marginal
+    members = prediction_sets(np.asarray(p)[None, :], q, t.score)[0]
+    out: dict[str, Any] = {"level": f"{1 - alpha:.0%}", "alpha": alpha, "score_name": t.score,
+                           "set": describe_set(members, names, ordinal and t.score == "ordinal"),
+                           "n_in": int(members.sum()), "n_classes": len(names), "interval": None,
+                           "group": f"{column}: {group}" if own else None, "n_calibration": saved.get("n_calibration")}
+    iv = next((x for x in saved.get("intervals", []) if float(x["alpha"]) == alpha), None)
+    if iv is not None and score is not None and np.isfinite(score[0]):
+        qs = np.inf if iv["q"] == "inf" else float(iv["q"])
+        low, high = saved.get("score_range") or (None, None)
+        lo, hi = score_intervals(np.array([score[0]]), qs, low, high)[0]
+        out["interval"] = (float(lo), float(hi), tm.target.get("score") or "score")
     return out
 
 
@@ -460,6 +514,7 @@ def cohort(run: Run, targets: Mapping[str, TargetModel], labels: pd.DataFrame | 
                         for k, v in mets.get("model", {}).items() if isinstance(v, dict) and "mean" in v]
         t["regression"] = [(METRIC_NAMES.get(k, k), v) for k, v in mets.get("regression", {}).items()]
         t["uncalibrated_ece"] = mets.get("uncalibrated", {}).get("ece")
+        t["conformal"] = _conformal_rows(ts.get("conformal"), tm)
         t["confusion"] = ts.get("confusion")
         t["adjacent"] = _adjacent_share(ts.get("confusion")) if ts.get("kind") == "ordinal" else None
         t["drops"] = [(name[5:], v["f1_weighted"]) for name, v in mets.items()
@@ -495,6 +550,26 @@ def cohort(run: Run, targets: Mapping[str, TargetModel], labels: pd.DataFrame | 
             t["attr_features"] = feats.to_dict("records")
         out["targets"][tname] = t
     return out
+
+
+def _conformal_rows(conformal: Mapping[str, Any] | None, tm: TargetModel | None) -> dict[str, Any] | None:
+    """The evaluation's conformal coverage and set size per level and score, overall and per
+    group, and the score intervals', for the cohort report."""
+    if not conformal or not conformal.get("sets"):
+        return None
+    rows = []
+    for alpha, by_score in conformal["sets"].items():
+        for score, e in by_score.items():
+            rows.append({"alpha": alpha, "level": f"{1 - float(alpha):.0%}", "score": score, "group": "all",
+                         "n": e["n"], "coverage": e["coverage"], "size": e["size"], "singleton": e["singleton"]})
+            for g, ge in e.get("per_group", {}).items():
+                rows.append({"alpha": alpha, "level": f"{1 - float(alpha):.0%}", "score": score,
+                             "group": f"{conformal.get('group_by')} = {g}", "n": ge["n"], "coverage": ge["coverage"],
+                             "size": ge["size"], "singleton": ge["singleton"]})
+    intervals = [{"level": f"{1 - float(a):.0%}", **e} for a, e in conformal.get("intervals", {}).items()]
+    return {"rows": rows, "intervals": intervals, "n_classes": conformal.get("n_classes"),
+            "source": "; ".join(conformal.get("source", [])), "notes": conformal.get("notes", []),
+            "score_name": (tm.target.get("score") if tm else None) or "score"}
 
 
 def _repeats(preds: pd.DataFrame, k: int) -> np.ndarray:
