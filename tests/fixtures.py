@@ -15,6 +15,7 @@ import yaml
 
 from features.audio import cut_segments, load_audio
 from features.base import Extractor, Params, feature_frame
+from fusion.synthetic.emotic_corpus import mat_cell, mat_struct
 
 
 def write_wav(path: Path, signal: np.ndarray, sr: int = 16_000, subtype: str = "PCM_16") -> Path:
@@ -149,24 +150,6 @@ def write_edaic(root: Path, pids=(300, 301, 302, 600, 601, 602)) -> Path:
     return root
 
 
-CATS = ["Affection", "Anger", "Annoyance", "Anticipation", "Aversion", "Confidence", "Disapproval",
-        "Disconnection", "Disquietment", "Doubt/Confusion", "Embarrassment", "Engagement", "Esteem",
-        "Excitement", "Fatigue", "Fear", "Happiness", "Pain", "Peace", "Pleasure", "Sadness",
-        "Sensitivity", "Suffering", "Surprise", "Sympathy", "Yearning"]
-
-
-def _struct(**fields) -> np.ndarray:
-    rec = np.zeros((1, 1), dtype=[(k, "O") for k in fields])
-    for k, v in fields.items():
-        rec[0, 0][k] = v
-    return rec
-
-
-def _cell(strings) -> np.ndarray:
-    arr = np.empty((1, len(strings)), dtype=object)
-    for i, s in enumerate(strings):
-        arr[0, i] = s
-    return arr
 
 
 def write_emotic_mat(root: Path) -> Path:
@@ -179,16 +162,16 @@ def write_emotic_mat(root: Path) -> Path:
                                                           "original_database", "person")])
         rec = img[0, 0]
         rec["filename"], rec["folder"] = filename, folder
-        rec["image_size"] = _struct(n_col=float(w), n_row=float(h))
-        rec["original_database"] = _struct(name="mscoco", info=_struct(image_id=1.0))
+        rec["image_size"] = mat_struct(n_col=float(w), n_row=float(h))
+        rec["original_database"] = mat_struct(name="mscoco", info=mat_struct(image_id=1.0))
         rec["person"] = persons
         (root / "emotic" / folder).mkdir(parents=True, exist_ok=True)
         (root / "emotic" / folder / filename).write_bytes(b"\xff\xd8\xff\xd9")
         return img
 
     def train_person(bbox, cats, vad, gender="Male", age="Adult"):
-        return (np.array([bbox], dtype=float), _struct(categories=_cell(cats)),
-                _struct(valence=float(vad[0]), arousal=float(vad[1]), dominance=float(vad[2])), gender, age)
+        return (np.array([bbox], dtype=float), mat_struct(categories=mat_cell(cats)),
+                mat_struct(valence=float(vad[0]), arousal=float(vad[1]), dominance=float(vad[2])), gender, age)
 
     def persons(dtype_names, items):
         arr = np.zeros((1, len(items)), dtype=[(k, "O") for k in dtype_names])
@@ -203,12 +186,12 @@ def write_emotic_mat(root: Path) -> Path:
 
     def test_person(bbox, combined, vad):
         ann = np.zeros((1, 2), dtype=[("categories", "O")])
-        ann[0, 0]["categories"], ann[0, 1]["categories"] = _cell(combined[:1]), _cell(combined)
+        ann[0, 0]["categories"], ann[0, 1]["categories"] = mat_cell(combined[:1]), mat_cell(combined)
         cont = np.zeros((1, 2), dtype=[("valence", "O"), ("arousal", "O"), ("dominance", "O")])
         for j in range(2):
             cont[0, j]["valence"], cont[0, j]["arousal"], cont[0, j]["dominance"] = map(float, vad)
-        return (np.array([bbox], dtype=float), ann, _cell(combined), cont,
-                _struct(valence=float(vad[0]), arousal=float(vad[1]), dominance=float(vad[2])),
+        return (np.array([bbox], dtype=float), ann, mat_cell(combined), cont,
+                mat_struct(valence=float(vad[0]), arousal=float(vad[1]), dominance=float(vad[2])),
                 "Female", "Kid")
 
     train = np.concatenate([

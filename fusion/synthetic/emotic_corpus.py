@@ -28,14 +28,16 @@ from fusion.datasets.emotic import CATEGORIES
 FOLDERS = ["mscoco/images", "ade20k/images", "emodb_small/images", "framesdb/images"]
 
 
-def _struct(**fields) -> np.ndarray:
+def mat_struct(**fields) -> np.ndarray:
+    """A 1 × 1 MATLAB struct as scipy.io reads and writes it (fields of object dtype)."""
     rec = np.zeros((1, 1), dtype=[(k, "O") for k in fields])
     for k, v in fields.items():
         rec[0, 0][k] = v
     return rec
 
 
-def _cell(strings) -> np.ndarray:
+def mat_cell(strings) -> np.ndarray:
+    """A 1 × n MATLAB cell array of strings (one empty string when there are none)."""
     arr = np.empty((1, max(len(strings), 1)), dtype=object)
     for i, s in enumerate(strings or [""]):
         arr[0, i] = s
@@ -43,7 +45,7 @@ def _cell(strings) -> np.ndarray:
 
 
 def _vad(v) -> np.ndarray:
-    return _struct(valence=float(v[0]), arousal=float(v[1]), dominance=float(v[2]))
+    return mat_struct(valence=float(v[0]), arousal=float(v[1]), dominance=float(v[2]))
 
 
 def scene_image(rng: np.random.Generator, kind: int, n_scenes: int, w: int, h: int) -> np.ndarray:
@@ -120,8 +122,8 @@ def _images(items, split: str, w: int, h: int) -> np.ndarray:
     for i, (filename, folder, persons) in enumerate(items):
         rec = out[0, i]
         rec["filename"], rec["folder"] = filename, folder
-        rec["image_size"] = _struct(n_col=float(w), n_row=float(h))
-        rec["original_database"] = _struct(name=folder.split("/")[0], info=_struct(image_id=float(i)))
+        rec["image_size"] = mat_struct(n_col=float(w), n_row=float(h))
+        rec["original_database"] = mat_struct(name=folder.split("/")[0], info=mat_struct(image_id=float(i)))
         rec["person"] = _persons(persons, split)
     return out
 
@@ -136,10 +138,10 @@ def _persons(persons, split: str) -> np.ndarray:
     for j, (bbox, cats, vad) in enumerate(persons):
         rec = arr[0, j]
         rec["body_bbox"] = np.array([bbox], dtype=float)
-        rec["annotations_categories"] = _struct(categories=_cell(cats))
+        rec["annotations_categories"] = mat_struct(categories=mat_cell(cats))
         rec["annotations_continuous"] = _vad(vad)
         rec["gender"], rec["age"] = ("Female" if j % 2 else "Male"), "Adult"
         if split != "train":
-            rec["combined_categories"] = _cell(cats)
+            rec["combined_categories"] = mat_cell(cats)
             rec["combined_continuous"] = _vad(vad)
     return arr
