@@ -66,6 +66,9 @@ class Sample:
         duration: length in seconds when the adapter knows it without reading media.
         span: (start, end) in seconds when the sample is a part of its media (a clip of a
             longer video); whole-sample features then cover only that part.
+        context: what was said before this utterance in its group, oldest first, as
+            (speaker, words) pairs (MELD: the dialogue's earlier utterances); empty otherwise.
+        speaker: who says `text`, when the adapter knows (MELD: the character).
     """
 
     sample_id: str
@@ -77,6 +80,8 @@ class Sample:
     group: str | None = None
     duration: float | None = None
     span: tuple[float, float] | None = None
+    context: tuple[tuple[str, str], ...] = ()
+    speaker: str | None = None
 
 
 @dataclass

@@ -18,7 +18,10 @@ of the model folder, so a retrained model never reuses another model's rows.
 
 Limits, each a clear error when the extractor is built: the model must have been trained on
 whole-sample features (utterances, clips: `segmentation.level: session`), pooled (not frame
-sequences); dialogue-context inputs cannot be recomputed from one sample. Speaker
+sequences); dialogue-context inputs (the mean of earlier utterances) cannot be recomputed from
+one sample. A model over `dialogue` inputs (`dialogue-context`) gets each segment as a dialogue
+of one turn (its own speaker columns, no neighbours): it then predicts from the utterance alone,
+as for a dialogue of one utterance in training. Speaker
 normalisation is applied over the sample's own segments (one speaker per sample, e.g. the
 participant's turns) and needs at least the model's `speaker_min_rows` of them.
 """
@@ -305,6 +308,11 @@ class EmotionExtractor(Extractor):
                 pooled = pooled.add_suffix(f"__{stat}")
             parts.append(pooled.add_prefix(f"{recipe['features']}/"))
         out = pd.concat(parts, axis=1)
+        if recipe.get("dialogue"):  # one utterance alone: a dialogue of one turn
+            from features.dialogue import TURN_COLUMNS, single_turn
+
+            out = pd.concat([out, pd.DataFrame(np.tile(single_turn(), (len(out), 1)), index=out.index,
+                                               columns=list(TURN_COLUMNS))], axis=1)
         out.index = pd.MultiIndex.from_arrays([out.index.get_level_values("start").astype(float),
                                                out.index.get_level_values("end").astype(float)])
         return out

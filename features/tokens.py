@@ -6,6 +6,12 @@ all-MiniLM-L6-v2's, which works offline — and stored as `tok_000 … tok_<max_
 the ids of the first `max_length` tokens (special tokens included), NaN past the end of the
 text (the attention mask is where the ids are present; nothing is padded with a real id).
 A whole sample made of several turns is their concatenation.
+
+With `context: k` (an utterance sample whose adapter gives its dialogue's earlier utterances,
+MELD) the text is `Speaker: words` and the `k` utterances before it, most recent first and each
+`Speaker: words`, follow as the tokenizer's second segment; only that segment is truncated, from
+its oldest end, so the utterance itself is always whole. A sample without context (a dialogue's
+first utterance, a participant turn) gets the utterance alone.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ class TokenParams(Params):
     model: str = DEFAULT_MODEL
     max_length: int = Field(64, ge=4, le=4096)
     speaker: str | None = "Participant"
+    context: int = Field(0, ge=0, le=64)
 
 
 @EXTRACTORS.register("tokens")
@@ -36,6 +43,7 @@ class TokenExtractor(SentenceEmbeddingExtractor):
         model: the tokenizer: "all-MiniLM-L6-v2" (bundled), a Hugging Face id or a local folder.
         max_length: tokens kept (longer texts are truncated, with a warning).
         speaker: whose turns count (as for the `sentence` extractor).
+        context: earlier utterances of the dialogue given after the utterance (see above).
     """
 
     name = "tokens"
@@ -73,33 +81,55 @@ class TokenExtractor(SentenceEmbeddingExtractor):
 
     def process_samples(self, items) -> BatchResult:
         result = BatchResult(None, {}, {})
-        ids, starts, ends, texts = [], [], [], []
+        ids, starts, ends, texts, pairs = [], [], [], [], []
         for sample, segments in items:
             warnings = result.warnings.setdefault(sample.sample_id, [])
             try:
                 if segments is not None:
                     seg_texts = self._segment_texts(sample, segments)
                     spans = [(s.start, s.end) for s in segments]
+                    seg_pairs = [None] * len(seg_texts)
                 else:
                     turns, duration = self._turns(sample, warnings)
                     seg_texts, spans = [" ".join(turns)], [(0.0, duration)]
+                    seg_pairs = [None]
+                    if self.params.context and sample.text is not None:
+                        seg_texts = [self._said(sample.speaker, sample.text)]
+                        before = [self._said(who, words) for who, words in sample.context[-self.params.context:]]
+                        seg_pairs = [" | ".join(reversed(before)) or None]
             except Exception as err:  # noqa: BLE001 - returned in the sample's place
                 result.errors[sample.sample_id] = err
                 continue
+            pairs += seg_pairs
             ids += [sample.sample_id] * len(spans)
             starts += [s for s, _ in spans]
             ends += [e for _, e in spans]
             texts += seg_texts
         if not texts:
             return result
-        full = self.tokenizer(texts, add_special_tokens=True)["input_ids"]
-        for sid in sorted({sid for sid, t in zip(ids, full, strict=True) if len(t) > self.params.max_length}):
-            result.warnings[sid].append(f"sample {sid!r}: text longer than {self.params.max_length} tokens is "
-                                        "truncated")
-        enc = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self.params.max_length)
+        rows = [self._encode(t, pair, sid, result) for sid, t, pair in zip(ids, texts, pairs, strict=True)]
         values = np.full((len(texts), self.params.max_length), np.nan, dtype=np.float32)
-        for i, row in enumerate(enc["input_ids"]):
+        for i, row in enumerate(rows):
             values[i, :len(row)] = row
         index = pd.MultiIndex.from_arrays([ids, starts, ends], names=INDEX)
         result.frame = pd.DataFrame(values, index=index, columns=self.feature_names)
         return result
+
+    @staticmethod
+    def _said(speaker: str | None, words: str) -> str:
+        return f"{speaker}: {words}" if speaker else words
+
+    def _encode(self, text: str, pair: str | None, sid: str, result: BatchResult) -> list[int]:
+        """The token ids of `text` (and its context `pair`, truncated first and from its far end)."""
+        limit = self.params.max_length
+        alone = self.tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"]
+        if len(alone) > limit:
+            result.warnings[sid].append(f"sample {sid!r}: text longer than {limit} tokens is truncated")
+            return alone[:limit - 1] + alone[-1:]
+        if pair is None:
+            return alone
+        room = limit - len(alone) - 1  # the pair's own separator
+        if room < 1:
+            return alone
+        extra = self.tokenizer(pair, add_special_tokens=False, verbose=False)["input_ids"][:room]
+        return alone + extra + alone[-1:]

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from features.files import atomic_write_text
 from fusion.models.base import MODELS, FusionModel
 
@@ -106,8 +108,10 @@ class SavedRecogniser:
                              "version of `fusion train`)")
         self.folder = folder
         self.classes = [str(c) for c in target["classes"]]
-        self.columns = manifest["columns"]
-        self.inputs = manifest.get("inputs") or {}
+        # the modalities the model reads (an `augment` model's copies are training inputs only)
+        used = set(manifest.get("modalities") or manifest["columns"])
+        self.columns = {m: c for m, c in manifest["columns"].items() if m in used}
+        self.inputs = {m: r for m, r in (manifest.get("inputs") or {}).items() if m in used}
         self._model: FusionModel | None = None
 
     @property
@@ -117,10 +121,27 @@ class SavedRecogniser:
         return self._model
 
     def predict_proba(self, blocks):
-        return self.model.predict_proba(blocks)
+        return self.model.predict_proba(self._dialogues(blocks))
 
     def embedding(self, blocks):
-        return self.model.embedding(blocks)
+        return self.model.embedding(self._dialogues(blocks))
+
+    def _dialogues(self, blocks):
+        """Rows of a `dialogue` modality (one utterance with its turn columns) as dialogues of one
+        turn at position 0; a row without any feature value is a missing sample."""
+        from features.dialogue import TURN_COLUMNS
+        from fusion.data.sequences import SequenceBlock
+
+        out = dict(blocks)
+        for m, recipes in self.inputs.items():
+            if m in out and any(r.get("dialogue") for r in recipes) and not isinstance(out[m], SequenceBlock):
+                values = np.array(out[m], dtype=np.float64)[:, None, :].copy()
+                empty = np.isnan(values[:, 0, :values.shape[2] - len(TURN_COLUMNS)]).all(axis=1)
+                values[empty] = np.nan
+                n = len(values)
+                out[m] = SequenceBlock(values, np.zeros((n, 1)), np.ones((n, 1)), np.ones(n, dtype=np.int64),
+                                       tuple(self.columns[m]))
+        return out
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_model": None}  # reloaded in the worker that needs it

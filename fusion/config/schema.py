@@ -91,6 +91,11 @@ class InputSpec(StrictModel):
     `context` samples of the same group (a MELD dialogue's earlier utterances, in the corpus's
     order); missing for a group's first sample. Configure it as its own modality beside the
     sample's features.
+    dialogue: for pooled inputs, the sample's group as a sequence of turns instead of one row:
+    up to `dialogue` samples before and after it in its group (a MELD dialogue's utterances, in
+    order), each its pooled row with the per-turn speaker columns of `features.dialogue`; the
+    sample is the turn at position 0 (segment times are positions relative to it). For models
+    over sequences (`dialogue-context`); a modality with a dialogue input has that input only.
     """
 
     features: str
@@ -100,6 +105,7 @@ class InputSpec(StrictModel):
     normalise: Literal["none", "speaker"] = "none"
     speaker_min_rows: int = Field(5, ge=2)
     context: int = Field(0, ge=0)
+    dialogue: int = Field(0, ge=0, le=256)
 
     @model_validator(mode="after")
     def _max_len_for_sequences(self) -> InputSpec:
@@ -107,11 +113,16 @@ class InputSpec(StrictModel):
             raise ValueError("max_len applies only to `pool: sequence` inputs")
         if self.context and self.pool == "sequence":
             raise ValueError("context applies only to pooled inputs")
+        if self.dialogue and self.pool == "sequence":
+            raise ValueError("dialogue applies only to pooled inputs (each turn is the sample's pooled row)")
+        if self.dialogue and self.context:
+            raise ValueError("dialogue and context are two ways of giving the dialogue; choose one")
         return self
 
     @property
     def is_sequence(self) -> bool:
-        return self.pool == "sequence"
+        """The input is a sequence: of segments (`pool: sequence`) or of a dialogue's turns."""
+        return self.pool == "sequence" or bool(self.dialogue)
 
 
 class VadMixtureSpec(StrictModel):

@@ -26,7 +26,7 @@ from features.registry import build_extractor
 from features.runner import feature_set_key
 from features.store import FeatureSetKey, FeatureStore, StoreError
 from fusion.config.schema import ConfigError, ExtractConfig, InputSpec, TargetSpec, TrainConfig
-from fusion.data.sequences import Block, available, sequence_blocks
+from fusion.data.sequences import Block, SequenceBlock, available, sequence_blocks
 from fusion.datasets.base import DatasetAdapter, build_dataset, group_column
 
 
@@ -159,6 +159,45 @@ def dialogue_context(pooled: pd.DataFrame, labels: pd.DataFrame, k: int, what: s
     return pd.DataFrame(out, index=labels.index, columns=cols)
 
 
+def dialogue_block(pooled: pd.DataFrame, labels: pd.DataFrame, k: int, what: str) -> SequenceBlock:
+    """Each sample's group as a sequence of turns: the pooled rows of up to `k` samples before
+    and after it (labels' `group`, in the labels' order) with the per-turn speaker columns of
+    `features.dialogue` (the speaker is the sample's `subject_id`); segment times are positions
+    relative to the sample (0). A turn without features keeps its speaker columns and NaN
+    features; a sample without features is missing (all NaN).
+
+    Raises:
+        ConfigError: when the dataset has no grouping.
+    """
+    from features.dialogue import TURN_COLUMNS, turn_features
+
+    if "group" not in labels.columns or labels["group"].isna().all():
+        raise ConfigError(f"{what}: dialogue needs groups of consecutive samples (MELD dialogues, a folder "
+                          "dataset's `group` column); this dataset has none")
+    X = pooled.reindex(labels.index).to_numpy(dtype=np.float64)
+    has = ~np.isnan(X).all(axis=1)
+    speakers = labels["subject_id"].astype(str).to_numpy()
+    n, d, width = len(labels), X.shape[1], 2 * k + 1
+    positions = pd.Series(np.arange(n), index=labels.index).groupby(labels["group"].to_numpy(), sort=False)
+    longest = min(width, max(len(p) for _, p in positions))
+    values = np.full((n, longest, d + len(TURN_COLUMNS)), np.nan)
+    starts = np.full((n, longest), np.nan)
+    lengths = np.zeros(n, dtype=np.int64)
+    for _, pos in positions:
+        pos = pos.to_numpy()
+        for j, row in enumerate(pos):
+            if not has[row]:
+                continue
+            lo, hi = max(0, j - k), min(len(pos), j + k + 1)
+            window = pos[lo:hi]
+            values[row, :len(window), :d] = X[window]
+            values[row, :len(window), d:] = turn_features(list(speakers[window]), j - lo)
+            starts[row, :len(window)] = np.arange(lo, hi) - j
+            lengths[row] = len(window)
+    cols = (*(str(c) for c in pooled.columns), *TURN_COLUMNS)
+    return SequenceBlock(values, starts, starts + 1.0, lengths, cols)
+
+
 def prepare_input(store: FeatureStore, extract: ExtractConfig, inp: InputSpec,
                   labels: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """A feature set's rows, normalised per speaker when asked."""
@@ -218,6 +257,19 @@ def load_model_data(cfg: TrainConfig, sequence_ok: bool = True) -> ModelData:
     max_len: dict[str, int | None] = {}
     for modality, inputs in cfg.modalities.items():
         kinds = {inp.is_sequence for inp in inputs}
+        dialogue = [inp for inp in inputs if inp.dialogue]
+        if dialogue:
+            if len(inputs) > 1:
+                raise ConfigError(f"modality {modality!r}: an input with `dialogue` is a modality of its own "
+                                  f"(it has {len(inputs)} inputs)")
+            if not sequence_ok:
+                raise ConfigError(f"model {cfg.model.name!r} takes pooled inputs only, but modality {modality!r} "
+                                  "is configured with `dialogue` (a sequence of the dialogue's turns)")
+            (inp,) = dialogue
+            pooled, provenance[inp.features] = load_input(store, cfg.extract, inp, labels)
+            blocks[modality] = dialogue_block(pooled, labels, inp.dialogue, f"input {inp.features!r}")
+            columns[modality] = list(blocks[modality].columns)
+            continue
         if len(kinds) > 1:
             raise ConfigError(f"modality {modality!r} mixes pooled and `pool: sequence` inputs; a modality "
                               "is either one row per sample or a sequence of segments")

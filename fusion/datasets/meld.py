@@ -73,6 +73,10 @@ class Meld(DatasetAdapter):
             df = self._read(path)
             video_dir = next((self.root / d for d in VIDEO_DIRS[split] if (self.root / d).is_dir()), None)
             n_bad_time = 0
+            said: dict[int, dict[int, tuple[str, str]]] = {}
+            for row in df.itertuples(index=False):
+                said.setdefault(int(row.Dialogue_ID), {})[int(row.Utterance_ID)] = (str(row.Speaker),
+                                                                                    str(row.Utterance))
             for row in df.itertuples(index=False):
                 d, u = int(row.Dialogue_ID), int(row.Utterance_ID)
                 try:
@@ -85,7 +89,8 @@ class Meld(DatasetAdapter):
                 samples.append(Sample(
                     sample_id=f"{split}_dia{d}_utt{u}", subject_id=str(row.Speaker),
                     media=media, split=split, text=str(row.Utterance),
-                    group=f"{split}_dia{d}", duration=duration,
+                    group=f"{split}_dia{d}", duration=duration, speaker=str(row.Speaker),
+                    context=tuple(said[d][v] for v in sorted(said[d]) if v < u),
                     labels={"emotion": row.Emotion, "sentiment": row.Sentiment,
                             "dialogue": d, "utterance": u},
                 ))

@@ -58,7 +58,12 @@ class TrainingParams(Params):
 
 
 class NeuralParams(TrainingParams):
+    """`class_weight`: "balanced" weights the classification loss by inverse class frequency
+    (what unweighted recall rewards); None trains on the plain loss (what accuracy and weighted
+    F1 reward)."""
+
     hidden: int = Field(64, ge=1)
+    class_weight: Literal["balanced"] | None = "balanced"
     dropout: float = Field(0.2, ge=0, lt=1)
     modality_dropout: float = Field(0.2, ge=0, lt=1)
     calibration: Literal["temperature", "none"] = "temperature"
@@ -200,7 +205,8 @@ class NeuralFusionModel(FusionModel):
         if task == "regression":
             self.y_mean_, self.y_sd_ = float(np.mean(y)), float(np.std(y) or 1.0)
         self._prepare(blocks, y)
-        self._class_weights = balanced_weights(y, n_classes) if task == "classification" else None
+        self._class_weights = (balanced_weights(y, n_classes)
+                               if task == "classification" and p.class_weight == "balanced" else None)
         subsets = nonempty_subsets(self.modalities)
         oof = {s: np.full((len(y), self.n_out_), np.nan) for s in subsets}
         best, first = [], None

@@ -53,6 +53,9 @@ class HFEncoder(Net):
 
     def forward(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> torch.Tensor:
         ids, attn = x[self.modality].long(), mask[self.modality]
+        # ids are left-aligned: the columns past the batch's longest text are padding only
+        width = max(int(attn.sum(1).max()), 1) if attn.numel() else attn.shape[1]
+        ids, attn = ids[:, :width], attn[:, :width]
         hidden = self.encoder(input_ids=ids, attention_mask=attn.long()).last_hidden_state
         w = attn.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
