@@ -44,11 +44,11 @@ RUNS = {
         "model.params={hidden: 96, layers: 2, heads: 4, time_scale: 1.0, dropout: 0.2, lr: 0.001, "
         "weight_decay: 0.01, batch_size: 32, max_epochs: 100, patience: 15, schedule: cosine, "
         "warmup_epochs: 2, max_inner: 2}"]),
-    "late-fusion, mlp learner": ("configs/train/ravdess_emotion.yaml", [*HOLDOUT, *POOLED,
+    "late-fusion, mlp learner": ("configs/train/ravdess_logreg.yaml", [*HOLDOUT, *POOLED,
         "model.params={learner: {name: mlp, params: {hidden: 128, dropout: 0.3, lr: 0.001, max_epochs: 200, "
         "patience: 20}}, calibration: temperature, fusion: mean}", "cv.inner_splits=3"],
         "model.params.learner.params.max_epochs"),
-    "late-fusion-nn": ("configs/train/ravdess_emotion.yaml", [*HOLDOUT, *POOLED,
+    "late-fusion-nn": ("configs/train/ravdess_logreg.yaml", [*HOLDOUT, *POOLED,
         "model.name=late-fusion-nn", "model.params={hidden: 64, dropout: 0.3, max_epochs: 200, patience: 20}",
         "cv.inner_splits=3"]),
 }

@@ -8,6 +8,7 @@ gives the same numbers whether it came from a file or from a signal.
 from __future__ import annotations
 
 import functools
+import hashlib
 import warnings as warnings_module  # `warnings` names the per-sample notes below
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from features.base import ExtractionError, Extractor, Params, Sample, Segment, feature_frame
 from features.registry import EXTRACTORS
@@ -123,6 +125,54 @@ def resample(signal: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return audresample.resample(signal, sr_in, sr_out)[0].astype(np.float32)
 
 
+class Augment(Params):
+    """A training-time perturbation of the audio, applied before extraction (its features are a
+    feature set of their own; `fusion`'s `augment` model uses them for training rows only).
+
+    speed: play the audio this much faster (resampling, as Kaldi's speed perturbation: tempo
+        and pitch change together; 0.9 and 1.1 are usual).
+    noise_snr: add white Gaussian noise at this signal-to-noise ratio in dB (over the whole
+        signal's power), seeded per sample by `seed` and the sample id (reproducible, resumable).
+    """
+
+    speed: float = Field(1.0, ge=0.5, le=2.0)
+    noise_snr: float | None = Field(None, ge=-10, le=60)
+    seed: int = Field(0, ge=0)
+
+
+def augment_signal(signal: np.ndarray, sr: int, spec: Augment, key: str) -> np.ndarray:
+    """`signal` perturbed as `spec` says (the same output for the same sample id `key`)."""
+    out = signal
+    if spec.speed != 1.0:
+        # the samples read as if recorded at sr × speed, resampled back to sr: 1/speed as long
+        out = resample(out, int(round(sr * spec.speed)), sr)
+    if spec.noise_snr is not None:
+        digest = hashlib.blake2b(f"{spec.seed}:{key}".encode(), digest_size=8).digest()
+        rng = np.random.default_rng(int.from_bytes(digest, "little"))
+        power = float(np.mean(out.astype(np.float64) ** 2))
+        noise = rng.normal(0.0, np.sqrt(power / 10 ** (spec.noise_snr / 10)), len(out))
+        out = np.clip(out + noise, -1.0, FULL_SCALE).astype(np.float32)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def augmented(params: Any, signal: np.ndarray, sr: int, sample: Sample, segments) -> np.ndarray:
+    """The extractor's signal, augmented when its parameters ask (whole samples only)."""
+    if params.augment is None:
+        return signal
+    if segments is not None and params.augment.speed != 1.0:
+        raise ExtractionError(f"sample {sample.sample_id!r}: speed perturbation changes the timeline; it "
+                              "applies to whole-sample extraction (segmentation.level: session) only")
+    return augment_signal(signal, sr, params.augment, sample.sample_id)
+
+
+def without_default_augment(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters for the store's hash: no `augment` key when there is none (stores written
+    before augmentation existed stay valid)."""
+    if params.get("augment") is None:
+        params.pop("augment", None)
+    return params
+
+
 def cut_segments(
     signal: np.ndarray, sr: int, segments: Sequence[Segment] | None, path: Path
 ) -> tuple[list[tuple[float, float]], list[np.ndarray], list[str]]:
@@ -165,6 +215,7 @@ class OpenSmileParams(Params):
     feature_set: Literal["eGeMAPSv02", "ComParE_2016", "GeMAPSv01b", "eGeMAPSv01b"] = "eGeMAPSv02"
     level: Literal["functionals", "lld"] = "functionals"
     sampling_rate: int | None = 16000
+    augment: Augment | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -186,6 +237,7 @@ class OpenSmileExtractor(Extractor):
         feature_set: eGeMAPSv02 (88 functionals / 25 LLDs) or ComParE_2016 (6,373 / 65).
         level: "functionals" or "lld".
         sampling_rate: resample to this rate first (None keeps the file's rate).
+        augment: perturb the audio first (`Augment`: speed, noise), for training copies.
     """
 
     name = "opensmile"
@@ -198,6 +250,9 @@ class OpenSmileExtractor(Extractor):
     def feature_names(self) -> list[str]:
         return list(_smile(self.params.feature_set, self.params.level).feature_names)
 
+    def get_params(self) -> dict[str, Any]:
+        return without_default_augment(super().get_params())
+
     def library_versions(self) -> dict[str, str]:
         import opensmile
 
@@ -207,6 +262,7 @@ class OpenSmileExtractor(Extractor):
         path = self.source_files(sample)["audio"]
         warnings: list[str] = []
         signal, sr = load_audio(path, self.params.sampling_rate, warnings)
+        signal = augmented(self.params, signal, sr, sample, segments)
         frame = self.process_signal(signal, sr, segments, sample.sample_id, path, checked=True)
         frame.attrs["warnings"] = warnings + frame.attrs["warnings"]
         return frame
@@ -269,6 +325,7 @@ class LogMelParams(Params):
     delta_width: int = 5
     sampling_rate: int = 16000
     level: Literal["stats", "frames"] = "stats"
+    augment: Augment | None = None
 
 
 def mel_filterbank(sr: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
@@ -312,6 +369,7 @@ class LogMelStatsExtractor(Extractor):
         top_db: floor each segment's dB values this far below its maximum (None: no floor).
         delta_width: frames in the delta regression window.
         sampling_rate: audio is resampled to this rate first.
+        augment: perturb the audio first (`Augment`: speed, noise), for training copies.
     """
 
     name = "logmel"
@@ -324,7 +382,7 @@ class LogMelStatsExtractor(Extractor):
         params = super().get_params()
         if params["level"] == "stats":
             del params["level"]  # the default: stores written before `level` existed stay valid
-        return params
+        return without_default_augment(params)
 
     @property
     def feature_names(self) -> list[str]:
@@ -371,6 +429,7 @@ class LogMelStatsExtractor(Extractor):
         path = self.source_files(sample)["audio"]
         loaded: list[str] = []
         signal, sr = load_audio(path, self.params.sampling_rate, loaded)
+        signal = augmented(self.params, signal, sr, sample, segments)
         spans, chunks, warnings = cut_segments(signal, sr, segments, path)
         warnings = loaded + warnings
         if self.params.level == "frames":
