@@ -107,8 +107,17 @@ def test_svm_learner_reproduces_scikit_learns_decisions_and_saves_as_arrays(k, t
 
     again = load_learner(json.loads(json.dumps(info)), tmp_path / "svm")
     np.testing.assert_allclose(again.predict_proba(X), proba)
-    with pytest.raises(ValueError, match="classes only"):
-        SVMLearner().fit(X, y.astype(float), task="regression")
+    score = X[:, 3] * 2 + 1
+    filled = np.nan_to_num(X)
+    reg = SVMLearner(select=5).fit(filled, np.nan_to_num(score), task="regression")
+    from sklearn.svm import SVR
+
+    Zr = reg.standardise(filled)[:, reg.keep_]
+    target = np.nan_to_num(score)
+    ref = SVR(C=1.0, gamma="scale").fit(Zr, (target - target.mean()) / target.std())
+    np.testing.assert_allclose(reg.predict(filled), ref.predict(Zr) * target.std() + target.mean(), atol=1e-9)
+    again = load_learner(json.loads(json.dumps(save_learner(reg, tmp_path / "r"))), tmp_path / "r")
+    np.testing.assert_allclose(again.predict(filled), reg.predict(filled))
 
 
 def test_turn_features_say_who_speaks_and_when_the_speaker_changes():

@@ -151,6 +151,17 @@ def balanced_weights(y: np.ndarray, n_classes: int) -> tuple[float, ...]:
     return tuple(float(v) for v in w)
 
 
+def inner_scores(y: np.ndarray, proba: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Weighted F1, UAR and accuracy of inner-validation predictions: what a model's training data
+    says of it (for choosing among configurations without the test split)."""
+    from fusion.evaluation.metrics import f1_scores
+
+    pred = proba.argmax(1)
+    recalls = [(pred[y == c] == c).mean() for c in range(n_classes) if (y == c).any()]
+    return {"n": int(len(y)), "f1_weighted": round(f1_scores(y, pred, n_classes)[0], 4),
+            "uar": round(float(np.mean(recalls)), 4), "accuracy": round(float((pred == y).mean()), 4)}
+
+
 def nonempty_subsets(items: Sequence[str]) -> list[tuple[str, ...]]:
     return [c for r in range(1, len(items) + 1) for c in itertools.combinations(items, r)]
 
@@ -233,6 +244,11 @@ class NeuralFusionModel(FusionModel):
                     cal = Calibrator("temperature").fit(softmax(logits[ok]), y[ok].astype(int))
                     self.temperatures_[s] = cal.temperature_
         self.best_epochs_ = best
+        self.inner_scores_ = None
+        full = oof[tuple(self.modalities)]
+        done = ~np.isnan(full).any(1)
+        if task == "classification" and done.any():  # the inner folds' own figures, before calibration
+            self.inner_scores_ = inner_scores(y[done].astype(int), softmax(full[done]), n_classes)
         self.fitted_ = True
         return self
 
@@ -326,6 +342,8 @@ class NeuralFusionModel(FusionModel):
     def summary(self) -> dict[str, Any]:
         d: dict[str, Any] = {"modalities": self.modalities, "best_epochs": self.best_epochs_,
                              "trained_on": getattr(self, "trained_on_", None)}
+        if getattr(self, "inner_scores_", None):
+            d["inner_validation"] = self.inner_scores_
         if self.temperatures_:
             d["temperature"] = self.temperatures_.get(tuple(self.modalities))
         return d

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from fusion.models.base import MODELS, Blocks, FusionModel, Inner
 from fusion.models.calibration import Calibrator, softmax
-from fusion.models.neural import TrainingParams, capture_input
+from fusion.models.neural import TrainingParams, capture_input, inner_scores
 from fusion.models.targets import Targets
 
 
@@ -88,6 +88,7 @@ class TextFinetune(FusionModel):
         self.best_epoch_ = (result.best_epoch + 1) if result.best_epoch is not None else result.epochs
         self.trained_on_ = f"{result.accelerator} ({result.precision})"
         logits = self._logits(net, X[va])
+        self.inner_scores_ = inner_scores(y[va], softmax(logits), n_classes) if len(va) else None
         self.temperature_ = 1.0
         if self.params.calibration == "temperature" and len(va) >= 2:
             self.temperature_ = Calibrator("temperature").fit(softmax(logits), y[va]).temperature_
@@ -166,8 +167,11 @@ class TextFinetune(FusionModel):
         return np.concatenate(captured) if captured else None
 
     def summary(self) -> dict[str, Any]:
-        return {"modalities": self.modalities, "best_epoch": self.best_epoch_, "temperature": self.temperature_,
-                "trained_on": self.trained_on_}
+        d = {"modalities": self.modalities, "best_epoch": self.best_epoch_, "temperature": self.temperature_,
+             "trained_on": self.trained_on_}
+        if getattr(self, "inner_scores_", None):
+            d["inner_validation"] = self.inner_scores_
+        return d
 
     def save_state(self, folder: Path) -> dict[str, Any]:
         from safetensors.torch import save_file
