@@ -1,22 +1,26 @@
 """Emotion recognition on real data, and the recognisers as extractors over the demo turns.
 
 1. RAVDESS speech (actors 1–16 of $AFFECT_SHARED_DATA/ravdess_dev), 8 emotions:
-   configs/train/ravdess_emotion.yaml (speaker-normalised eGeMAPS, ComParE and log-Mel
-   statistics, calibrated late fusion of per-set logistic regressions whose C is chosen on
-   inner folds of the training actors) with leave-one-actor-out over actors 1–16, and trained
-   on actors 1–12, tested on 13–16. The LOSO run saves the recogniser.
+   configs/train/ravdess_emotion.yaml — nested selection (the `select` model inside each outer
+   fold of 4 actors chooses on 3 inner folds among calibrated late fusions of logistic
+   regressions or RBF SVMs per feature set, with or without the augmented training copies) —
+   reported on its outer folds; then trained on actors 1–12 and tested on 13–16. The
+   leave-4-actors-out run saves the recogniser. `--ravdess-loso` adds the earlier single
+   configuration (logistic regressions, clean audio) under leave one actor out.
 2. MELD text ($AFFECT_SHARED_DATA/meld: train and dev; the official test split is not
-   there), 7 emotions: configs/train/meld_emotion.yaml (MiniLM sentence embeddings, logistic
-   regression with C chosen on inner dialogue-grouped folds), trained on train, scored on dev;
-   with and without the dialogue context (mean embedding of the 3 previous utterances). The
-   context-free run saves the recogniser.
+   there), 7 emotions, trained on train, scored on dev: configs/train/meld_emotion.yaml
+   (MiniLM + logistic regression; saves the recogniser), the same with the mean context of 3
+   previous utterances, configs/train/meld_dialogue.yaml (the dialogue model over frozen
+   MiniLM), configs/train/meld_context_finetune.yaml (MiniLM fine-tuned on the utterance with
+   its 3 previous ones, on the CPU unless a GPU is there; `--skip-finetune` leaves it out).
 3. Both recognisers over the participant turns of a demo corpus: the time of extracting their
    input feature sets per turn against the time of the `emotion` extractors, which recompute
    those inputs and add the models' predictions (fresh stores, same worker count).
 
 Features of the corpora are cached under data/bench/store (extracted once, not timed).
 
-    .venv/bin/python benchmarks/bench_emotion.py [--skip-ravdess] [--skip-meld] [--skip-turns]
+    .venv/bin/python benchmarks/bench_emotion.py [--skip-ravdess] [--skip-meld] [--skip-finetune]
+        [--skip-turns] [--ravdess-loso]
 """
 
 from __future__ import annotations
@@ -73,26 +77,49 @@ def report(title: str, summary: dict, seconds: float) -> dict:
     return {"uar": m["uar"], "f1_weighted": m["f1_weighted"], "seconds": round(seconds, 1)}
 
 
-def ravdess(shared: Path, tmp: Path) -> dict:
+RAVDESS_SETS = [f"{base}{copy}" for base in ("egemaps", "compare", "logmel")
+                for copy in ("", "_speed09", "_speed11", "_noise20")]
+
+
+def choices(summary: dict) -> str:
+    """Which candidate the selection kept in each outer fold, with the candidates' inner UAR."""
+    fitted = Path(summary["outputs"]["dir"]) / "fitted_per_fold.json" if summary.get("outputs") else None
+    folds = json.loads(fitted.read_text())["emotion"] if fitted and fitted.exists() else []
+    out = []
+    for f in folds:
+        scores = f.get("candidate_scores") or []
+        if scores:
+            inner = ", ".join(f"{c.get('uar', float('nan')):.3f}" for c in scores)
+            out.append(f"fold {f['fold']}: candidate {f['chosen']} (inner UAR {inner})")
+    return "; ".join(out)
+
+
+def ravdess(shared: Path, tmp: Path, loso: bool) -> dict:
     root = shared / "ravdess_dev"
+    only = [a for name in RAVDESS_SETS for a in ("--only", name)]
     fusion("extract", "--config", "configs/extract/ravdess.yaml", "--set", f"dataset.root={root}",
-           "--set", f"store={STORE}", "--set", "progress=false", "--only", "egemaps", "--only", "compare",
-           "--only", "logmel")
+           "--set", f"store={STORE}", "--set", "progress=false", *only)
     base = [f"extract.dataset.root={root}", f"extract.store={STORE}"]
     out = {}
-    s, sec = train("configs/train/ravdess_emotion.yaml", tmp, "ravdess_loso", *base,
+    s, sec = train("configs/train/ravdess_emotion.yaml", tmp, "ravdess_nested", *base,
                    f"evaluation.model_dir={MODELS / 'ravdess_emotion'}")
-    out["loso 1-16"] = report("RAVDESS, leave one actor out over actors 1-16", s, sec)
+    out["nested, outer folds of 4 actors"] = report("RAVDESS, nested selection, outer folds of 4 of actors 1-16",
+                                                    s, sec)
+    print(f"  chosen: {choices(s)}")
     s, sec = train("configs/train/ravdess_emotion.yaml", tmp, "ravdess_holdout", *base, *HOLDOUT,
                    "evaluation.save_model=false")
-    out["train 1-12, test 13-16"] = report("RAVDESS, trained on actors 1-12, tested on 13-16", s, sec)
+    out["train 1-12, test 13-16"] = report("RAVDESS, nested selection on actors 1-12, tested on 13-16", s, sec)
+    print(f"  chosen: {choices(s)}")
+    if loso:
+        s, sec = train("configs/train/ravdess_logreg.yaml", tmp, "ravdess_loso", *base, "evaluation.save_model=false")
+        out["logreg, loso 1-16"] = report("RAVDESS, logistic regressions (clean), leave one actor out", s, sec)
     return out
 
 
-def meld(shared: Path, tmp: Path) -> dict:
+def meld(shared: Path, tmp: Path, finetune: bool) -> dict:
     root = shared / "meld"
     fusion("extract", "--config", "configs/extract/meld.yaml", "--set", f"dataset.root={root}",
-           "--set", f"store={STORE}", "--set", "progress=false")
+           "--set", f"store={STORE}", "--set", "progress=false", "--only", "text", "--only", "tokens_context")
     base = [f"extract.dataset.root={root}", f"extract.store={STORE}"]
     out = {}
     s, sec = train("configs/train/meld_emotion.yaml", tmp, "meld", *base,
@@ -102,6 +129,13 @@ def meld(shared: Path, tmp: Path) -> dict:
                    "modalities={text: [{features: text}], context: [{features: text, context: 3}]}",
                    "evaluation.save_model=false")
     out["text + dialogue context"] = report("MELD text + context of 3 previous utterances, train -> dev", s, sec)
+    s, sec = train("configs/train/meld_dialogue.yaml", tmp, "meld_dialogue", *base, "evaluation.save_model=false")
+    out["dialogue model, frozen MiniLM"] = report("MELD dialogue model over frozen MiniLM, train -> dev", s, sec)
+    if finetune:
+        s, sec = train("configs/train/meld_context_finetune.yaml", tmp, "meld_ctx_ft", *base,
+                       f"evaluation.model_dir={MODELS / 'meld_context_finetune'}")
+        out["fine-tuned MiniLM with context"] = report("MELD MiniLM fine-tuned with 3 previous utterances, "
+                                                       "train -> dev", s, sec)
     return out
 
 
@@ -119,7 +153,7 @@ def turns(tmp: Path, sessions: int) -> dict:
     for kind, model in models.items():
         manifest = json.loads((model / "manifest.json").read_text())
         inputs = {r["features"]: {"extractor": r["extractor"], "segmentation": turn}
-                  for rs in manifest["inputs"].values() for r in rs}
+                  for m, rs in manifest["inputs"].items() if m in manifest["modalities"] for r in rs}
         times = {}
         for label, features in (("inputs", inputs),
                                 ("emotion", {f"{kind}_emotion": {"extractor": {"name": "emotion",
@@ -145,7 +179,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-ravdess", action="store_true")
     ap.add_argument("--skip-meld", action="store_true")
+    ap.add_argument("--skip-finetune", action="store_true")
     ap.add_argument("--skip-turns", action="store_true")
+    ap.add_argument("--ravdess-loso", action="store_true")
     ap.add_argument("--sessions", type=int, default=60, help="demo sessions for the extractor timing")
     args = ap.parse_args()
     shared = os.environ.get("AFFECT_SHARED_DATA")
@@ -156,9 +192,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if not args.skip_ravdess:
-            results["ravdess"] = ravdess(Path(shared), tmp)
+            results["ravdess"] = ravdess(Path(shared), tmp, args.ravdess_loso)
         if not args.skip_meld:
-            results["meld"] = meld(Path(shared), tmp)
+            results["meld"] = meld(Path(shared), tmp, not args.skip_finetune)
         if not args.skip_turns:
             results["turns"] = turns(tmp, args.sessions)
     print("\n" + json.dumps(results))

@@ -312,3 +312,26 @@ def test_audio_augmentation_is_its_own_feature_set_and_reproducible(tmp_path):
     assert not np.allclose(aug.process_sample(sample, None).to_numpy(), clean.to_numpy())
     with pytest.raises(ExtractionError, match="speed perturbation changes the timeline"):
         aug.process_sample(sample, [Segment(0.0, 0.5)])
+
+
+def test_a_saved_selection_of_augmented_models_asks_the_extractor_for_clean_inputs_only(tmp_path):
+    from fusion.evaluation.splits import grouped_kfold
+    from fusion.persist import open_recogniser
+
+    blocks, y, groups = blobs(seed=3)
+    blocks["a_speed"] = blocks["a"] + 0.1
+    copies = [{"a": "a_speed"}]
+    logreg = {"name": "early-fusion", "params": {"learner": {"name": "logreg"}}}
+    candidates = [{"name": "augment", "params": {"copies": copies, "use_copies": flag, "model": logreg}}
+                  for flag in (False, True)]
+    m = SelectModel(candidates=candidates).fit(blocks, Targets.classes(y, 4), inner=grouped_kfold(y, groups, 3, 0))
+    assert m.modalities == ["a", "b"]
+    columns = {k: [f"{k}{i}" for i in range(v.shape[1])] for k, v in blocks.items()}
+    recipe = {"features": "f", "extractor": {"name": "logmel", "params": {}}, "segmentation": {"level": "session"},
+              "pool": ["mean"]}
+    save_model(m, tmp_path / "m", columns, target={"name": "emotion", "classes": list("abcd")},
+               inputs={k: [recipe] for k in blocks})
+    rec = open_recogniser(tmp_path / "m")
+    assert set(rec.columns) == set(rec.inputs) == {"a", "b"}
+    clean = {k: blocks[k] for k in ("a", "b")}
+    np.testing.assert_allclose(rec.predict_proba(clean), m.predict_proba(blocks))

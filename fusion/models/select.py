@@ -111,17 +111,19 @@ class SelectModel(FusionModel):
         values = [s[metric] for s in self.scores_]
         self.chosen_ = int(np.nanargmax(values))  # the first of equals: candidates in the given order
         self.model_ = self.params.candidates[self.chosen_].build().fit(blocks, targets, inner=inner, seed=seed)
+        # the modalities the chosen model reads (an `augment` model's copies are not among them)
+        self.modalities = list(self.model_.modalities)
         self.fitted_ = True
         return self
 
     # --- everything else is the chosen model's -------------------------------------------------
     def predict_proba(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
         self.check_fitted()
-        return self.model_.predict_proba(blocks, self._selected(modalities))
+        return self.model_.predict_proba(blocks, modalities)
 
     def predict_score(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
         self.check_fitted()
-        return self.model_.predict_score(blocks, self._selected(modalities))
+        return self.model_.predict_score(blocks, modalities)
 
     def scores_jointly(self) -> bool:
         return self.model_.scores_jointly()
