@@ -17,7 +17,13 @@ import torch
 from torch import nn
 
 from fusion.models.nets.base import Net
-from fusion.models.nets.layers import mean_of_available, padding_mask, sinusoidal_positions, transformer_encoder
+from fusion.models.nets.layers import (
+    encode_modalities,
+    mean_of_available,
+    padding_mask,
+    sinusoidal_positions,
+    transformer_encoder,
+)
 
 
 class DialogueEncoder(nn.Module):
@@ -83,14 +89,7 @@ class DialogueContext(Net):
 
     def forward(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor],
                 times: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        vectors, avail = [], []
-        for m, enc in zip(self.modalities, self.encoders, strict=True):
-            if m in self.sequence:
-                vectors.append(enc(x[m], mask[m], times[m]))
-                avail.append(mask[m].any(dim=1))
-            else:
-                vectors.append(enc(x[m]))
-                avail.append(mask[m])
+        vectors, avail = encode_modalities(self.modalities, self.sequence, self.encoders, x, mask, times)
         return self.head(mean_of_available(vectors, avail, self.modality_dropout, self.training))
 
     @classmethod

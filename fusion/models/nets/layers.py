@@ -75,3 +75,18 @@ def mean_of_available(vectors: list[torch.Tensor], avail: list[torch.Tensor], dr
     a = drop_modalities(torch.stack(avail, dim=1), dropout, training).to(vectors[0].dtype)
     v = torch.stack(vectors, dim=1)  # (n, M, d)
     return (v * a.unsqueeze(-1)).sum(1) / a.sum(1, keepdim=True).clamp_min(1.0)
+
+
+def encode_modalities(modalities: list[str], sequence: set[str], encoders: nn.ModuleList, x, mask,
+                      times) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each modality's vector from its encoder — a sequence encoder called with (x, mask, times),
+    a pooled one with x — and where it is available (a sequence with any present segment)."""
+    vectors, avail = [], []
+    for m, enc in zip(modalities, encoders, strict=True):
+        if m in sequence:
+            vectors.append(enc(x[m], mask[m], times[m]))
+            avail.append(mask[m].any(dim=1))
+        else:
+            vectors.append(enc(x[m]))
+            avail.append(mask[m])
+    return vectors, avail

@@ -17,6 +17,7 @@ from torch import nn
 from fusion.models.nets.base import Net
 from fusion.models.nets.layers import (
     MaskedAttentionPool,
+    encode_modalities,
     mean_of_available,
     padding_mask,
     sinusoidal_positions,
@@ -75,14 +76,7 @@ class TurnAttention(Net):
 
     def forward(self, x: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor],
                 times: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        vectors, avail = [], []
-        for m, enc in zip(self.modalities, self.encoders, strict=True):
-            if m in self.sequence:
-                vectors.append(enc(x[m], mask[m], times[m]))
-                avail.append(mask[m].any(dim=1))
-            else:
-                vectors.append(enc(x[m]))
-                avail.append(mask[m])
+        vectors, avail = encode_modalities(self.modalities, self.sequence, self.encoders, x, mask, times)
         pooled = mean_of_available(vectors, avail, self.modality_dropout, self.training)
         return self.head(self.norm(pooled))
 
