@@ -138,10 +138,14 @@ def test_a_dialogue_block_holds_each_utterance_among_its_neighbours():
     pooled.loc["d0_u3", "x"] = np.nan  # an utterance without features
     block = dialogue_block(pooled, labels, 2, "input 'text'")
     assert isinstance(block, SequenceBlock) and block.shape == (7, 5, 1 + len(TURN_COLUMNS))
-    row = ids.index("d0_u2")  # the window u0..u4 with the sample at position 0
-    assert block.starts[row].tolist() == [-2, -1, 0, 1, 2]
-    np.testing.assert_array_equal(block.values[row, :, 0], [0, 1, 2, np.nan, 4])
-    assert block.values[row, :, 1].tolist() == [0, 0, 1, 0, 0]  # turn:self
+    row = ids.index("d0_u1")  # the window u0..u3 with the sample at position 0
+    assert block.starts[row, :4].tolist() == [-1, 0, 1, 2]
+    # u3 has no features: not a (zero-filled) turn; the window goes on to u4
+    np.testing.assert_array_equal(block.values[row, :4, 0], [0, 1, 2, 4])
+    assert block.values[row, :4, 1].tolist() == [0, 1, 0, 0]  # turn:self
+    assert block.values[row, :4, 2].tolist() == [0, 1, 0, 0]  # same speaker as the sample (B)
+    assert block.values[row, :4, 3].tolist() == [0, 1, 1, 1]  # speaker change: A B A C
+    assert np.isnan(block.values[row, 4:]).all() and block.lengths[row] == 4
     row = ids.index("d1_u0")  # another dialogue: its neighbours only, padded after
     assert block.lengths[row] == 2 and block.starts[row, :2].tolist() == [0, 1]
     assert np.isnan(block.values[row, 2:]).all()

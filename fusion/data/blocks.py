@@ -134,6 +134,13 @@ def speaker_normalise(frame: pd.DataFrame, subjects: pd.Series, min_rows: int, w
     return pd.DataFrame(X, index=frame.index, columns=frame.columns)
 
 
+def require_groups(labels: pd.DataFrame, what: str, option: str) -> None:
+    """Refuse `option` (context, dialogue) for a dataset without groups of consecutive samples."""
+    if "group" not in labels.columns or labels["group"].isna().all():
+        raise ConfigError(f"{what}: {option} needs groups of consecutive samples (MELD dialogues, a folder "
+                          "dataset's `group` column); this dataset has none")
+
+
 def dialogue_context(pooled: pd.DataFrame, labels: pd.DataFrame, k: int, what: str) -> pd.DataFrame:
     """For each sample, the mean of the previous `k` samples of its group (labels' `group`, in
     the labels' order) that have features; NaN for a group's first sample.
@@ -141,9 +148,7 @@ def dialogue_context(pooled: pd.DataFrame, labels: pd.DataFrame, k: int, what: s
     Raises:
         ConfigError: when the dataset has no grouping.
     """
-    if "group" not in labels.columns or labels["group"].isna().all():
-        raise ConfigError(f"{what}: context needs groups of consecutive samples (MELD dialogues, a folder "
-                          "dataset's `group` column); this dataset has none")
+    require_groups(labels, what, "context")
     X = pooled.reindex(labels.index).to_numpy(dtype=np.float64)
     has = ~np.isnan(X).all(axis=1)
     out = np.full_like(X, np.nan)
@@ -163,17 +168,15 @@ def dialogue_block(pooled: pd.DataFrame, labels: pd.DataFrame, k: int, what: str
     """Each sample's group as a sequence of turns: the pooled rows of up to `k` samples before
     and after it (labels' `group`, in the labels' order) with the per-turn speaker columns of
     `features.dialogue` (the speaker is the sample's `subject_id`); segment times are positions
-    relative to the sample (0). A turn without features keeps its speaker columns and NaN
-    features; a sample without features is missing (all NaN).
+    relative to the sample (0). An utterance without features is not a turn of anyone's
+    dialogue (never a zero-filled turn), and its own sample is missing (all NaN).
 
     Raises:
         ConfigError: when the dataset has no grouping.
     """
     from features.dialogue import TURN_COLUMNS, turn_features
 
-    if "group" not in labels.columns or labels["group"].isna().all():
-        raise ConfigError(f"{what}: dialogue needs groups of consecutive samples (MELD dialogues, a folder "
-                          "dataset's `group` column); this dataset has none")
+    require_groups(labels, what, "dialogue")
     X = pooled.reindex(labels.index).to_numpy(dtype=np.float64)
     has = ~np.isnan(X).all(axis=1)
     speakers = labels["subject_id"].astype(str).to_numpy()
@@ -185,9 +188,8 @@ def dialogue_block(pooled: pd.DataFrame, labels: pd.DataFrame, k: int, what: str
     lengths = np.zeros(n, dtype=np.int64)
     for _, pos in positions:
         pos = pos.to_numpy()
+        pos = pos[has[pos]]  # the utterances that have features, in order
         for j, row in enumerate(pos):
-            if not has[row]:
-                continue
             lo, hi = max(0, j - k), min(len(pos), j + k + 1)
             window = pos[lo:hi]
             values[row, :len(window), :d] = X[window]
