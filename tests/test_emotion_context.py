@@ -339,3 +339,19 @@ def test_a_saved_selection_of_augmented_models_asks_the_extractor_for_clean_inpu
     assert set(rec.columns) == set(rec.inputs) == {"a", "b"}
     clean = {k: blocks[k] for k in ("a", "b")}
     np.testing.assert_allclose(rec.predict_proba(clean), m.predict_proba(blocks))
+
+
+def test_augment_names_copies_that_are_missing_or_of_another_shape():
+    from fusion.models.augment import AugmentedTraining
+
+    blocks, y, groups = blobs(seed=4)
+    from fusion.evaluation.splits import grouped_kfold
+
+    inner = grouped_kfold(y, groups, 3, 0)
+    with pytest.raises(ValueError, match=r"\['a_noise'\] named in `copies` are not among"):
+        AugmentedTraining(copies=[{"a": "a_noise"}]).fit(blocks, Targets.classes(y, 4), inner=inner)
+    with pytest.raises(ValueError, match="copy 'a_short' of 'a' has 3 features, the clean modality 8"):
+        AugmentedTraining(copies=[{"a": "a_short"}]).fit({**blocks, "a_short": blocks["a"][:, :3]},
+                                                         Targets.classes(y, 4), inner=inner)
+    with pytest.raises(ValueError, match="cannot be its own copy"):
+        AugmentedTraining(copies=[{"a": "a"}])
