@@ -164,9 +164,14 @@ class AugmentedTraining(FusionModel):
         return self.inner_model.embedding(self._clean(blocks))
 
     def held_out(self) -> np.ndarray | None:
-        held = self.inner_model.held_out()
-        n_clean = None if held is None else len(held) - self.n_copies_
-        return None if held is None else held[:n_clean]  # the clean samples' own rows
+        return self._clean_rows(self.inner_model.held_out())
+
+    def inner_predictions(self) -> np.ndarray | None:
+        return self._clean_rows(self.inner_model.inner_predictions())
+
+    def _clean_rows(self, held: np.ndarray | None) -> np.ndarray | None:
+        """The clean samples' own rows (the copies follow them)."""
+        return None if held is None else held[:len(held) - self.n_copies_]
 
     def summary(self) -> dict[str, Any]:
         return {**self.inner_model.summary(), "modalities": list(self.modalities),

@@ -147,6 +147,14 @@ class FusionModel:
         keeps no such predictions (the evaluator then calibrates the sets on a held-out fold)."""
         return None
 
+    def inner_predictions(self) -> np.ndarray | None:
+        """Predictions of training samples by models not fitted on them, in the shape of
+        `held_out` (NaN where there is none), for a fusion layer over whole models
+        (`fusion.models.ensemble`). Looser than `held_out`: a network's inner-validation
+        predictions count, though it was early-stopped and calibrated on them. By default the
+        model's `held_out`."""
+        return self.held_out()
+
     def scores_jointly(self) -> bool:
         """True when this fitted classification model predicts the target's score with
         `predict_score` from a head trained jointly (no separate regression model is needed)."""

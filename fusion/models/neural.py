@@ -245,7 +245,7 @@ class NeuralFusionModel(FusionModel):
                     self.temperatures_[s] = cal.temperature_
         self.best_epochs_ = best
         self.inner_scores_ = None
-        full = oof[tuple(self.modalities)]
+        full = self.inner_logits_ = oof[tuple(self.modalities)]
         done = ~np.isnan(full).any(1)
         if task == "classification" and done.any():  # the inner folds' own figures, before calibration
             self.inner_scores_ = inner_scores(y[done].astype(int), softmax(full[done]), n_classes)
@@ -338,6 +338,18 @@ class NeuralFusionModel(FusionModel):
 
     def predict_score(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
         return self.logits(blocks, modalities)[:, 0] * self.y_sd_ + self.y_mean_
+
+    def inner_predictions(self) -> np.ndarray | None:
+        """The inner folds' networks' (calibrated) predictions of their validation parts; NaN for
+        the samples no inner fold validated on (`max_inner`)."""
+        self.check_fitted()
+        z = getattr(self, "inner_logits_", None)
+        if z is None:
+            return None
+        if self.task == "classification":
+            with np.errstate(invalid="ignore"):
+                return softmax(z / self.temperatures_.get(tuple(self.modalities), 1.0))
+        return z[:, 0] * self.y_sd_ + self.y_mean_
 
     def summary(self) -> dict[str, Any]:
         d: dict[str, Any] = {"modalities": self.modalities, "best_epochs": self.best_epochs_,

@@ -95,6 +95,12 @@ class PooledSequences(FusionModel):
     def modality_contributions(self, blocks: Blocks) -> np.ndarray | None:
         return self.inner_model.modality_contributions(self._pool(blocks))
 
+    def held_out(self) -> np.ndarray | None:
+        return self.inner_model.held_out()
+
+    def inner_predictions(self) -> np.ndarray | None:
+        return self.inner_model.inner_predictions()
+
     def summary(self) -> dict[str, Any]:
         return {**self.inner_model.summary(), "modalities": list(self.modalities), "pooled_by": self.params.stats}
 

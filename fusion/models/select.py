@@ -143,6 +143,9 @@ class SelectModel(FusionModel):
     def held_out(self) -> np.ndarray | None:
         return self.model_.held_out()
 
+    def inner_predictions(self) -> np.ndarray | None:
+        return self.model_.inner_predictions()
+
     def summary(self) -> dict[str, Any]:
         chosen = self.params.candidates[self.chosen_]
         return {"modalities": list(self.modalities), "chosen": self.chosen_, "chosen_model": chosen.name,

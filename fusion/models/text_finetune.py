@@ -92,6 +92,8 @@ class TextFinetune(FusionModel):
         self.temperature_ = 1.0
         if self.params.calibration == "temperature" and len(va) >= 2:
             self.temperature_ = Calibrator("temperature").fit(softmax(logits), y[va]).temperature_
+        self.inner_proba_ = np.full((len(y), n_classes), np.nan)
+        self.inner_proba_[va] = softmax(logits / self.temperature_)
         if self.params.refit:
             net, _ = self._train(X, y, np.arange(len(y)), None, seed, source, epochs=self.best_epoch_)
         self.net_ = net
@@ -159,6 +161,12 @@ class TextFinetune(FusionModel):
             return None
         X = np.asarray(blocks[self.modality_], dtype=np.float64)
         return softmax(self._logits(self.net_, X))
+
+    def inner_predictions(self) -> np.ndarray | None:
+        """The first inner fold's network's (calibrated) predictions of its validation part (NaN
+        for the other training samples)."""
+        self.check_fitted()
+        return getattr(self, "inner_proba_", None)
 
     def embedding(self, blocks: Blocks) -> np.ndarray | None:
         self.check_fitted()
