@@ -12,7 +12,10 @@
    (MiniLM + logistic regression; saves the recogniser), the same with the mean context of 3
    previous utterances, configs/train/meld_dialogue.yaml (the dialogue model over frozen
    MiniLM), configs/train/meld_context_finetune.yaml (MiniLM fine-tuned on the utterance with
-   its 3 previous ones, on the CPU unless a GPU is there; `--skip-finetune` leaves it out).
+   its 3 previous ones, on the CPU unless a GPU is there) and configs/train/meld_ensemble.yaml
+   (those three and MiniLM fine-tuned on the utterance alone, stacked on their predictions of
+   an inner fold; no saved model); `--skip-finetune`
+   leaves the last two out.
 3. Both recognisers over the participant turns of a demo corpus: the time of extracting their
    input feature sets per turn against the time of the `emotion` extractors, which recompute
    those inputs and add the models' predictions (fresh stores, same worker count).
@@ -81,6 +84,22 @@ RAVDESS_SETS = [f"{base}{copy}" for base in ("egemaps", "compare", "logmel")
                 for copy in ("", "_speed09", "_speed11", "_noise20")]
 
 
+def stacking(summary: dict) -> str:
+    """An ensemble's layer weights and the inner figures (weighted F1) of its members and of the
+    cross-fitted layer, on the rows the layer was fitted on."""
+    fitted = Path(summary["outputs"]["dir"]) / "fitted_per_fold.json" if summary.get("outputs") else None
+    folds = json.loads(fitted.read_text())["emotion"] if fitted and fitted.exists() else []
+    out = []
+    for f in folds:
+        inner = f.get("inner_validation") or {}
+        members = ", ".join(f"{m['f1_weighted']:.3f}" for m in inner.get("members", []))
+        weights = ", ".join(f"{w:.2f}" for w in (f.get("layer") or {}).get("weights_", []))
+        if inner:
+            out.append(f"inner weighted F1 of the members {members}, of the layer "
+                       f"{inner['ensemble']['f1_weighted']:.3f} (n {inner['n']}); weights {weights}")
+    return "; ".join(out) or "not recorded"
+
+
 def choices(summary: dict) -> str:
     """Which candidate the selection kept in each outer fold, with the candidates' inner UAR."""
     fitted = Path(summary["outputs"]["dir"]) / "fitted_per_fold.json" if summary.get("outputs") else None
@@ -119,7 +138,8 @@ def ravdess(shared: Path, tmp: Path, loso: bool) -> dict:
 def meld(shared: Path, tmp: Path, finetune: bool) -> dict:
     root = shared / "meld"
     fusion("extract", "--config", "configs/extract/meld.yaml", "--set", f"dataset.root={root}",
-           "--set", f"store={STORE}", "--set", "progress=false", "--only", "text", "--only", "tokens_context")
+           "--set", f"store={STORE}", "--set", "progress=false",
+           "--only", "text", "--only", "tokens", "--only", "tokens_context")
     base = [f"extract.dataset.root={root}", f"extract.store={STORE}"]
     out = {}
     s, sec = train("configs/train/meld_emotion.yaml", tmp, "meld", *base,
@@ -136,6 +156,11 @@ def meld(shared: Path, tmp: Path, finetune: bool) -> dict:
                        f"evaluation.model_dir={MODELS / 'meld_context_finetune'}")
         out["fine-tuned MiniLM with context"] = report("MELD MiniLM fine-tuned with 3 previous utterances, "
                                                        "train -> dev", s, sec)
+        s, sec = train("configs/train/meld_ensemble.yaml", tmp, "meld_ensemble", *base,
+                       "evaluation.save_model=false")
+        out["ensemble"] = report("MELD ensemble (logistic regression, dialogue model, two fine-tunings), "
+                                 "train -> dev", s, sec)
+        print(f"  {stacking(s)}")
     return out
 
 
