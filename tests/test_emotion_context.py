@@ -240,37 +240,17 @@ def test_a_dialogue_model_is_trained_end_to_end_and_runs_one_utterance_as_a_dial
     """`fusion train` of `dialogue-context` over MELD-layout dialogues (the `dialogue` input), its
     saved recogniser applied by the `emotion` extractor to participant turns: each turn is a
     dialogue of one turn, and its posteriors are the model's for exactly that."""
-    import json
-
-    import yaml
-
     from features.registry import build_extractor
-    from fusion.cli import main
-    from tests.test_emotion import write_meld
 
-    meld = write_meld(tmp_path / "meld")
-    extract = {"dataset": {"name": "meld", "root": str(meld)}, "store": str(tmp_path / "store"), "progress": False,
-               "features": {"text": {"extractor": {"name": "sentence", "params": {"session": "mean"}}}}}
-    classes = ["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
-    train = {"extract": "extract.yaml", "modalities": {"text": [{"features": "text", "dialogue": 2}]},
-             "targets": {"emotion": {"label": "emotion", "classes": classes}},
-             "model": {"name": "dialogue-context", "params": {"hidden": 16, "max_epochs": 3, "patience": 2,
-                                                              "class_weight": None}},
-             "cv": {"scheme": "official", "train_splits": ["train"], "test_splits": ["dev"], "inner_splits": 2},
-             "evaluation": {"n_bootstrap": 0, "save_model": True, "model_dir": str(tmp_path / "models")},
-             "tracking": {"enabled": False}, "output_dir": str(tmp_path / "out")}
-    (tmp_path / "extract.yaml").write_text(yaml.safe_dump(extract))
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
-    assert main(["extract", "--config", str(tmp_path / "extract.yaml")]) == 0
-    assert main(["train", "--config", str(tmp_path / "train.yaml"), "--json", str(tmp_path / "t.json")]) == 0
-    t = json.loads((tmp_path / "t.json").read_text())["targets"]["emotion"]
-    assert t["n_samples"] == 15  # every dev utterance scored
+    train_on_meld(tmp_path, {"text": [{"features": "text", "dialogue": 2}]},
+                  {"name": "dialogue-context", "params": {"hidden": 16, "max_epochs": 3, "patience": 2,
+                                                          "class_weight": None}})
     ext = build_extractor("emotion", {"model": str(tmp_path / "models" / "emotion")})
     sample = next(s for s in build_dataset_samples(demo_corpus))
     turns = ext.process_samples([(sample, None)])
     assert not turns.errors and turns.frame.shape[0] == 1
     cols = list(turns.frame.columns)
-    assert cols[:7] == [f"p_{c}" for c in classes] and any(c.startswith("emb_") for c in cols)
+    assert cols[:7] == [f"p_{c}" for c in CLASSES] and any(c.startswith("emb_") for c in cols)
     # the same posteriors from the model given the utterance as a one-turn dialogue by hand
     from fusion.persist import load_model
 
@@ -279,6 +259,35 @@ def test_a_dialogue_model_is_trained_end_to_end_and_runs_one_utterance_as_a_dial
     block = SequenceBlock(x[:, None, :], np.zeros((1, 1)), np.ones((1, 1)), np.ones(1, dtype=np.int64))
     expected = load_model(tmp_path / "models" / "emotion").predict_proba({"text": block})
     np.testing.assert_allclose(turns.frame.to_numpy()[0, :7], expected[0], rtol=1e-5, atol=1e-6)
+
+
+CLASSES = ["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
+
+
+def train_on_meld(tmp_path, modalities: dict, model: dict) -> None:
+    """`fusion extract` (sentence embeddings) and `fusion train` (train → dev, 2 inner folds) of
+    `model` over `modalities` on a small MELD-layout corpus; the recogniser is saved to
+    tmp_path/models/emotion and every dev utterance is scored."""
+    import json
+
+    import yaml
+
+    from fusion.cli import main
+    from tests.test_emotion import write_meld
+
+    meld = write_meld(tmp_path / "meld")
+    extract = {"dataset": {"name": "meld", "root": str(meld)}, "store": str(tmp_path / "store"), "progress": False,
+               "features": {"text": {"extractor": {"name": "sentence", "params": {"session": "mean"}}}}}
+    train = {"extract": "extract.yaml", "modalities": modalities,
+             "targets": {"emotion": {"label": "emotion", "classes": CLASSES}}, "model": model,
+             "cv": {"scheme": "official", "train_splits": ["train"], "test_splits": ["dev"], "inner_splits": 2},
+             "evaluation": {"n_bootstrap": 0, "save_model": True, "model_dir": str(tmp_path / "models")},
+             "tracking": {"enabled": False}, "output_dir": str(tmp_path / "out")}
+    (tmp_path / "extract.yaml").write_text(yaml.safe_dump(extract))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
+    assert main(["extract", "--config", str(tmp_path / "extract.yaml")]) == 0
+    assert main(["train", "--config", str(tmp_path / "train.yaml"), "--json", str(tmp_path / "t.json")]) == 0
+    assert json.loads((tmp_path / "t.json").read_text())["targets"]["emotion"]["n_samples"] == 15
 
 
 def build_dataset_samples(root):

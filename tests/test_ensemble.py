@@ -69,6 +69,10 @@ def test_members_read_their_own_modalities_and_a_left_out_member_adds_no_evidenc
         MODELS.get("ensemble")(members=[{"model": {"name": "early-fusion"}, "modalities": ["c"]},
                                         {"model": {"name": "early-fusion"}}]).fit(
             blocks, Targets.classes(y, k), inner=inner)
+    with pytest.raises(ValueError, match="\\['b'\\] are read by no member"):
+        MODELS.get("ensemble")(members=[{"model": {"name": "early-fusion"}, "modalities": ["a"]},
+                                        {"model": {"name": "late-fusion"}, "modalities": ["a"]}]).fit(
+            blocks, Targets.classes(y, k), inner=inner)
     with pytest.raises(ValueError, match="at least 2"):
         MODELS.get("ensemble")(members=[{"model": {"name": "early-fusion"}}])
 
@@ -107,37 +111,16 @@ def test_a_saved_ensemble_of_an_utterance_model_and_a_dialogue_model_runs_in_the
     """`fusion train` of an ensemble over one feature set given twice (the utterance's row, and
     its dialogue as turns), saved, then applied by the `emotion` extractor to a participant turn:
     the posteriors are the ensemble's for the turn's row and a dialogue of that one turn."""
-    import json
-
-    import yaml
-
     from features.dialogue import single_turn
     from features.registry import build_extractor
-    from fusion.cli import main
     from fusion.data.sequences import SequenceBlock
-    from tests.test_emotion import write_meld
-    from tests.test_emotion_context import build_dataset_samples
+    from tests.test_emotion_context import build_dataset_samples, train_on_meld
 
-    meld = write_meld(tmp_path / "meld")
-    extract = {"dataset": {"name": "meld", "root": str(meld)}, "store": str(tmp_path / "store"), "progress": False,
-               "features": {"text": {"extractor": {"name": "sentence", "params": {"session": "mean"}}}}}
-    classes = ["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
     members = [{"modalities": ["text"], "model": {"name": "early-fusion"}},
                {"modalities": ["dialogue"], "model": {"name": "dialogue-context",
                                                       "params": {"hidden": 16, "max_epochs": 3, "patience": 2}}}]
-    train = {"extract": "extract.yaml",
-             "modalities": {"text": [{"features": "text"}], "dialogue": [{"features": "text", "dialogue": 2}]},
-             "targets": {"emotion": {"label": "emotion", "classes": classes}},
-             "model": {"name": "ensemble", "params": {"members": members}},
-             "cv": {"scheme": "official", "train_splits": ["train"], "test_splits": ["dev"], "inner_splits": 2},
-             "evaluation": {"n_bootstrap": 0, "save_model": True, "model_dir": str(tmp_path / "models")},
-             "tracking": {"enabled": False}, "output_dir": str(tmp_path / "out")}
-    (tmp_path / "extract.yaml").write_text(yaml.safe_dump(extract))
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
-    assert main(["extract", "--config", str(tmp_path / "extract.yaml")]) == 0
-    assert main(["train", "--config", str(tmp_path / "train.yaml"), "--json", str(tmp_path / "t.json")]) == 0
-    t = json.loads((tmp_path / "t.json").read_text())["targets"]["emotion"]
-    assert t["n_samples"] == 15
+    train_on_meld(tmp_path, {"text": [{"features": "text"}], "dialogue": [{"features": "text", "dialogue": 2}]},
+                  {"name": "ensemble", "params": {"members": members}})
     sample = next(s for s in build_dataset_samples(demo_corpus))
     turns = build_extractor("emotion", {"model": str(tmp_path / "models" / "emotion")}).process_samples(
         [(sample, None)])

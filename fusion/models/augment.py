@@ -181,10 +181,6 @@ class AugmentedTraining(FusionModel):
         return {"inner": self.inner_model.save_state(folder), "n_copies": self.n_copies_}
 
     def load_state(self, state: dict[str, Any], folder: Path) -> None:
-        m = self.inner_model
-        m.task, m.n_classes, m.modalities = self.task, self.n_classes, list(self.modalities)
-        m.columns = getattr(self, "columns", {})
-        m.load_state(state["inner"], folder)
-        m.fitted_ = True
+        m = self._load_wrapped(self.inner_model, state["inner"], folder)
         self.n_copies_ = int(state["n_copies"])
         self.drops_modalities = m.drops_modalities

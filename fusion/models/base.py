@@ -179,6 +179,18 @@ class FusionModel:
         raise NotImplementedError
 
     # --- helpers -----------------------------------------------------------------------------
+    def _load_wrapped(self, model: FusionModel, state: dict[str, Any], folder: Path,
+                      modalities: Sequence[str] | None = None) -> FusionModel:
+        """Restore `model`, a model this one wraps (a selection's choice, an ensemble's member),
+        from its saved `state`: this model's task and classes, `modalities` (by default this
+        model's) and their columns."""
+        model.task, model.n_classes = self.task, self.n_classes
+        model.modalities = list(self.modalities if modalities is None else modalities)
+        model.columns = {m: c for m, c in getattr(self, "columns", {}).items() if m in model.modalities}
+        model.load_state(state, folder)
+        model.fitted_ = True
+        return model
+
     def _start_fit(self, blocks: Blocks, task: Task, n_classes: int) -> None:
         if task not in ("classification", "regression", "multilabel"):
             raise ValueError(f"task must be 'classification', 'regression' or 'multilabel', got {task!r}")

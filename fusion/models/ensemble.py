@@ -102,6 +102,11 @@ class Ensemble(FusionModel):
             if unknown:
                 raise ValueError(f"ensemble: member {i} ({member.model.name}) reads modality(ies) {unknown}, which "
                                  f"the configuration does not give (modalities: {list(blocks)})")
+        read = {m for i in range(len(self.params.members)) for m in self._member_modalities(i)}
+        unread = [m for m in blocks if m not in read]
+        if unread:
+            raise ValueError(f"ensemble: modality(ies) {unread} are read by no member (give them to a member's "
+                             "`modalities`, or leave them out of the configuration's modalities)")
         self.members_: list[FusionModel] = []
         held = []
         for i, member in enumerate(self.params.members):
@@ -214,13 +219,7 @@ class Ensemble(FusionModel):
         if len(state["members"]) != len(self.params.members):
             raise ValueError(f"ensemble: the saved state has {len(state['members'])} members, the parameters "
                              f"{len(self.params.members)}")
-        columns = getattr(self, "columns", {})
-        self.members_ = []
-        for i, (member, st) in enumerate(zip(self.params.members, state["members"], strict=True)):
-            m = member.model.build()
-            m.task, m.n_classes, m.modalities = self.task, self.n_classes, self._member_modalities(i)
-            m.columns = {k: v for k, v in columns.items() if k in m.modalities}
-            m.load_state(st, Path(folder) / f"member{i}")
-            m.fitted_ = True
-            self.members_.append(m)
+        self.members_ = [self._load_wrapped(member.model.build(), st, Path(folder) / f"member{i}",
+                                            self._member_modalities(i))
+                         for i, (member, st) in enumerate(zip(self.params.members, state["members"], strict=True))]
         self.layer_ = stacker_from_dict(state["layer"])

@@ -108,7 +108,4 @@ class PooledSequences(FusionModel):
         return {"inner": self.inner_model.save_state(folder)}
 
     def load_state(self, state: dict[str, Any], folder: Path) -> None:
-        m = self.inner_model
-        m.task, m.n_classes, m.modalities = self.task, self.n_classes, list(self.modalities)
-        m.load_state(state["inner"], folder)
-        m.fitted_ = True
+        self._load_wrapped(self.inner_model, state["inner"], folder)

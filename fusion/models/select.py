@@ -159,10 +159,6 @@ class SelectModel(FusionModel):
         if not 0 <= self.chosen_ < len(self.params.candidates):
             raise ValueError(f"select: saved choice {self.chosen_} is not one of the "
                              f"{len(self.params.candidates)} candidates")
-        m = self.model_ = self.params.candidates[self.chosen_].build()
-        m.task, m.n_classes, m.modalities = self.task, self.n_classes, list(self.modalities)
-        m.columns = getattr(self, "columns", {})
-        m.load_state(state["inner"], folder)
-        m.fitted_ = True
+        self.model_ = self._load_wrapped(self.params.candidates[self.chosen_].build(), state["inner"], folder)
 
 
