@@ -41,3 +41,31 @@ def atomic_write_text(text: str, path: Path) -> None:
 
 def atomic_write_bytes(data: bytes, path: Path) -> None:
     atomic_replace(lambda tmp: tmp.write_bytes(data), path)
+
+
+def replace_folder(write: Callable[[Path], object], path: Path) -> None:
+    """Call `write(tmp_folder)`, then move the complete folder onto `path`: an earlier folder
+    there is renamed aside and removed only once the new one is in place, so a reader (or a run
+    killed while writing) finds the old folder or the new one, never a mix of the two.
+
+    Raises:
+        OSError: when the parent folder cannot be created or written (the target is left as it was).
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o777 & ~_umask())
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -5,10 +5,11 @@ the same files, parameters, metrics and tags in the MLflow run (`fusion.tracking
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +142,8 @@ def write_run(cfg, protocol: str, result, t0: float) -> dict[str, Any]:
         out.text("config.yaml", to_yaml(cfg))
         folders = []
         if cfg.evaluation.save_model and result.save_models is not None:
-            folder = cfg.evaluation.model_dir or out.dir / "model"
-            result.save_models(folder)
+            folder = Path(cfg.evaluation.model_dir or out.dir / "model")
+            save_models_whole(result.save_models, folder)
             folders.append(folder)
             summary["model_dir"] = str(folder)
         summary["flags"] = run_flags(summary)
@@ -159,3 +160,27 @@ def write_run(cfg, protocol: str, result, t0: float) -> dict[str, Any]:
                   params=flatten(cfg.model_dump(mode="json")), metrics=result.metrics, steps=result.steps,
                   folders=folders)
     return summary
+
+
+def save_models_whole(save: Callable[[Path], object], folder: Path) -> None:
+    """Run a protocol's `save_models` into a staging folder, then move each target's model folder
+    it wrote onto `folder/<target>` whole (`features.files.replace_folder`): a run killed while
+    saving leaves the earlier model of every target as it was, never one with some files new.
+    Other targets' folders under `folder` are kept."""
+    import shutil
+    import tempfile
+
+    from features.files import replace_folder
+
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging.", dir=folder))
+    try:
+        save(staging)
+        for child in sorted(staging.iterdir()):
+            def move(tmp: Path, _written: Path = child) -> None:
+                tmp.rmdir()
+                os.replace(_written, tmp)  # the same file system: a rename
+
+            replace_folder(move, folder / child.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -39,7 +39,7 @@ def save_model(model: FusionModel, folder: str | Path,
                 "task": model.task, "n_classes": model.n_classes, "modalities": list(model.modalities),
                 "columns": {m: list(c) for m, c in (columns or {}).items()},
                 "target": dict(target or {}), "inputs": dict(inputs or {}), **dict(extra or {}),
-                "state": model.save_state(folder)}
+                "decision": getattr(model, "decision_", None), "state": model.save_state(folder)}
     atomic_write_text(json.dumps(manifest, indent=1), folder / MANIFEST)
     return folder
 
@@ -58,8 +58,21 @@ def load_model(folder: str | Path) -> FusionModel:
     model.modalities = list(manifest["modalities"])
     model.columns = manifest.get("columns", {})
     model.load_state(manifest["state"], folder)
+    model.decision_ = _decision(manifest.get("decision"), model, folder)
     model.fitted_ = True
     return model
+
+
+def _decision(entry: Any, model: FusionModel, folder: Path) -> dict[str, Any] | None:
+    """The manifest's decision rule (`FusionModel.fit_decision`), checked: one finite offset per class."""
+    if entry is None:
+        return None
+    offsets = entry.get("offsets") if isinstance(entry, dict) else None
+    if (not isinstance(offsets, list) or len(offsets) != model.n_classes
+            or not all(isinstance(v, int | float) and np.isfinite(v) for v in offsets)):
+        raise ValueError(f"{Path(folder) / MANIFEST}: decision must give one finite offset per class "
+                         f"({model.n_classes}), got {entry!r}")
+    return dict(entry)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

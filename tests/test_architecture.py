@@ -85,7 +85,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 LAYERS = [
     ("features", 0),
     ("fusion.config.schema", 1), ("fusion.datasets", 1), ("fusion.synthetic", 1),
-    ("fusion.evaluation.splits", 1), ("fusion.evaluation.metrics", 1), ("fusion.evaluation.progress", 1),
+    ("fusion.evaluation.splits", 1), ("fusion.evaluation.metrics", 1), ("fusion.evaluation.decision", 1), ("fusion.evaluation.progress", 1),
     ("fusion.evaluation.multilabel", 1), ("fusion.evaluation.flags", 1),
     ("fusion.data", 2), ("fusion.synthetic.inconsistency", 2),
     ("fusion.models", 3), ("fusion.lit", 3), ("fusion.persist", 3),

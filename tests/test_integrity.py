@@ -352,3 +352,31 @@ def test_the_printed_summary_names_a_binary_target_its_seeds_and_no_chance_where
     ece = next(line for line in text.splitlines() if line.strip().startswith("ece"))
     assert ece.rstrip().endswith("–") and "nan" not in text  # ECE has no chance level
     assert "× 1 seed;" in text
+
+
+def test_a_model_folder_is_replaced_whole_and_a_save_killed_halfway_leaves_the_old_one(tmp_path):
+    """`evaluation.save_model` writes each target's folder aside and moves it in complete: an
+    interrupted save leaves the earlier model (manifest and files of one fit), a finished one
+    leaves no file of the earlier fit behind."""
+    from fusion.outputs import save_models_whole
+
+    root = tmp_path / "models"
+
+    def save(files):
+        def write(folder):
+            for name, text in files.items():
+                (folder / "emotion").mkdir(parents=True, exist_ok=True)
+                if text is None:
+                    raise KeyboardInterrupt  # killed while writing
+                (folder / "emotion" / name).write_text(text)
+        return write
+
+    save_models_whole(save({"manifest.json": "old", "member0.bin": "old"}), root)
+    (root / "other").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        save_models_whole(save({"member0.bin": "new", "manifest.json": None}), root)
+    assert {p.name: p.read_text() for p in (root / "emotion").iterdir()} == {"manifest.json": "old",
+                                                                            "member0.bin": "old"}
+    save_models_whole(save({"manifest.json": "new"}), root)
+    assert {p.name: p.read_text() for p in (root / "emotion").iterdir()} == {"manifest.json": "new"}
+    assert sorted(p.name for p in root.iterdir()) == ["emotion", "other"]  # no staging or old folder left

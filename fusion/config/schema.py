@@ -177,6 +177,12 @@ class TargetSpec(StrictModel):
     when `classes` are given and ordinal otherwise. `names` are display names of the classes
     (reports, tables), in class order.
 
+    `decision`: which class the model names. `argmax` (default): the most probable one, which
+    maximises accuracy; `f1_weighted`, `f1_macro` or `uar`: the class whose log probability plus
+    a per-class offset is largest, the offsets chosen to maximise that metric on the model's
+    predictions of training samples it was not fitted on (`fusion.evaluation.decision`). The
+    probabilities are unchanged; the labels (and every metric of labels) follow the rule.
+
     `kind: multilabel` (EMOTIC's 26 categories): `label` is a glob of 0/1 label columns (e.g.
     `cat_*`), each a label of its own; `continuous` names continuous labels trained jointly
     (valence, arousal, dominance); `vad_mixture` adds their VAD-mixture soft labels as a
@@ -193,6 +199,7 @@ class TargetSpec(StrictModel):
     names: list[str] | None = None
     continuous: list[str] | None = None
     vad_mixture: VadMixtureSpec | None = None
+    decision: Literal["argmax", "f1_weighted", "f1_macro", "uar"] = "argmax"
 
     @model_validator(mode="before")
     @classmethod
@@ -207,6 +214,9 @@ class TargetSpec(StrictModel):
             if self.classes is not None or self.n_classes is not None or self.positive_from is not None:
                 raise ValueError("a multilabel target takes `label` (a glob of 0/1 columns) and `continuous`, "
                                  "not classes, n_classes or positive_from")
+            if self.decision != "argmax":
+                raise ValueError("decision rules are for single-label classes; a multilabel target's labels are "
+                                 "thresholded per label by its protocol")
             if self.vad_mixture is not None:
                 cols = self.vad_mixture.columns or self.continuous or []
                 if len(cols) not in (2, 3):

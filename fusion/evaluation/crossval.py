@@ -111,6 +111,18 @@ class TargetResult:
     per_class: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # stat → mean, sd per class
     confusion: np.ndarray | None = None         # (K, K) counts, true × predicted, mean over repeats
     conformal: ConformalResult | None = None
+    decision: str = "argmax"                    # the decision rule (`fusion.evaluation.decision`)
+    offsets: dict[str, np.ndarray] = field(default_factory=dict)  # variant → (repeats, n, K) its rule's offsets
+    notes: list[str] = field(default_factory=list)
+
+    def labels(self, name: str = "model") -> np.ndarray:
+        """(repeats, n) the classes a variant names, -1 where unscored: by the decision rule of
+        the model that predicted it where it has one (`offsets`), else the most probable class."""
+        from fusion.evaluation.decision import decide
+
+        P = self.variants[name]
+        off = self.offsets.get(name)
+        return np.stack([decide(P[r], None if off is None else off[r]) for r in range(len(P))])
 
 
 @dataclass(frozen=True)
@@ -159,7 +171,8 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                    ablation: bool = False, baselines: Mapping[str, ModelSpec] | None = None,
                    robustness: bool = False, noise_levels: Sequence[float] = (), attributions: bool = False,
                    seed: int = 0, kind: str = "ordinal", positive_from: int | None = None,
-                   conformal: ConformalSpec | None = None, label: str = "cross-validation") -> TargetResult:
+                   conformal: ConformalSpec | None = None, label: str = "cross-validation",
+                   decision: str = "argmax") -> TargetResult:
     """Fit and score `model` on every fold; see the module docstring for what is scored. The
     folds' progress is shown under `label` (`fusion.evaluation.progress.steps`).
 
@@ -174,21 +187,47 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
     `conformal` adds split-conformal prediction sets (and score intervals) for every test
     sample, calibrated on predictions of training samples by models that did not see them
     (`conformal_fold`).
+
+    `decision` (a metric: `f1_weighted`, `f1_macro`, `uar`) fits, in every fold, the fitted
+    model's decision rule on its predictions of that fold's training samples
+    (`FusionModel.fit_decision`); the model's labels, and its metrics of labels, follow it.
     """
     mods = list(blocks)
     n = len(y)
     n_rep = max(f.repeat for f in folds) + 1
     variants: dict[str, np.ndarray] = {}
 
-    def put(name: str, r: int, rows_: np.ndarray, proba: np.ndarray | None) -> None:
+    def put(name: str, r: int, rows_: np.ndarray, proba: np.ndarray | None,
+            by: FusionModel | None = None) -> None:
+        """Store a variant's probabilities, and the decision offsets of the model `by` that
+        predicted them (when a rule is configured)."""
         if proba is None:
             return
         if name not in variants:
             variants[name] = np.full((n_rep, n, n_classes), np.nan)
         variants[name][r, rows_] = proba
+        offsets = by.decision_offsets() if by is not None and decision != "argmax" else None
+        if offsets is not None:
+            result.offsets.setdefault(name, np.zeros((n_rep, n, n_classes)))[r, rows_] = offsets
+
+    def ruled(m: FusionModel, tr: np.ndarray, name: str | None = None) -> FusionModel:
+        """`m` with its decision rule fitted on its predictions of the training rows `tr`; a
+        variant `name` whose model cannot have one is named by its most probable class, and
+        said so."""
+        if decision == "argmax":
+            return m
+        try:
+            m.fit_decision(y[tr], decision)
+        except ValueError as err:
+            if name is None:
+                raise
+            note = f"decision rule: variant {name} is named by its most probable class ({err})"
+            if note not in result.notes:
+                result.notes.append(note)
+        return m
 
     regression = np.full((n_rep, n), np.nan) if score is not None else None
-    result = TargetResult(n_classes, variants, regression, kind=kind)
+    result = TargetResult(n_classes, variants, regression, kind=kind, decision=decision)
     rng = np.random.default_rng(seed)
     if attributions:
         result.modality_contrib = np.full((n, len(mods)), np.nan)
@@ -202,8 +241,8 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
             inner = local_inner(fold, n)
             btr, bte = rows(blocks, tr), rows(blocks, te)
             built = model.build()
-            fitted = built.fit(btr, targets.rows(tr), inner=inner, seed=fold.seed)
-            put("model", r, te, fitted.predict_proba(bte))
+            fitted = ruled(built.fit(btr, targets.rows(tr), inner=inner, seed=fold.seed), tr)
+            put("model", r, te, fitted.predict_proba(bte), fitted)
             put("uncalibrated", r, te, fitted.uncalibrated_proba(bte))
             per_window = fitted.window_proba(bte)
             if per_window is not None:
@@ -215,28 +254,29 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                     name = f"{fitted.tag}:{'+'.join(sub)}"
                     result.ablation[name] = (fitted.tag, "+".join(sub))
                     if fitted.drops_modalities:
-                        put(name, r, te, fitted.predict_proba(bte, sub))
+                        put(name, r, te, fitted.predict_proba(bte, sub), fitted)
                     elif len(sub) == len(mods):
-                        put(name, r, te, variants["model"][r, te])
+                        put(name, r, te, variants["model"][r, te], fitted)
                     else:
                         sub_model = model.build()
                         sub_model.fit(rows(btr, np.arange(len(tr)), sub), targets.rows(tr), inner=inner,
                                       seed=fold.seed)
-                        put(name, r, te, sub_model.predict_proba(rows(bte, np.arange(len(te)), sub)))
+                        put(name, r, te, sub_model.predict_proba(rows(bte, np.arange(len(te)), sub)),
+                            ruled(sub_model, tr, name))
                 for tag, spec in {**{k: ModelSpec(*v) for k, v in fitted.baselines().items()},
                                   **(baselines or {})}.items():
                     name = f"{tag}:{'+'.join(mods)}"
                     result.ablation[name] = (tag, "+".join(mods))
                     base = spec.build()
                     base.fit(btr, targets.rows(tr), inner=inner, seed=fold.seed)
-                    put(name, r, te, base.predict_proba(bte))
+                    put(name, r, te, base.predict_proba(bte), ruled(base, tr, name))
             if robustness:
                 for m in mods:
-                    put(f"drop:{m}", r, te, fitted.predict_proba(bte, [x for x in mods if x != m]))
+                    put(f"drop:{m}", r, te, fitted.predict_proba(bte, [x for x in mods if x != m]), fitted)
                     sd = feature_sd(btr[m])
                     for level in noise_levels:
                         noised = {**bte, m: noisy(bte[m], level, sd, rng)}
-                        put(f"noise:{m}:{level:g}", r, te, fitted.predict_proba(noised))
+                        put(f"noise:{m}:{level:g}", r, te, fitted.predict_proba(noised), fitted)
             reg = None
             if score is not None and fitted.scores_jointly():
                 regression[r, te] = fitted.predict_score(bte)  # the jointly trained score head
@@ -253,7 +293,7 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                 contrib = fitted.modality_contributions(bte)
                 if contrib is not None:
                     result.modality_contrib[te] = contrib
-                pred = fitted.predict_proba(bte).argmax(1)
+                pred = fitted.predict(bte)
                 for m, c in fitted.feature_contributions(bte).items():
                     if c is None:  # no exact attribution: permutation importance, cohort level only
                         imp = permutation_importance(fitted, bte, y[te], m, rng)
@@ -261,10 +301,20 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
                         continue
                     arr = result.feature_contrib.setdefault(m, np.full((n, c.shape[1]), np.nan))
                     arr[te] = c[np.arange(len(te)), :, pred]
-            fold_metrics = multiclass_metrics(y[te], variants["model"][r, te], kind)
+            fold_metrics = multiclass_metrics(y[te], variants["model"][r, te], kind,
+                                              fitted.decision_offsets())
             result.per_fold.append({"repeat": r, "fold": fold.fold, "n_test": len(te), **fold_metrics})
-            result.fitted.append({"repeat": r, "fold": fold.fold, **fitted.summary()})
+            decided = {"decision": fitted.decision_} if getattr(fitted, "decision_", None) else {}
+            result.fitted.append({"repeat": r, "fold": fold.fold, **fitted.summary(), **decided})
             tick(f"repeat {r}, fold {fold.fold}")
+    rules = [f["decision"] for f in result.fitted if "decision" in f]
+    if rules:
+        mean = {key: float(np.mean([d[key] for d in rules])) for key in ("before", "after", "crossfit")}
+        result.notes.append(
+            f"labels by the decision rule for {decision}: per-class offsets fitted in each fold on the model's "
+            f"predictions of {int(np.mean([d['n'] for d in rules]))} training samples it was not fitted on; "
+            f"{decision} there {mean['before']:.3f} with the most probable class, {mean['crossfit']:.3f} with the "
+            f"rule cross-fitted over those samples ({mean['after']:.3f} in-sample); the probabilities are unchanged")
     return result
 
 
@@ -446,34 +496,42 @@ def _restrict(inner, keep: np.ndarray):
 def summarise(result: TargetResult, y: np.ndarray, groups: np.ndarray, score: np.ndarray | None,
               n_bootstrap: int, seed: int) -> None:
     """Metrics per variant: mean ± sd over repeats and a subject-bootstrap 95 % interval."""
+    k = result.n_classes
     for name, P in result.variants.items():
         scored = ~np.isnan(P[0]).any(1)
         kind = result.kind
-        per_rep = [multiclass_metrics(y[scored], P[r, scored], kind) for r in range(len(P))]
+        # a variant's decision offsets travel with its probabilities (resampled together)
+        off = result.offsets.get(name)
+        PO = P if off is None else np.concatenate([P, off], axis=2)
+
+        def metrics_of(yy, pp, _k=kind, _o=off is not None):
+            return multiclass_metrics(yy, pp[:, :k], _k, pp[:, k:] if _o else None)
+
+        per_rep = [metrics_of(y[scored], PO[r, scored]) for r in range(len(P))]
         out = {}
         for metric in per_rep[0]:
             mean, sd = mean_sd([m[metric] for m in per_rep])
             out[metric] = {"mean": mean, "sd": sd}
         wanted = CI_METRICS if name in ("model", "uncalibrated") else ("f1_weighted", "uar", "ece")
-        cis = bootstrap_intervals(lambda yy, pp, _w=wanted, _k=kind: {
-                                      k: v for k, v in multiclass_metrics(yy, pp, _k).items() if k in _w},
-                                  y[scored], P[:, scored], groups[scored], n_bootstrap, seed)
+        cis = bootstrap_intervals(lambda yy, pp, _w=wanted, _m=metrics_of: {
+                                      key: v for key, v in _m(yy, pp).items() if key in _w},
+                                  y[scored], PO[:, scored], groups[scored], n_bootstrap, seed)
         for metric, (lo, hi) in cis.items():
             out[metric].update(ci_low=lo, ci_high=hi)
         if n_bootstrap and name in result.ablation:
-            out["f1_weighted_gain_of_model"] = paired_gain(result.variants["model"], P, y, groups,
-                                                            n_bootstrap, seed)
+            out["f1_weighted_gain_of_model"] = paired_gain(result.variants["model"], P, y, groups, n_bootstrap,
+                                                            seed, result.offsets.get("model"), off)
         result.metrics[name] = out
         if name == "model":
-            k = result.n_classes
-            reps = [per_class_metrics(y[scored], P[r, scored].argmax(1), k) for r in range(len(P))]
+            labels = result.labels("model")
+            reps = [per_class_metrics(y[scored], labels[r, scored], k) for r in range(len(P))]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # a class never predicted: NaN precision
                 result.per_class = {stat: {"mean": np.nanmean([m[stat] for m in reps], axis=0).tolist(),
                                            "sd": (np.nanstd([m[stat] for m in reps], axis=0, ddof=1)
                                                   if len(reps) > 1 else np.zeros(k)).tolist()}
                                     for stat in ("recall", "precision", "f1", "support")}
-            result.confusion = np.mean([confusion(y[scored], P[r, scored].argmax(1), k) for r in range(len(P))],
+            result.confusion = np.mean([confusion(y[scored], labels[r, scored], k) for r in range(len(P))],
                                        axis=0)
     if result.conformal is not None and result.conformal.spec is not None:
         result.conformal.summary = conformal_metrics(result.conformal, result.conformal.spec, y, groups, score,
@@ -517,16 +575,24 @@ def window_metrics(W: np.ndarray, y: np.ndarray, groups: np.ndarray, kind: str, 
 
 
 def paired_gain(P_model: np.ndarray, P_other: np.ndarray, y: np.ndarray, groups: np.ndarray,
-                n_bootstrap: int, seed: int) -> dict[str, float]:
-    """Weighted-F1 of the model minus that of another variant on the same samples: mean ± sd
-    over repeats and a paired subject-bootstrap interval (both resampled together)."""
+                n_bootstrap: int, seed: int, offsets_model: np.ndarray | None = None,
+                offsets_other: np.ndarray | None = None) -> dict[str, float]:
+    """Weighted-F1 of the model minus that of another variant on the same samples (each one's
+    labels by its decision rule's offsets, where it has them): mean ± sd over repeats and a
+    paired subject-bootstrap interval (both resampled together)."""
+    from fusion.evaluation.decision import decide
+
     k = P_model.shape[2]
     scored = ~np.isnan(P_model[0]).any(1) & ~np.isnan(P_other[0]).any(1)
+    zeros = np.zeros_like(P_model)
+    O_model = zeros if offsets_model is None else offsets_model
+    O_other = zeros if offsets_other is None else offsets_other
 
     def gain(yy, pp):
-        return f1_scores(yy, pp[:, :k].argmax(1), k)[0] - f1_scores(yy, pp[:, k:].argmax(1), k)[0]
+        return (f1_scores(yy, decide(pp[:, :k], pp[:, 2 * k:3 * k]), k)[0]
+                - f1_scores(yy, decide(pp[:, k:2 * k], pp[:, 3 * k:]), k)[0])
 
-    both = np.concatenate([P_model, P_other], axis=2)[:, scored]
+    both = np.concatenate([P_model, P_other, O_model, O_other], axis=2)[:, scored]
     per_rep = [gain(y[scored], both[r]) for r in range(len(both))]
     mean, sd = mean_sd(per_rep)
     lo, hi = bootstrap_ci(gain, y[scored], both, groups[scored], n_bootstrap, seed)

@@ -127,15 +127,34 @@ def ece_top_label(y: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> float:
     return float(total / len(y))
 
 
-def multiclass_metrics(y: np.ndarray, proba: np.ndarray, kind: str = "ordinal") -> dict[str, float]:
+def decide(proba: np.ndarray, offsets: np.ndarray | None = None) -> np.ndarray:
+    """Class indices named by a decision rule's per-class log-probability `offsets` ((K,) or one
+    row per sample; None: the most probable class), `fusion.evaluation.decision`; -1 for a row
+    without probabilities (NaN)."""
+    P = np.asarray(proba, dtype=float)
+    missing = np.isnan(P).any(1)
+    scores = np.log(np.clip(np.nan_to_num(P, nan=1.0), 1e-12, None))
+    if offsets is not None:
+        scores = scores + np.asarray(offsets, dtype=float)  # (K,) or (n, K): broadcast
+    out = scores.argmax(1)
+    out[missing] = -1
+    return out
+
+
+def multiclass_metrics(y: np.ndarray, proba: np.ndarray, kind: str = "ordinal",
+                       offsets: np.ndarray | None = None) -> dict[str, float]:
     """Accuracy, weighted/macro F1, one-vs-rest AUC (macro), top-label ECE and the multi-class
     Brier score; for ordered classes (`kind="ordinal"`) also balanced accuracy, quadratic
     kappa and adjacent-class accuracy (|error| ≤ 1 class); for nominal classes the unweighted
     average recall (UAR, the mean of the per-class recalls: balanced accuracy by its
-    emotion-recognition name), and no metric that assumes an order."""
+    emotion-recognition name), and no metric that assumes an order.
+
+    The metrics of labels use the most probable class, or, with `offsets` ((K,) or one row per
+    sample), the class a decision rule names (`fusion.evaluation.decision`); AUC, ECE and Brier
+    read the probabilities."""
     y = np.asarray(y, int)
     k = proba.shape[1]
-    pred = proba.argmax(1)
+    pred = proba.argmax(1) if offsets is None else decide(proba, offsets)
     wf1, mf1 = f1_scores(y, pred, k)
     aucs = [roc_auc(y == c, proba[:, c]) for c in range(k)]
     onehot = np.eye(k)[y]

@@ -24,15 +24,17 @@ def _pooled(P: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(ys), np.concatenate(ps)
 
 
-def confusion_figure(title: str, y: np.ndarray, P: np.ndarray, class_names: list[str]):
-    yy, pp = _pooled(P, y)
-    m = confusion(yy, pp.argmax(1), P.shape[2]).astype(float)
+def confusion_figure(title: str, y: np.ndarray, labels: np.ndarray, class_names: list[str]):
+    """Row-normalised confusion of the named classes `labels` ((repeats, n), -1 unscored)."""
+    scored = labels >= 0
+    yy = np.concatenate([y[scored[r]] for r in range(len(labels))])
+    m = confusion(yy, labels[scored], len(class_names)).astype(float)
     norm = m / np.clip(m.sum(1, keepdims=True), 1, None)
     fig, ax = plt.subplots(figsize=(1.1 * len(class_names) + 2, 1.0 * len(class_names) + 1.5))
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(class_names)):
         for j in range(len(class_names)):
-            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(m[i, j] / len(P))})", ha="center", va="center",
+            ax.text(j, i, f"{norm[i, j]:.2f}\n({int(m[i, j] / len(labels))})", ha="center", va="center",
                     fontsize=8, color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
     ax.set_yticks(range(len(class_names)), class_names)
@@ -126,7 +128,7 @@ def target_figures(tname: str, spec, result, y: np.ndarray, dc: dict[str, Any] |
     if "uncalibrated" in result.variants:
         curves = {"calibrated": result.variants["model"], "uncalibrated": result.variants["uncalibrated"]}
     figs = [(f"{tname}_confusion", confusion_figure(f"{tname}: confusion (out-of-fold)", y,
-                                                     result.variants["model"], names)),
+                                                     result.labels("model"), names)),
             (f"{tname}_reliability", reliability_figure(f"{tname}: reliability of the prediction", y, curves))]
     if dc is not None:
         figs.append((f"{tname}_decision_curve", decision_figure(

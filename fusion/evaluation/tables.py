@@ -86,9 +86,12 @@ def predictions_table(target: TargetData, result: TargetResult) -> pd.DataFrame:
     preds = pd.DataFrame({"sample_id": target.index, "subject_id": target.subjects, "group": target.groups,
                           "y": target.y, "label": [target.classes[k] for k in target.y]})
     P = result.variants["model"]
+    labels = result.labels("model")
     for r in range(len(P)):
         for k in range(result.n_classes):
             preds[f"p{k}_repeat{r}"] = P[r, :, k]
+        # the class the model names (its decision rule's, or the most probable one); -1 unscored
+        preds[f"pred_repeat{r}"] = labels[r]
     if result.regression is not None:
         preds["score"] = target.score
         for r in range(len(result.regression)):
@@ -103,13 +106,14 @@ def per_group_table(target: TargetData, result: TargetResult) -> pd.DataFrame:
     from fusion.evaluation.metrics import f1_scores
 
     P = result.variants["model"]
+    labels = result.labels("model")
     scored = ~np.isnan(P[0]).any(1)
     rows = []
     for g in pd.unique(target.groups[scored]):
         idx = np.flatnonzero(scored & (target.groups == g))
         y = target.y[idx]
-        acc = [float((P[r, idx].argmax(1) == y).mean()) for r in range(len(P))]
-        f1 = [f1_scores(y, P[r, idx].argmax(1), result.n_classes)[1] for r in range(len(P))]
+        acc = [float((labels[r, idx] == y).mean()) for r in range(len(P))]
+        f1 = [f1_scores(y, labels[r, idx], result.n_classes)[1] for r in range(len(P))]
         row = {"group": g, "n_samples": len(idx), "accuracy": float(np.mean(acc)), "f1_macro": float(np.mean(f1))}
         if result.windows is not None:
             W = result.windows[:, idx]  # (repeats, samples, T, K)
@@ -205,7 +209,7 @@ def attribution_tables(result: TargetResult, ids: list[str], columns: dict[str, 
         per = pd.DataFrame(result.modality_contrib, columns=[f"modality:{m}" for m in modalities])
         per.insert(0, "sample_id", ids)
         proba = result.variants["model"][0]
-        per.insert(1, "predicted_class", np.nanargmax(np.nan_to_num(proba, nan=-1), axis=1))
+        per.insert(1, "predicted_class", result.labels("model")[0])
         per.insert(2, "confidence", np.nanmax(proba, axis=1))
         for m in modalities:
             if m in result.feature_contrib:

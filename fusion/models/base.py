@@ -96,11 +96,45 @@ class FusionModel:
         raise NotImplementedError
 
     def predict(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
-        """Class indices (classification) or scores (regression)."""
+        """Class indices (classification: the most probable class, or the class its decision
+        rule names, `fit_decision`) or scores (regression)."""
         self.check_fitted()
         if self.task == "classification":
-            return self.predict_proba(blocks, modalities).argmax(1)
+            from fusion.evaluation.decision import decide
+
+            return decide(self.predict_proba(blocks, modalities), self.decision_offsets())
         return self.predict_score(blocks, modalities)
+
+    # --- the decision rule (`fusion.evaluation.decision`) ----------------------------------------
+    def fit_decision(self, y: np.ndarray, rule: str) -> dict[str, float]:
+        """Fit the decision rule `rule` (a metric to maximise: `f1_weighted`, `f1_macro`,
+        `uar`; `argmax` for the most probable class) on this fitted classifier's
+        `inner_predictions` of its training samples, whose classes are `y`; return what was
+        measured there (the metric before and after, and the number of samples).
+
+        Raises:
+            ValueError: the model keeps no predictions of training samples it was not fitted on,
+                or too few of them.
+        """
+        from fusion.evaluation.decision import fit_offsets
+
+        self.check_fitted()
+        if rule == "argmax":
+            self.decision_ = None
+            return {}
+        inner = self.inner_predictions()
+        if inner is None:
+            raise ValueError(f"decision rule {rule}: {type(self).__name__} keeps no predictions of training samples "
+                             "it was not fitted on (give it inner folds: cv.inner_splits ≥ 2), so no rule can be "
+                             "fitted without scoring it on the samples it chose on")
+        offsets, measured = fit_offsets(y, np.asarray(inner, float).reshape(len(y), -1), rule)
+        self.decision_ = {"rule": rule, "offsets": [float(v) for v in offsets], **measured}
+        return measured
+
+    def decision_offsets(self) -> np.ndarray | None:
+        """The decision rule's per-class log-probability offsets, or None (the most probable class)."""
+        d = getattr(self, "decision_", None)
+        return np.asarray(d["offsets"], float) if d else None
 
     def predict_score(self, blocks: Blocks, modalities: Sequence[str] | None = None) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} has no regression head")

@@ -88,6 +88,7 @@ class NestedCV(Protocol):
             result = evaluate_target(cfg, target, data)
             if result.conformal is not None and result.conformal.summary:
                 summary["notes"] += [f"{tname}: conformal: {n}" for n in result.conformal.summary["notes"]]
+            summary["notes"] += [f"{tname}: {n}" for n in result.notes]
             results[tname] = result
             summary["targets"][tname] = target_summary(cfg, target, result)
             files.update(target_tables(cfg, target, result, data.columns))
@@ -192,7 +193,8 @@ def evaluate_target(cfg: TrainConfig, target: TargetData, data: ModelData | None
         baselines={tag: ModelSpec(s.name, s.params) for tag, s in ev.baselines.items()},
         robustness=ev.robustness, noise_levels=ev.noise_levels, attributions=ev.attributions, seed=cfg.cv.seed,
         kind=target.spec.kind, positive_from=target.spec.positive_from,
-        conformal=conformal_spec(cfg, target, data), label=f"{cfg.model.name} on {target.name}")
+        conformal=conformal_spec(cfg, target, data), label=f"{cfg.model.name} on {target.name}",
+        decision=target.spec.decision)
     summarise(result, target.y, target.groups, target.score, ev.n_bootstrap, cfg.cv.seed)
     return result
 
@@ -329,6 +331,7 @@ def fit_final_models(cfg: TrainConfig, data: ModelData, folder: Path) -> Path:
                  if cfg.cv.inner_splits > 1 else [])
         model = ModelSpec(cfg.model.name, cfg.model.params).build()
         model.fit(target.blocks, targets_of(target), inner=inner, seed=cfg.cv.seed)
+        model.fit_decision(target.y, spec.decision)
         tdir = folder / tname
         target_info = {"name": tname, "label": spec.label, "classes": target.classes, "kind": spec.kind,
                        "names": spec.names, "positive_from": spec.positive_from,

@@ -122,6 +122,10 @@ def run_trimodal_paper(cfg: TrainConfig) -> dict[str, Any]:
                                       "seeds": list(p.seeds)},
                                "n_features": int(paper_matrix(blocks, cfg).shape[1]), "feature_sets": provenance,
                                "targets": {}}
+    ruled = [tname for tname, t in cfg.targets.items() if t.decision != "argmax"]
+    if ruled:
+        raise ConfigError(f"targets {ruled}: the trimodal-paper protocol reproduces the paper's decisions (the most "
+                          "probable class); a decision rule belongs to the nested-cv protocol")
     for tname, t in cfg.targets.items():
         target = select_target(tname, t, labels, blocks, dataset, cfg.cv.group_by)
         y, groups, X = target.y, target.groups, paper_matrix(target.blocks, cfg)

@@ -235,6 +235,14 @@ def target_content(tm: TargetModel, blocks: Mapping[str, Any], labels: pd.DataFr
         c["proba"] = [(names[j], float(p[j]), float(lo[j]), float(hi[j])) for j in range(k)]
         top = int(np.argmax(p))
         c["predicted"] = names[top]
+        offsets = tm.model.decision_offsets()
+        if offsets is not None:  # the class the saved model's decision rule names for these probabilities
+            from fusion.evaluation.decision import decide
+
+            named = int(decide(p[None, :], offsets)[0])
+            if named != top:
+                c["predicted"] = (f"{names[named]} (named by the model's decision rule for "
+                                  f"{tm.model.decision_['rule']}; most probable: {names[top]})")
         c["recorded"] = _recorded(tm, labels, sid, names)
         c["headline"] = headline(p, names, tm.target.get("kind") or "ordinal", c["pos"], tm.target.get("positive_name"),
                                  c["score"], tm.target.get("score"), tm.target.get("score_ranges"))
@@ -616,13 +624,21 @@ def _subgroups(preds, P, labels, columns, kind, pos, n_boot, seed) -> list[dict[
     k = P.shape[2]
     groups = preds["subject_id"].astype(str).to_numpy()
     scored = ~np.isnan(P).any(2).any(0)
+    # the classes the run named (`pred_repeat*`: by the model's decision rule), one-hot beside the
+    # probabilities; a run written before those columns: the most probable class
+    reps = sorted({int(c.rsplit("repeat", 1)[1]) for c in preds.columns if c.startswith("p0_repeat")})
+    if all(f"pred_repeat{r}" in preds for r in reps):
+        named = np.stack([preds[f"pred_repeat{r}"].to_numpy(int) for r in reps])
+    else:
+        named = np.nan_to_num(P, nan=-1).argmax(2)
+    PL = np.concatenate([P, np.eye(k)[np.clip(named, 0, k - 1)]], axis=2)
 
     def metrics(yy, pp):
-        pred = pp.argmax(1)
+        pred = pp[:, k:].argmax(1)  # the run's named classes, one-hot after the probabilities
         recalls = [(pred[yy == c] == c).mean() for c in range(k) if (yy == c).any()]
         m = {"f1_weighted": f1_scores(yy, pred, k)[0], "balanced_accuracy": float(np.mean(recalls))}
         if pos is not None:
-            m["auc"] = roc_auc(yy >= pos, pp[:, pos:].sum(1))
+            m["auc"] = roc_auc(yy >= pos, pp[:, pos:k].sum(1))
         return m
 
     rows = []
@@ -634,8 +650,8 @@ def _subgroups(preds, P, labels, columns, kind, pos, n_boot, seed) -> list[dict[
                 continue
             with warnings.catch_warnings():  # a subgroup with one class has no AUC (NaN, said as "–")
                 warnings.simplefilter("ignore", RuntimeWarning)
-                per = [metrics(y[idx], P[r, idx]) for r in range(len(P))]
-                ci = bootstrap_intervals(metrics, y[idx], P[:, idx], groups[idx], n_boot, seed)
+                per = [metrics(y[idx], PL[r, idx]) for r in range(len(P))]
+                ci = bootstrap_intervals(metrics, y[idx], PL[:, idx], groups[idx], n_boot, seed)
                 means = {name: float(np.nanmean([p[name] for p in per])) for name in per[0]}
             row = {"column": col, "value": v, "n": int(len(idx)),
                    **{name: (means[name], *ci.get(name, (np.nan, np.nan))) for name in per[0]}}
