@@ -100,6 +100,21 @@ def stacking(summary: dict) -> str:
     return "; ".join(out) or "not recorded"
 
 
+def decision(summary: dict) -> str:
+    """The decision rule of each fold: its offsets, and its metric on the training samples the
+    rule was fitted on, with the most probable class and with the rule cross-fitted there."""
+    fitted = Path(summary["outputs"]["dir"]) / "fitted_per_fold.json" if summary.get("outputs") else None
+    folds = json.loads(fitted.read_text())["emotion"] if fitted and fitted.exists() else []
+    out = []
+    for f in folds:
+        d = f.get("decision")
+        if d:
+            out.append(f"fold {f['fold']}: {d['rule']} on {d['n']} training samples {d['before']:.3f} -> "
+                       f"{d['crossfit']:.3f} cross-fitted ({d['after']:.3f} in-sample); offsets "
+                       + ", ".join(f"{v:+.2f}" for v in d["offsets"]))
+    return "; ".join(out) or "none (the most probable class)"
+
+
 def choices(summary: dict) -> str:
     """Which candidate the selection kept in each outer fold, with the candidates' inner UAR."""
     fitted = Path(summary["outputs"]["dir"]) / "fitted_per_fold.json" if summary.get("outputs") else None
@@ -145,6 +160,7 @@ def meld(shared: Path, tmp: Path, finetune: bool) -> dict:
     s, sec = train("configs/train/meld_emotion.yaml", tmp, "meld", *base,
                    f"evaluation.model_dir={MODELS / 'meld_emotion'}")
     out["text"] = report("MELD text (MiniLM), train -> dev", s, sec)
+    print(f"  decision rule: {decision(s)}")
     s, sec = train("configs/train/meld_emotion.yaml", tmp, "meld_context", *base,
                    "modalities={text: [{features: text}], context: [{features: text, context: 3}]}",
                    "evaluation.save_model=false")
@@ -161,6 +177,7 @@ def meld(shared: Path, tmp: Path, finetune: bool) -> dict:
         out["ensemble"] = report("MELD ensemble (logistic regression, dialogue model, two fine-tunings), "
                                  "train -> dev", s, sec)
         print(f"  {stacking(s)}")
+        print(f"  decision rule: {decision(s)}")
     return out
 
 

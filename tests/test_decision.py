@@ -159,3 +159,14 @@ def test_a_decision_rule_is_a_single_label_targets_setting():
     with pytest.raises(ValueError):
         TargetSpec(label="e", classes=["a", "b"], decision="accuracy")
     assert MODELS.get("early-fusion")  # the rule is on the contract, for every registered model
+
+
+def test_the_papers_protocol_refuses_a_decision_rule_before_reading_data():
+    from fusion.config.schema import ConfigError, TrainConfig
+    from fusion.protocols.base import PROTOCOLS
+
+    cfg = TrainConfig(modalities={"a": [{"features": "x"}]}, model={"name": "early-fusion"},
+                      targets={"t": {"label": "y", "classes": ["a", "b"], "decision": "uar"}})
+    with pytest.raises(ConfigError, match="trimodal-paper protocol reproduces the paper's decisions"):
+        PROTOCOLS.get("trimodal-paper")().check(cfg)
+    PROTOCOLS.get("nested-cv")().check(cfg)

@@ -92,6 +92,13 @@ class TrimodalPaper(Protocol):
 
     targets = "single"
 
+    def check(self, cfg: TrainConfig) -> None:
+        super().check(cfg)
+        ruled = [tname for tname, t in cfg.targets.items() if t.decision != "argmax"]
+        if ruled:
+            raise ConfigError(f"targets {ruled}: the trimodal-paper protocol reproduces the paper's decisions (the "
+                              "most probable class); a decision rule belongs to the nested-cv protocol")
+
     def run(self, cfg: TrainConfig) -> RunResult:
         summary = run_trimodal_paper(cfg)
         metrics = {mlflow_key(f"{t}.{variant}.{k}.{stat}"): v for t, ts in summary["targets"].items()
@@ -122,10 +129,6 @@ def run_trimodal_paper(cfg: TrainConfig) -> dict[str, Any]:
                                       "seeds": list(p.seeds)},
                                "n_features": int(paper_matrix(blocks, cfg).shape[1]), "feature_sets": provenance,
                                "targets": {}}
-    ruled = [tname for tname, t in cfg.targets.items() if t.decision != "argmax"]
-    if ruled:
-        raise ConfigError(f"targets {ruled}: the trimodal-paper protocol reproduces the paper's decisions (the most "
-                          "probable class); a decision rule belongs to the nested-cv protocol")
     for tname, t in cfg.targets.items():
         target = select_target(tname, t, labels, blocks, dataset, cfg.cv.group_by)
         y, groups, X = target.y, target.groups, paper_matrix(target.blocks, cfg)
