@@ -57,7 +57,7 @@ lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .
 
 # Real public data for tests and benchmarks, beside the project when present.
-AFFECT_SHARED_DATA ?= $(wildcard ../shared/data)
+AFFECT_SHARED_DATA ?= $(abspath $(wildcard ../shared/data))
 export AFFECT_SHARED_DATA
 
 bench: bench-demo bench-extract bench-train bench-emotion bench-atei bench-compound bench-report bench-emotic ## Run every CPU benchmark (results go in BENCHMARKS.md by hand)

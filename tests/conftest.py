@@ -42,7 +42,7 @@ def shared_data() -> Path:
     path = Path(value)
     if not path.is_dir():
         pytest.fail(f"AFFECT_SHARED_DATA={value} is not a folder")
-    return path
+    return path.resolve()  # absolute: tests link to it from their own folders
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ a saved model keeps its rule."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -170,3 +172,38 @@ def test_the_papers_protocol_refuses_a_decision_rule_before_reading_data():
     with pytest.raises(ConfigError, match="trimodal-paper protocol reproduces the paper's decisions"):
         PROTOCOLS.get("trimodal-paper")().check(cfg)
     PROTOCOLS.get("nested-cv")().check(cfg)
+
+
+def test_fusion_train_with_a_rule_reports_it_and_saves_it_with_the_model(tmp_path):
+    """`fusion train` on a RAVDESS-layout corpus with `decision: uar`: the printed note, each
+    fold's rule, the predictions table's named classes (the rule's offsets on its probabilities)
+    and the saved model's rule."""
+    import json
+
+    import pandas as pd
+    from fixtures import ravdess_tree, write_configs
+
+    from fusion.cli import main
+
+    corpus = ravdess_tree(tmp_path / "ravdess", actors=(1, 2, 3, 4, 5, 6))  # 40 training clips per fold
+    extract_cfg, train_cfg = write_configs(tmp_path, corpus, {"name": "logreg", "params": {"C": 1.0}},
+                                           decision="uar")
+    assert main(["extract", "--config", str(extract_cfg)]) == 0
+    assert main(["train", "--config", str(train_cfg), "--json", str(tmp_path / "s.json")]) == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert any("labels by the decision rule for uar" in note for note in summary["notes"])
+    out = Path(summary["outputs"]["dir"])
+    folds = json.loads((out / "fitted_per_fold.json").read_text())["emotion"]
+    preds = pd.read_csv(out / "emotion_predictions.csv")
+    P = preds[[f"p{k}_repeat0" for k in range(4)]].to_numpy()
+    named = preds["pred_repeat0"].to_numpy()
+    assert all(f["decision"]["rule"] == "uar" and len(f["decision"]["offsets"]) == 4 for f in folds)
+    # each sample is named by the offsets of the fold that scored it (leave one actor out, in
+    # the groups' sorted order)
+    groups = preds["group"].astype(str).to_numpy()
+    for f in folds:
+        rows = np.flatnonzero(groups == sorted(set(groups))[f["fold"]])
+        np.testing.assert_array_equal(named[rows], decide(P[rows], np.asarray(f["decision"]["offsets"])))
+    manifest = json.loads((tmp_path / "models" / "emotion" / "manifest.json").read_text())
+    assert manifest["decision"]["rule"] == "uar" and len(manifest["decision"]["offsets"]) == 4
+    assert load_model(tmp_path / "models" / "emotion").decision_offsets() is not None
