@@ -84,13 +84,17 @@ RAVDESS_SETS = [f"{base}{copy}" for base in ("egemaps", "compare", "logmel")
                 for copy in ("", "_speed09", "_speed11", "_noise20")]
 
 
+def fitted_folds(summary: dict) -> list[dict]:
+    """The run's `fitted_per_fold.json` entries of the emotion target (none when not written)."""
+    fitted = Path(summary["outputs"]["dir"]) / "fitted_per_fold.json" if summary.get("outputs") else None
+    return json.loads(fitted.read_text())["emotion"] if fitted and fitted.exists() else []
+
+
 def stacking(summary: dict) -> str:
     """An ensemble's layer weights and the inner figures (weighted F1) of its members and of the
     cross-fitted layer, on the rows the layer was fitted on."""
-    fitted = Path(summary["outputs"]["dir"]) / "fitted_per_fold.json" if summary.get("outputs") else None
-    folds = json.loads(fitted.read_text())["emotion"] if fitted and fitted.exists() else []
     out = []
-    for f in folds:
+    for f in fitted_folds(summary):
         inner = f.get("inner_validation") or {}
         members = ", ".join(f"{m['f1_weighted']:.3f}" for m in inner.get("members", []))
         weights = ", ".join(f"{w:.2f}" for w in (f.get("layer") or {}).get("weights_", []))
@@ -103,10 +107,8 @@ def stacking(summary: dict) -> str:
 def decision(summary: dict) -> str:
     """The decision rule of each fold: its offsets, and its metric on the training samples the
     rule was fitted on, with the most probable class and with the rule cross-fitted there."""
-    fitted = Path(summary["outputs"]["dir"]) / "fitted_per_fold.json" if summary.get("outputs") else None
-    folds = json.loads(fitted.read_text())["emotion"] if fitted and fitted.exists() else []
     out = []
-    for f in folds:
+    for f in fitted_folds(summary):
         d = f.get("decision")
         if d:
             out.append(f"fold {f['fold']}: {d['rule']} on {d['n']} training samples {d['before']:.3f} -> "
@@ -117,10 +119,8 @@ def decision(summary: dict) -> str:
 
 def choices(summary: dict) -> str:
     """Which candidate the selection kept in each outer fold, with the candidates' inner UAR."""
-    fitted = Path(summary["outputs"]["dir"]) / "fitted_per_fold.json" if summary.get("outputs") else None
-    folds = json.loads(fitted.read_text())["emotion"] if fitted and fitted.exists() else []
     out = []
-    for f in folds:
+    for f in fitted_folds(summary):
         scores = f.get("candidate_scores") or []
         if scores:
             inner = ", ".join(f"{c.get('uar', float('nan')):.3f}" for c in scores)

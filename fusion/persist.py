@@ -67,11 +67,14 @@ def _decision(entry: Any, model: FusionModel, folder: Path) -> dict[str, Any] | 
     """The manifest's decision rule (`FusionModel.fit_decision`), checked: one finite offset per class."""
     if entry is None:
         return None
+    from fusion.evaluation.decision import RULES
+
     offsets = entry.get("offsets") if isinstance(entry, dict) else None
     if (not isinstance(offsets, list) or len(offsets) != model.n_classes
-            or not all(isinstance(v, int | float) and np.isfinite(v) for v in offsets)):
-        raise ValueError(f"{Path(folder) / MANIFEST}: decision must give one finite offset per class "
-                         f"({model.n_classes}), got {entry!r}")
+            or not all(isinstance(v, int | float) and np.isfinite(v) for v in offsets)
+            or entry.get("rule") not in RULES[1:]):
+        raise ValueError(f"{Path(folder) / MANIFEST}: decision must name a rule ({', '.join(RULES[1:])}) and give "
+                         f"one finite offset per class ({model.n_classes}), got {entry!r}")
     return dict(entry)
 
 

@@ -145,7 +145,7 @@ def test_a_saved_model_keeps_its_rule_and_a_model_without_inner_predictions_has_
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     manifest["decision"]["offsets"] = [0.0, "x"]
     (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="decision must give one finite offset per class"):
+    with pytest.raises(ValueError, match="manifest.json: decision must name a rule .* one finite offset per class"):
         load_model(tmp_path / "m")
     bare = LOGREG.build().fit(blocks, Targets.classes(y, 3), inner=(), seed=0)
     with pytest.raises(ValueError, match="keeps no predictions of training samples"):
@@ -207,3 +207,18 @@ def test_fusion_train_with_a_rule_reports_it_and_saves_it_with_the_model(tmp_pat
     manifest = json.loads((tmp_path / "models" / "emotion" / "manifest.json").read_text())
     assert manifest["decision"]["rule"] == "uar" and len(manifest["decision"]["offsets"]) == 4
     assert load_model(tmp_path / "models" / "emotion").decision_offsets() is not None
+
+
+def test_a_rule_with_too_few_predicted_training_samples_is_a_one_line_error(tmp_path, capsys):
+    from fixtures import ravdess_tree, write_configs
+
+    from fusion.cli import main
+
+    corpus = ravdess_tree(tmp_path / "ravdess")  # 4 actors: 24 training clips per fold
+    extract_cfg, train_cfg = write_configs(tmp_path, corpus, {"name": "logreg", "params": {"C": 1.0}},
+                                           decision="f1_macro")
+    assert main(["extract", "--config", str(extract_cfg)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(train_cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error:") and "only 24 training samples" in err and "the target's `decision`" in err

@@ -511,3 +511,40 @@ def test_sequence_model_report_shows_the_turns_with_captum_attributions(severity
     assert "words written after the extraction" not in page
     assert f"{path} is not the transcript the features of" in page and "edited since" in page
     assert any(str(path) in w and "edited since" in w for w in res.warnings)
+
+
+def test_a_saved_decision_rule_names_its_class_beside_the_most_probable_one(severity_run, tmp_path):
+    """A model saved with a decision rule: where the rule names another class than the most
+    probable one, the participant report says which, and by which rule (offsets that force
+    the first or the last class: at least one of the two differs from the most probable)."""
+    from fusion.report.build import ReportRequest, make_reports
+    from fusion.report.sources import load_targets
+
+    s, _ = severity_run
+    run_dir = Path(s["outputs"]["dir"])
+    sid = pd.read_csv(run_dir / "depression_predictions.csv", dtype={"sample_id": str})["sample_id"].iloc[0]
+    names = load_targets(run_dir / "model", ["depression"])["depression"].class_names
+    shown = []
+    for forced in (0, len(names) - 1):
+        model = tmp_path / f"model{forced}"
+        shutil.copytree(run_dir / "model", model)
+        path = model / "depression" / "manifest.json"
+        man = json.loads(path.read_text())
+        offsets = [0.0] * len(names)
+        offsets[forced] = 30.0
+        man["decision"] = {"rule": "uar", "offsets": offsets}
+        path.write_text(json.dumps(man))
+        make_reports(ReportRequest(run=str(run_dir), model=str(model), participants=[sid], pdf=False, track=False,
+                                   out=str(tmp_path / f"o{forced}"), n_draws=10, targets=["depression"]))
+        html = (tmp_path / f"o{forced}" / f"participant_{sid}.html").read_text()
+        if "decision rule (for uar)" in html:
+            assert f"decision rule (for uar): <b>{names[forced]}</b>" in html
+            shown.append(forced)
+    assert shown  # the rule named another class for at least one of the two
+    # a manifest whose rule is not one of the rules is refused, naming it
+    man["decision"] = {"rule": "accuracy", "offsets": offsets}
+    path.write_text(json.dumps(man))
+    from fusion.persist import load_model
+
+    with pytest.raises(ValueError, match="decision"):
+        load_model(model / "depression")

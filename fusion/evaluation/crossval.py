@@ -111,7 +111,6 @@ class TargetResult:
     per_class: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # stat → mean, sd per class
     confusion: np.ndarray | None = None         # (K, K) counts, true × predicted, mean over repeats
     conformal: ConformalResult | None = None
-    decision: str = "argmax"                    # the decision rule (`fusion.evaluation.decision`)
     offsets: dict[str, np.ndarray] = field(default_factory=dict)  # variant → (repeats, n, K) its rule's offsets
     notes: list[str] = field(default_factory=list)
 
@@ -220,14 +219,15 @@ def cross_validate(blocks: Mapping[str, Block], y: np.ndarray, folds: Sequence[F
             m.fit_decision(y[tr], decision)
         except ValueError as err:
             if name is None:
-                raise
+                raise ValueError(f"{label}: {err} (the target's `decision`: argmax needs no inner predictions)") \
+                    from None
             note = f"decision rule: variant {name} is named by its most probable class ({err})"
             if note not in result.notes:
                 result.notes.append(note)
         return m
 
     regression = np.full((n_rep, n), np.nan) if score is not None else None
-    result = TargetResult(n_classes, variants, regression, kind=kind, decision=decision)
+    result = TargetResult(n_classes, variants, regression, kind=kind)
     rng = np.random.default_rng(seed)
     if attributions:
         result.modality_contrib = np.full((n, len(mods)), np.nan)

@@ -234,15 +234,15 @@ def target_content(tm: TargetModel, blocks: Mapping[str, Any], labels: pd.DataFr
                                 "held-out estimate was given: these figures are in-sample and optimistic.")
         c["proba"] = [(names[j], float(p[j]), float(lo[j]), float(hi[j])) for j in range(k)]
         top = int(np.argmax(p))
-        c["predicted"] = names[top]
+        c["decision"] = None
         offsets = tm.model.decision_offsets()
         if offsets is not None:  # the class the saved model's decision rule names for these probabilities
             from fusion.evaluation.decision import decide
 
             named = int(decide(p[None, :], offsets)[0])
             if named != top:
-                c["predicted"] = (f"{names[named]} (named by the model's decision rule for "
-                                  f"{tm.model.decision_['rule']}; most probable: {names[top]})")
+                c["decision"] = {"named": names[named], "rule": tm.model.decision_["rule"],
+                                 "most_probable": names[top]}
         c["recorded"] = _recorded(tm, labels, sid, names)
         c["headline"] = headline(p, names, tm.target.get("kind") or "ordinal", c["pos"], tm.target.get("positive_name"),
                                  c["score"], tm.target.get("score"), tm.target.get("score_ranges"))
