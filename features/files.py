@@ -55,15 +55,21 @@ def replace_folder(write: Callable[[Path], object], path: Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    old = None
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         write(tmp)
         os.chmod(tmp, 0o777 & ~_umask())
-        old = None
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, old / path.name)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:  # put the earlier folder back
+                os.replace(old / path.name, path)
+                shutil.rmtree(old, ignore_errors=True)
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -380,3 +380,25 @@ def test_a_model_folder_is_replaced_whole_and_a_save_killed_halfway_leaves_the_o
     save_models_whole(save({"manifest.json": "new"}), root)
     assert {p.name: p.read_text() for p in (root / "emotion").iterdir()} == {"manifest.json": "new"}
     assert sorted(p.name for p in root.iterdir()) == ["emotion", "other"]  # no staging or old folder left
+
+
+def test_a_folder_that_cannot_be_moved_in_leaves_the_earlier_one_in_place(tmp_path, monkeypatch):
+    import os
+
+    from features import files
+
+    target = tmp_path / "emotion"
+    files.replace_folder(lambda d: (d / "manifest.json").write_text("old"), target)
+    real = os.replace
+
+    def failing(src, dst):
+        if Path(dst) == target and str(src).endswith(".tmp"):  # the new folder moving in
+            raise OSError("disk full")
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", failing)
+    with pytest.raises(OSError, match="disk full"):
+        files.replace_folder(lambda d: (d / "manifest.json").write_text("new"), target)
+    monkeypatch.undo()
+    assert (target / "manifest.json").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["emotion"]  # neither the new folder nor the aside one left
